@@ -1,0 +1,3 @@
+from localazure.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,234 @@
+"""ARM core: subscriptions, locations, resource groups, generic resource lists, providers and
+``POST /batch`` (the azure_rm inventory plugin sends its GETs through it)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from localazure.arm.resources import (
+    LOCATIONS,
+    check_location,
+    delete_tree,
+    resource_group_or_404,
+    rg_id,
+    subscription_id_or_404,
+)
+from localazure.core import operations
+from localazure.core.context import Context
+from localazure.core.errors import AzureError, bad_request
+from localazure.core.http import empty, json_body, json_response, list_page, require_api_version
+from localazure.core.router import Router
+
+_RG_NAME = re.compile(r"^[-\w\._\(\)]{1,90}$")
+PROVIDERS = (
+    "Microsoft.Resources",
+    "Microsoft.ContainerRegistry",
+    "Microsoft.Authorization",
+    "Microsoft.ManagedIdentity",
+    "Microsoft.MachineLearningServices",
+    "Microsoft.Batch",
+    "Microsoft.Compute",
+    "Microsoft.Network",
+)
+
+
+@operations.on_complete("resourcegroup.delete")
+def _delete_group(ctx: Context, params: dict[str, Any]) -> None:
+    delete_tree(ctx, params["id"])
+
+
+def subscription_body(ctx: Context) -> dict[str, Any]:
+    return {
+        "id": f"/subscriptions/{ctx.subscription_id}",
+        "authorizationSource": "RoleBased",
+        "subscriptionId": ctx.subscription_id,
+        "tenantId": ctx.settings.tenant_id,
+        "displayName": "localazure",
+        "state": "Enabled",
+        "subscriptionPolicies": {
+            "locationPlacementId": "Public_2014-09-01",
+            "quotaId": "PayAsYouGo_2014-09-01",
+            "spendingLimit": "Off",
+        },
+    }
+
+
+def register(router: Router, ctx: Context, dispatch) -> None:
+    async def list_subscriptions(request: Request) -> Response:
+        return json_response(list_page([subscription_body(ctx)]))
+
+    async def get_subscription(request: Request, sub: str) -> Response:
+        subscription_id_or_404(ctx, sub)
+        return json_response(subscription_body(ctx))
+
+    async def list_locations(request: Request, sub: str) -> Response:
+        subscription_id_or_404(ctx, sub)
+        return json_response(
+            list_page(
+                [
+                    {
+                        "id": f"/subscriptions/{ctx.subscription_id}/locations/{name}",
+                        "name": name,
+                        "displayName": display,
+                        "regionalDisplayName": f"(US) {display}",
+                        "metadata": {"regionType": "Physical"},
+                    }
+                    for name, display in LOCATIONS.items()
+                ]
+            )
+        )
+
+    async def put_group(request: Request, sub: str, rg: str) -> Response:
+        require_api_version(request)
+        subscription_id_or_404(ctx, sub)
+        if not _RG_NAME.match(rg) or rg.endswith("."):
+            raise bad_request(
+                "InvalidResourceGroup",
+                f"The provided resource group name '{rg}' has these invalid characters: "
+                "resource group names may contain only alphanumerics, underscores, parentheses, "
+                "hyphens and periods (not at the end), up to 90 characters.",
+            )
+        body = await json_body(request)
+        existing = ctx.store.get_resource(rg_id(ctx, rg))
+        if existing and body.get("location") and (
+            existing["location"] != body["location"].replace(" ", "").lower()
+        ):
+            raise AzureError(
+                409,
+                "InvalidResourceGroupLocation",
+                f"Invalid resource group location '{body['location']}'. The Resource group "
+                f"already exists in location '{existing['location']}'.",
+            )
+        location = existing["location"] if existing else None
+        if not existing:
+            location = check_location(body.get("location"), "resourceGroups")
+        group = {
+            "id": rg_id(ctx, existing["name"] if existing else rg),
+            "name": existing["name"] if existing else rg,
+            "type": "Microsoft.Resources/resourceGroups",
+            "location": location,
+            "tags": body.get("tags", existing.get("tags") if existing else None) or {},
+            "properties": {"provisioningState": "Succeeded"},
+        }
+        if body.get("managedBy"):
+            group["managedBy"] = body["managedBy"]
+        ctx.store.put_resource(group, parent=f"/subscriptions/{ctx.subscription_id}")
+        return json_response(group, 200 if existing else 201)
+
+    async def get_group(request: Request, sub: str, rg: str) -> Response:
+        group = resource_group_or_404(ctx, sub, rg)
+        if request.method == "HEAD":
+            return empty(204)
+        return json_response(group)
+
+    async def patch_group(request: Request, sub: str, rg: str) -> Response:
+        group = resource_group_or_404(ctx, sub, rg)
+        body = await json_body(request)
+        if "tags" in body:
+            group["tags"] = body["tags"] or {}
+        ctx.store.put_resource(group, parent=f"/subscriptions/{ctx.subscription_id}")
+        return json_response(group)
+
+    async def delete_group(request: Request, sub: str, rg: str) -> Response:
+        api_version = require_api_version(request)
+        subscription_id_or_404(ctx, sub)
+        group = ctx.store.get_resource(rg_id(ctx, rg))
+        if group is None:
+            return empty(204)
+        op = operations.start(
+            ctx, namespace="Microsoft.Resources", location=group["location"],
+            kind="resourcegroup.delete", params={"id": group["id"]}, duration=0.5,
+        )
+        return empty(202, headers=operations.headers(ctx, op, api_version))
+
+    async def list_groups(request: Request, sub: str) -> Response:
+        subscription_id_or_404(ctx, sub)
+        groups = ctx.store.list_resources(type="Microsoft.Resources/resourceGroups")
+        return json_response(list_page(groups))
+
+    async def list_group_resources(request: Request, sub: str, rg: str) -> Response:
+        group = resource_group_or_404(ctx, sub, rg)
+        items = [r for r in ctx.store.list_resources(parent=group["id"])]
+        return json_response(list_page(_filtered(items, request)))
+
+    async def list_subscription_resources(request: Request, sub: str) -> Response:
+        subscription_id_or_404(ctx, sub)
+        items = [
+            r for r in ctx.store.list_resources(under=f"/subscriptions/{ctx.subscription_id}")
+            if r["type"].count("/") == 1 and r["type"] != "Microsoft.Resources/resourceGroups"
+        ]
+        return json_response(list_page(_filtered(items, request)))
+
+    def _provider(ns: str) -> dict[str, Any]:
+        return {
+            "id": f"/subscriptions/{ctx.subscription_id}/providers/{ns}",
+            "namespace": ns,
+            "registrationState": "Registered",
+            "registrationPolicy": "RegistrationRequired",
+            "resourceTypes": [],
+        }
+
+    async def list_providers(request: Request, sub: str) -> Response:
+        subscription_id_or_404(ctx, sub)
+        return json_response(list_page([_provider(ns) for ns in PROVIDERS]))
+
+    async def get_provider(request: Request, sub: str, ns: str) -> Response:
+        subscription_id_or_404(ctx, sub)
+        known = {p.lower(): p for p in PROVIDERS}
+        if ns.lower() not in known:
+            raise AzureError(
+                404, "InvalidResourceNamespace",
+                f"The resource namespace '{ns}' is invalid.",
+            )
+        return json_response(_provider(known[ns.lower()]))
+
+    async def register_provider(request: Request, sub: str, ns: str) -> Response:
+        return await get_provider(request, sub, ns)
+
+    async def batch(request: Request) -> Response:
+        body = await json_body(request)
+        responses = []
+        for item in body.get("requests", []):
+            status, headers, content = await dispatch(
+                request, item.get("httpMethod", "GET").upper(), item["url"], item.get("content")
+            )
+            responses.append(
+                {
+                    "name": item.get("name"),
+                    "httpStatusCode": status,
+                    "headers": headers,
+                    "content": content,
+                    "contentLength": len(json.dumps(content)) if content is not None else 0,
+                }
+            )
+        return json_response({"responses": responses})
+
+    router.add("GET", "/subscriptions", list_subscriptions)
+    router.add("GET", "/subscriptions/{sub}", get_subscription)
+    router.add("GET", "/subscriptions/{sub}/locations", list_locations)
+    router.add("GET", "/subscriptions/{sub}/resourcegroups", list_groups)
+    router.add("PUT", "/subscriptions/{sub}/resourcegroups/{rg}", put_group)
+    router.add("GET,HEAD", "/subscriptions/{sub}/resourcegroups/{rg}", get_group)
+    router.add("PATCH", "/subscriptions/{sub}/resourcegroups/{rg}", patch_group)
+    router.add("DELETE", "/subscriptions/{sub}/resourcegroups/{rg}", delete_group)
+    router.add("GET", "/subscriptions/{sub}/resourcegroups/{rg}/resources", list_group_resources)
+    router.add("GET", "/subscriptions/{sub}/resources", list_subscription_resources)
+    router.add("GET", "/subscriptions/{sub}/providers", list_providers)
+    router.add("GET", "/subscriptions/{sub}/providers/{ns}", get_provider)
+    router.add("POST", "/subscriptions/{sub}/providers/{ns}/register", register_provider)
+    router.add("POST", "/batch", batch)
+
+
+def _filtered(items: list[dict[str, Any]], request: Request) -> list[dict[str, Any]]:
+    """Apply the ``$filter=resourceType eq '...'`` form the SDKs and the inventory send."""
+    flt = request.query_params.get("$filter", "")
+    m = re.search(r"resourceType eq '([^']+)'", flt, re.IGNORECASE)
+    if m:
+        wanted = m.group(1).lower()
+        items = [i for i in items if i["type"].lower() == wanted]
+    return items

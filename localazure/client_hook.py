@@ -1,0 +1,95 @@
+"""Interpreter start-up hook of the project's environment (loaded by ``localazure_hook.pth``).
+
+Two jobs, both additive (nothing installed is edited):
+
+1. Restore ``azure.cli.core.cloud.get_cloud_from_metadata_endpoint``. azure.azcollection 3.12.0
+   calls it for ``cloud_environment: <metadata URL>``, but azure-cli-core 2.75 no longer has it
+   (ansible-collections/azure#2157). msrestazure's function of the same name does the same
+   discovery (``/metadata/endpoints?api-version=2015-01-01``); it is attached when
+   ``azure.cli.core.cloud`` is first imported. This serves Azure Stack users as well.
+2. When ``LOCALAZURE_DNS`` lists host suffixes (``localazure env`` sets ``.azurecr.io``), resolve
+   those hosts to the emulator's address and port, so registry login servers keep Azure's own
+   names (``myregistry.azurecr.io``). TLS stays verified: the emulator's certificate names them
+   and is trusted only through ``REQUESTS_CA_BUNDLE``.
+
+Only the standard library is imported here, so the hook costs nothing when unused.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import os
+import socket
+import sys
+from urllib.parse import urlsplit
+
+_CLOUD_MODULE = "azure.cli.core.cloud"
+
+
+def _attach_metadata_discovery(module) -> None:
+    if hasattr(module, "get_cloud_from_metadata_endpoint"):
+        return
+
+    def get_cloud_from_metadata_endpoint(arm_endpoint, name=None, session=None):
+        from msrestazure.azure_cloud import get_cloud_from_metadata_endpoint as discover
+
+        return discover(arm_endpoint, name=name, session=session)
+
+    module.get_cloud_from_metadata_endpoint = get_cloud_from_metadata_endpoint
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):
+        if fullname != _CLOUD_MODULE:
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is None or spec.loader is None:
+            return None
+        original_exec = spec.loader.exec_module
+
+        def exec_module(module):
+            original_exec(module)
+            _attach_metadata_discovery(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def _install_resolver(suffixes: list[str], endpoint: str) -> None:
+    target = urlsplit(endpoint)
+    address, port = target.hostname, target.port or 443
+    original = socket.getaddrinfo
+
+    def getaddrinfo(host, service, *args, **kwargs):
+        if isinstance(host, bytes):
+            name = host.decode()
+        else:
+            name = host or ""
+        if any(name.lower().endswith(suffix) for suffix in suffixes):
+            if service in (443, "443", "https", None):
+                service = port
+            return original(address, service, *args, **kwargs)
+        return original(host, service, *args, **kwargs)
+
+    socket.getaddrinfo = getaddrinfo
+
+
+def install() -> None:
+    if not any(isinstance(f, _PatchOnImport) for f in sys.meta_path):
+        if _CLOUD_MODULE in sys.modules:
+            _attach_metadata_discovery(sys.modules[_CLOUD_MODULE])
+        else:
+            sys.meta_path.insert(0, _PatchOnImport())
+    suffixes = [s.strip().lower() for s in os.environ.get("LOCALAZURE_DNS", "").split(",") if s.strip()]
+    endpoint = os.environ.get("LOCALAZURE_ENDPOINT")
+    if suffixes and endpoint and not getattr(socket.getaddrinfo, "_localazure", False):
+        _install_resolver(suffixes, endpoint)
+        socket.getaddrinfo._localazure = True
+
+
+install()

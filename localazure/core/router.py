@@ -1,0 +1,73 @@
+"""A small case-insensitive router over Starlette requests.
+
+Azure paths are case-insensitive (``resourceGroups`` and ``resourcegroups`` are the same), which
+Starlette's own router cannot express; each service registers its routes here with the kind of
+authentication they need.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+Handler = Callable[..., Awaitable[Response]]
+AuthKind = Literal["arm", "none", "ml", "custom"]
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    regex = _PLACEHOLDER.sub(lambda m: f"(?P<{m.group(1)}>[^/]+)", pattern.rstrip("/"))
+    return re.compile(f"^{regex}/?$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Route:
+    methods: frozenset[str]
+    pattern: re.Pattern[str]
+    handler: Handler
+    auth: AuthKind
+    # The ARM action this route performs, for RBAC checks and the request log.
+    name: str
+
+
+class Router:
+    def __init__(self) -> None:
+        self.routes: list[Route] = []
+
+    def add(
+        self, methods: str, pattern: str, handler: Handler, *, auth: AuthKind = "arm"
+    ) -> None:
+        self.routes.append(
+            Route(
+                frozenset(m.strip().upper() for m in methods.split(",")),
+                compile_pattern(pattern),
+                handler,
+                auth,
+                handler.__name__,
+            )
+        )
+
+    def include(self, other: Router) -> None:
+        self.routes.extend(other.routes)
+
+    def match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
+        """Return (route, params, path_matched_any_method)."""
+        path_matched = False
+        for route in self.routes:
+            m = route.pattern.match(path)
+            if not m:
+                continue
+            path_matched = True
+            if method in route.methods:
+                return route, m.groupdict(), True
+        return None, {}, path_matched
+
+
+async def call(route: Route, request: Request, params: dict[str, str]) -> Response:
+    return await route.handler(request, **params)
