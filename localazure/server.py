@@ -27,4 +27,6 @@ def serve(settings: Settings) -> None:
         access_log=False,
         lifespan="on",
         timeout_keep_alive=30,
+        # Idle keep-alive connections of SDK sessions must not hold a stop or restart.
+        timeout_graceful_shutdown=1,
     )
