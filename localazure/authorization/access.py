@@ -5,20 +5,33 @@ the simulated workloads that pull images."""
 from __future__ import annotations
 
 import fnmatch
+import re
 from typing import Any
 
 from localazure.authorization.roles import BY_ID, role_guid_from_definition_id
 from localazure.core.context import Context
+from localazure.core.errors import authorization_failed
+from localazure.identity.tokens import Caller
 
 ASSIGNMENT_KIND = "role-assignment"
 PULL = "Microsoft.ContainerRegistry/registries/pull/read"
 PUSH = "Microsoft.ContainerRegistry/registries/push/write"
 
 
+def normalise_scope(scope: str) -> str:
+    """A scope as ARM compares it: single slashes, no trailing slash, ``""`` for the tenant root."""
+    return re.sub("/+", "/", "/" + scope.strip("/")).rstrip("/")
+
+
 def _covers(scope: str, resource_id: str) -> bool:
     scope = scope.rstrip("/").lower()
     target = resource_id.rstrip("/").lower()
     return scope in ("", "/") or target == scope or target.startswith(scope + "/")
+
+
+def covers(scope: str, resource_id: str) -> bool:
+    """True when an assignment at ``scope`` applies to ``resource_id`` (same or a child)."""
+    return _covers(normalise_scope(scope), normalise_scope(resource_id))
 
 
 def _allows(permissions: dict[str, Any], action: str) -> bool:
@@ -30,7 +43,8 @@ def _allows(permissions: dict[str, Any], action: str) -> bool:
 
 def assignments_for(ctx: Context, object_id: str) -> list[dict[str, Any]]:
     return [
-        a for a in ctx.store.values(ASSIGNMENT_KIND)
+        a
+        for a in ctx.store.values(ASSIGNMENT_KIND)
         if a["properties"]["principalId"].lower() == object_id.lower()
     ]
 
@@ -44,3 +58,10 @@ def is_allowed(ctx: Context, object_id: str, action: str, resource_id: str) -> b
         if role and _allows(role[1], action):
             return True
     return False
+
+
+def require(ctx: Context, caller: Caller, action: str, scope: str) -> None:
+    """Raise ARM's 403 ``AuthorizationFailed`` unless ``caller`` may perform ``action`` on
+    ``scope`` (a resource id, or the id of what is about to be created)."""
+    if not is_allowed(ctx, caller.object_id, action, scope):
+        raise authorization_failed(caller.object_id, action, scope)

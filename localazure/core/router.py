@@ -18,11 +18,20 @@ from starlette.responses import Response
 Handler = Callable[..., Awaitable[Response]]
 AuthKind = Literal["arm", "none", "ml", "custom"]
 
-_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+_PLACEHOLDER = re.compile(r"\{(\w+)(:path)?\}")
+
+
+def _placeholder_regex(match: re.Match[str]) -> str:
+    name, is_path = match.group(1), match.group(2)
+    if is_path:
+        # ``{name:path}``: zero or more whole segments, each with its leading slash, such as an ARM
+        # scope (``/subscriptions/s/resourceGroups/g/providers/...``) or nothing (tenant root).
+        return f"(?P<{name}>(?:/[^/]*)*)"
+    return f"(?P<{name}>[^/]+)"
 
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
-    regex = _PLACEHOLDER.sub(lambda m: f"(?P<{m.group(1)}>[^/]+)", pattern.rstrip("/"))
+    regex = _PLACEHOLDER.sub(_placeholder_regex, pattern.rstrip("/"))
     return re.compile(f"^{regex}/?$", re.IGNORECASE)
 
 

@@ -19,6 +19,7 @@ def emulator(tmp_path_factory):
 @pytest.fixture
 def azure(emulator):
     """The emulator, reset to an empty subscription (with its development principal)."""
+    emulator.activate()
     emulator.reset()
     emulator.admin("DELETE", "faults")
     return emulator

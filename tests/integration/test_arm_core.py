@@ -3,6 +3,8 @@ the batch endpoint, fault injection, the request log, and state across a restart
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import requests
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
@@ -123,7 +125,9 @@ def test_request_log_never_holds_credentials(azure):
     assert secret not in repr(log)
 
 
-def test_state_survives_a_restart(tmp_path):
+def test_state_survives_a_restart(tmp_path, monkeypatch):
+    for name in RunningEmulator(tmp_path).env:
+        monkeypatch.setenv(name, os.environ.get(name, ""))
     emulator = RunningEmulator(tmp_path / "state").start()
     try:
         emulator.activate()

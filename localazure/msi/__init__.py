@@ -1,0 +1,2 @@
+"""Microsoft.ManagedIdentity: user-assigned managed identities, each backed by a principal of the
+emulated directory."""

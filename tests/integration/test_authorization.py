@@ -1,0 +1,336 @@
+"""Azure RBAC through azure-mgmt-authorization 4.0.0 and azure.azcollection: built-in role
+definitions, role assignments with Azure's validation and scope inheritance, and enforcement of
+Microsoft.Authorization/roleAssignments/write on real managed-identity tokens."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from azure.containerregistry import ContainerRegistryClient
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+)
+from azure.identity import ManagedIdentityCredential
+from azure.mgmt.authorization import AuthorizationManagementClient
+from azure.mgmt.containerregistry import ContainerRegistryManagementClient
+from azure.mgmt.resource import ResourceManagementClient
+
+from localazure.core.store import Store
+from localazure.identity.principals import DEV_SP_OBJECT_ID
+from localazure.identity.routes import bind_workload_identity
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILT_IN_IDS = {
+    "AcrPull": "7f951dda-4ed3-4680-a7ca-43fe172d538d",
+    "AcrPush": "8311e382-0749-4cb8-b61a-304f252e45ec",
+    "Reader": "acdd72a7-3385-48ef-bd42-f606fba81ae7",
+    "Contributor": "b24988ac-6180-42a0-ab88-20f7382dd24c",
+    "Owner": "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
+    "User Access Administrator": "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9",
+}
+IDENTITY_API_VERSION = "2023-01-31"
+
+
+class Subscription:
+    """Ids and clients for one test's subscription, with two resource groups."""
+
+    def __init__(self, emulator):
+        self.emulator = emulator
+        self.id = f"/subscriptions/{emulator.subscription_id}"
+        self.auth = emulator.mgmt_client(AuthorizationManagementClient)
+        self.resources = emulator.mgmt_client(ResourceManagementClient)
+        for name in ("rbac", "elsewhere"):
+            self.resources.resource_groups.create_or_update(name, {"location": "eastus"})
+        self.group = f"{self.id}/resourceGroups/rbac"
+        self.other_group = f"{self.id}/resourceGroups/elsewhere"
+
+    def role(self, name: str) -> str:
+        return f"{self.id}/providers/Microsoft.Authorization/roleDefinitions/{BUILT_IN_IDS[name]}"
+
+    def identity(self, name: str, group: str = "rbac") -> tuple[str, str]:
+        """Create a user-assigned identity; return (resource id, principal id)."""
+        rid = (
+            f"{self.id}/resourceGroups/{group}"
+            f"/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
+        )
+        created = self.resources.resources.begin_create_or_update_by_id(
+            rid, IDENTITY_API_VERSION, {"location": "eastus"}
+        ).result()
+        return created.id, created.properties["principalId"]
+
+    def assign(self, scope: str, principal_id: str, role: str, name: str | None = None, **extra):
+        return self.auth.role_assignments.create(
+            scope,
+            name or str(uuid.uuid4()),
+            {"role_definition_id": self.role(role), "principal_id": principal_id, **extra},
+        )
+
+
+@pytest.fixture
+def sub(azure) -> Subscription:
+    return Subscription(azure)
+
+
+def managed_identity_credential(
+    emulator, principal_id: str, monkeypatch
+) -> ManagedIdentityCredential:
+    """A credential that gets the identity's tokens from the emulator's managed-identity endpoint
+    (App Service protocol). The test stands in for the compute host, which binds an identity to
+    a workload by writing the secret into the emulator's store."""
+    store = Store(emulator.settings.db_path)
+    try:
+        secret = bind_workload_identity(SimpleNamespace(store=store), principal_id)
+    finally:
+        store.close()
+    monkeypatch.setenv("IDENTITY_ENDPOINT", f"{emulator.endpoint}/msi/token")
+    monkeypatch.setenv("IDENTITY_HEADER", secret)
+    return ManagedIdentityCredential()
+
+
+def error_code(err: pytest.ExceptionInfo[HttpResponseError]) -> tuple[int, str]:
+    return err.value.status_code, err.value.error.code
+
+
+# -- role definitions ---------------------------------------------------------------------------
+
+
+def test_built_in_roles_carry_azure_ids(sub):
+    for role_name, guid in BUILT_IN_IDS.items():
+        found = list(sub.auth.role_definitions.list(sub.id, filter=f"roleName eq '{role_name}'"))
+        assert [(d.id, d.role_name, d.role_type) for d in found] == [
+            (sub.role(role_name), role_name, "BuiltInRole")
+        ]
+        assert found[0].name == guid
+
+    built_in = list(sub.auth.role_definitions.list(sub.group, filter="type eq 'BuiltInRole'"))
+    assert set(BUILT_IN_IDS.values()) <= {d.name for d in built_in}
+    assert list(sub.auth.role_definitions.list(sub.id, filter="type eq 'CustomRole'")) == []
+
+
+def test_role_definitions_are_read_by_guid_and_by_id(sub):
+    pull = sub.auth.role_definitions.get(sub.group, BUILT_IN_IDS["AcrPull"])
+    assert pull.role_name == "AcrPull"
+    assert pull.permissions[0].actions == ["Microsoft.ContainerRegistry/registries/pull/read"]
+    assert sub.auth.role_definitions.get_by_id(sub.role("AcrPush")).role_name == "AcrPush"
+
+    with pytest.raises(ResourceNotFoundError) as err:
+        sub.auth.role_definitions.get(sub.id, str(uuid.uuid4()))
+    assert error_code(err) == (404, "RoleDefinitionDoesNotExist")
+
+
+# -- role assignments ---------------------------------------------------------------------------
+
+
+def test_development_principal_owns_the_subscription(sub):
+    owners = list(sub.auth.role_assignments.list_for_scope(sub.id, filter="atScope()"))
+    assert [(a.principal_id, a.role_definition_id, a.scope) for a in owners] == [
+        (DEV_SP_OBJECT_ID, sub.role("Owner"), sub.id)
+    ]
+
+
+def test_assignment_is_created_read_listed_and_deleted(sub):
+    _, principal = sub.identity("reader")
+    name = str(uuid.uuid4())
+    tenant_level_role = (
+        f"/providers/Microsoft.Authorization/roleDefinitions/{BUILT_IN_IDS['Reader']}"
+    )
+
+    created = sub.auth.role_assignments.create(
+        sub.group,
+        name,
+        {"role_definition_id": tenant_level_role, "principal_id": principal, "description": "ci"},
+    )
+    assert created.id == f"{sub.group}/providers/Microsoft.Authorization/roleAssignments/{name}"
+    assert (created.scope, created.role_definition_id) == (sub.group, sub.role("Reader"))
+    assert (created.principal_type, created.created_by) == ("ServicePrincipal", DEV_SP_OBJECT_ID)
+    assert created.description == "ci"
+
+    assert sub.auth.role_assignments.get(sub.group, name).principal_id == principal
+    assert sub.auth.role_assignments.get_by_id(created.id).name == name
+    listed = sub.auth.role_assignments.list_for_resource_group("rbac")
+    assert name in {a.name for a in listed}
+
+    assert sub.auth.role_assignments.delete_by_id(created.id).name == name
+    with pytest.raises(ResourceNotFoundError) as err:
+        sub.auth.role_assignments.get(sub.group, name)
+    assert error_code(err) == (404, "RoleAssignmentNotFound")
+    assert sub.auth.role_assignments.delete(sub.group, name) is None
+
+
+def test_assignment_at_group_applies_to_resources_beneath_it(sub):
+    identity_id, principal = sub.identity("puller")
+    grant = sub.assign(sub.group, principal, "AcrPull")
+
+    above_identity = sub.auth.role_assignments.list_for_scope(identity_id, filter="atScope()")
+    assert grant.id in {a.id for a in above_identity}
+    below_subscription = sub.auth.role_assignments.list_for_scope(
+        sub.id, filter=f"principalId eq '{principal}'"
+    )
+    assert [a.id for a in below_subscription] == [grant.id]
+    at_subscription = sub.auth.role_assignments.list_for_scope(sub.id, filter="atScope()")
+    assert grant.id not in {a.id for a in at_subscription}
+    in_other_group = sub.auth.role_assignments.list_for_scope(sub.other_group, filter="atScope()")
+    assert grant.id not in {a.id for a in in_other_group}
+
+
+def test_same_grant_twice_conflicts_and_same_put_is_idempotent(sub):
+    _, principal = sub.identity("twice")
+    name = str(uuid.uuid4())
+    first = sub.assign(sub.group, principal, "AcrPull", name=name)
+
+    repeated = sub.assign(sub.group, principal, "AcrPull", name=name)
+    assert (repeated.id, repeated.created_on) == (first.id, first.created_on)
+    with pytest.raises(HttpResponseError) as err:
+        sub.assign(sub.group, principal, "AcrPull")
+    assert error_code(err) == (409, "RoleAssignmentExists")
+    assert name.replace("-", "") in err.value.error.message
+
+    with pytest.raises(HttpResponseError) as err:
+        sub.assign(sub.group, principal, "AcrPush", name=name)
+    assert error_code(err) == (400, "RoleAssignmentUpdateNotPermitted")
+    mine = sub.auth.role_assignments.list_for_scope(sub.id, filter=f"principalId eq '{principal}'")
+    assert [a.name for a in mine] == [name]
+
+
+READER = BUILT_IN_IDS["Reader"]
+GROUP = "/resourceGroups/rbac"
+
+
+@pytest.mark.parametrize(
+    ("scope_suffix", "principal", "role_guid", "name", "expected"),
+    [
+        (GROUP, str(uuid.uuid4()), READER, None, (400, "PrincipalNotFound")),
+        (GROUP, DEV_SP_OBJECT_ID, str(uuid.uuid4()), None, (400, "RoleDefinitionDoesNotExist")),
+        (GROUP, DEV_SP_OBJECT_ID, READER, "reader", (400, "InvalidRoleAssignmentId")),
+        ("/resourceGroups/absent", DEV_SP_OBJECT_ID, READER, None, (404, "ResourceGroupNotFound")),
+        (
+            GROUP + "/providers/Microsoft.ContainerRegistry/registries/absent",
+            DEV_SP_OBJECT_ID,
+            READER,
+            None,
+            (404, "ResourceNotFound"),
+        ),
+    ],
+)
+def test_invalid_assignments_are_refused(sub, scope_suffix, principal, role_guid, name, expected):
+    role_id = f"{sub.id}/providers/Microsoft.Authorization/roleDefinitions/{role_guid}"
+    with pytest.raises(HttpResponseError) as err:
+        sub.auth.role_assignments.create(
+            sub.id + scope_suffix,
+            name or str(uuid.uuid4()),
+            {"role_definition_id": role_id, "principal_id": principal},
+        )
+    assert error_code(err) == expected
+    if expected[1] == "PrincipalNotFound":
+        assert sub.emulator.settings.tenant_id in err.value.error.message
+
+
+def test_principal_type_must_match_the_directory(sub):
+    _, principal = sub.identity("typed")
+    with pytest.raises(HttpResponseError) as err:
+        sub.assign(sub.group, principal, "Reader", principal_type="User")
+    assert error_code(err) == (400, "UnmatchedPrincipalType")
+
+
+def test_managed_identity_needs_a_role_to_assign_roles(sub, monkeypatch):
+    _, principal = sub.identity("operator")
+    sub.assign(sub.group, principal, "AcrPush")
+    credential = managed_identity_credential(sub.emulator, principal, monkeypatch)
+    as_identity = sub.emulator.mgmt_client(AuthorizationManagementClient, credential=credential)
+    grant = {"role_definition_id": sub.role("AcrPull"), "principal_id": DEV_SP_OBJECT_ID}
+
+    with pytest.raises(HttpResponseError) as err:
+        as_identity.role_assignments.create(sub.group, str(uuid.uuid4()), grant)
+    assert error_code(err) == (403, "AuthorizationFailed")
+    assert principal in err.value.error.message
+
+    sub.assign(sub.group, principal, "User Access Administrator")
+    created = as_identity.role_assignments.create(sub.group, str(uuid.uuid4()), grant)
+    assert created.created_by == principal
+    with pytest.raises(HttpResponseError) as err:
+        as_identity.role_assignments.create(sub.other_group, str(uuid.uuid4()), grant)
+    assert error_code(err) == (403, "AuthorizationFailed")
+
+
+def test_acr_pull_at_group_opens_registries_beneath_it(sub, monkeypatch):
+    registries = sub.emulator.mgmt_client(ContainerRegistryManagementClient)
+    registry = registries.registries.begin_create(
+        "rbac", "rbacpull", {"location": "eastus", "sku": {"name": "Basic"}}
+    ).result()
+    _, principal = sub.identity("workload")
+    credential = managed_identity_credential(sub.emulator, principal, monkeypatch)
+
+    def repositories() -> list[str]:
+        client = ContainerRegistryClient(
+            f"https://{registry.login_server}",
+            credential,
+            audience="https://containerregistry.azure.net",
+        )
+        return list(client.list_repository_names())
+
+    with pytest.raises(ClientAuthenticationError):
+        repositories()
+    sub.assign(sub.group, principal, "AcrPull")
+    assert repositories() == []
+
+
+def test_assignments_go_with_their_resource_group(sub):
+    _, principal = sub.identity("kept", group="elsewhere")
+    at_group = sub.assign(sub.group, principal, "Reader")
+    at_subscription = sub.assign(sub.id, principal, "AcrPull")
+
+    sub.resources.resource_groups.begin_delete("rbac").result()
+
+    remaining = sub.auth.role_assignments.list_for_scope(
+        sub.id, filter=f"principalId eq '{principal}'"
+    )
+    assert [a.id for a in remaining] == [at_subscription.id]
+    assert at_group.id not in {a.id for a in sub.auth.role_assignments.list_for_subscription()}
+
+
+# -- azure.azcollection -------------------------------------------------------------------------
+
+
+def run_module(emulator, module: str, args: str) -> dict:
+    env = {
+        **os.environ,
+        **emulator.env,
+        "PATH": f"{REPO_ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '')}",
+        "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
+    }
+    completed = subprocess.run(
+        ["ansible", "localhost", "-m", module, "-a", args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    # ansible.cfg enables profile_tasks, which prints its timings around the JSON document.
+    document, _ = json.JSONDecoder().raw_decode(completed.stdout[completed.stdout.index("{") :])
+    return document["plays"][0]["tasks"][0]["hosts"]["localhost"]
+
+
+def test_azcollection_role_assignment_is_idempotent(sub):
+    _, principal = sub.identity("ansible")
+    args = (
+        f"scope={sub.group} assignee_object_id={principal} role_definition_id={sub.role('AcrPull')}"
+    )
+
+    first = run_module(sub.emulator, "azure.azcollection.azure_rm_roleassignment", args)
+    second = run_module(sub.emulator, "azure.azcollection.azure_rm_roleassignment", args)
+
+    assert (first["changed"], second["changed"]) == (True, False)
+    assert first["id"] == second["id"]
+    stored = sub.auth.role_assignments.get_by_id(first["id"])
+    assert (stored.principal_id, stored.scope) == (principal, sub.group)
