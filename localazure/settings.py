@@ -17,9 +17,10 @@ DEFAULT_TENANT_ID = "72f988bf-0000-4000-8000-00000000aa01"
 DEFAULT_SUBSCRIPTION_ID = "9f3c2a51-0000-4000-8000-00000000aa02"
 DEFAULT_CLIENT_ID = "5b6d7e8f-0000-4000-8000-00000000aa03"
 DEFAULT_LOCATION = "eastus"
-# Host suffixes Azure serves on names of their own (registry login servers); the client hook
-# resolves them to the emulator.
-REDIRECTED_SUFFIXES = (".azurecr.io",)
+# Hosts the emulator answers for under their real names (registry login servers, and the public
+# registries images are imported from); the client hook resolves them to the emulator.
+# A leading dot means "any host under this domain".
+REDIRECTED_SUFFIXES = (".azurecr.io", ".docker.io", "mcr.microsoft.com")
 
 
 def _default_state_dir() -> Path:

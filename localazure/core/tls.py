@@ -72,7 +72,10 @@ def _load_ca(tls_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKe
 def _issue_server(tls_dir: Path, host: str, ca_cert, ca_key) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = [x509.DNSName("localhost")]
-    names += [x509.DNSName("*" + suffix) for suffix in REDIRECTED_SUFFIXES]
+    names += [
+        x509.DNSName("*" + suffix if suffix.startswith(".") else suffix)
+        for suffix in REDIRECTED_SUFFIXES
+    ]
     try:
         names.append(x509.IPAddress(ipaddress.ip_address(host)))
     except ValueError:
@@ -99,7 +102,12 @@ def _issue_server(tls_dir: Path, host: str, ca_cert, ca_key) -> None:
     )
     (tls_dir / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     _write_private(tls_dir / "server-key.pem", _pem_key(key))
-    (tls_dir / "server.host").write_text(host)
+    (tls_dir / "server.host").write_text(_server_identity(host))
+
+
+def _server_identity(host: str) -> str:
+    """What the server certificate was issued for; a change re-issues it."""
+    return "|".join((host, *REDIRECTED_SUFFIXES))
 
 
 def ensure_certificates(tls_dir: Path, host: str) -> tuple[Path, Path]:
@@ -111,7 +119,7 @@ def ensure_certificates(tls_dir: Path, host: str) -> tuple[Path, Path]:
         ca_cert, ca_key = _issue_ca(tls_dir)
     host_file = tls_dir / "server.host"
     if not (tls_dir / "server.pem").exists() or not host_file.exists() or (
-        host_file.read_text() != host
+        host_file.read_text() != _server_identity(host)
     ):
         _issue_server(tls_dir, host, ca_cert, ca_key)
     return tls_dir / "server.pem", tls_dir / "server-key.pem"

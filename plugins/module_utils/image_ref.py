@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Container image references, parsed the way Docker and ACR import read them."""
 
@@ -84,5 +83,7 @@ def parse(text: str) -> ImageRef:
 def default_target(ref: ImageRef) -> str:
     """Where ``az acr import`` puts an image by default: the source repository without a
     registry host and without Docker Hub's ``library/`` prefix, same tag."""
-    repository = ref.repository.removeprefix("library/") if ref.registry == DOCKER_HUB else ref.repository
+    repository = (
+        ref.repository.removeprefix("library/") if ref.registry == DOCKER_HUB else ref.repository
+    )
     return f"{repository}:{ref.tag or 'latest'}"

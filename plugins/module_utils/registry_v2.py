@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Read a manifest digest from any registry speaking the Docker Registry HTTP API v2
 (Docker Hub, MCR, ACR), anonymously or with basic credentials, following the bearer challenge."""
@@ -8,7 +7,6 @@ from __future__ import annotations
 import re
 
 import requests
-
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.image_ref import ImageRef
 
 MANIFEST_TYPES = ", ".join(
