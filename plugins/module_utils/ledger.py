@@ -1,0 +1,370 @@
+"""The run ledger: every task's final result exactly once, on disk, so that a re-run resumes.
+
+One SQLite file in WAL mode. ``results`` has one row per task (task_id is the primary key) and is
+only ever inserted into with INSERT OR IGNORE: the first final result wins and a later one is
+counted in ``duplicates_ignored``. Every write is its own committed transaction, so a controller
+killed at any moment leaves a consistent ledger behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS run_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS results (
+    task_id TEXT PRIMARY KEY,
+    domain TEXT,
+    status TEXT NOT NULL CHECK (status IN ('success', 'fail', 'error')),
+    score REAL NOT NULL,
+    duration_s REAL,
+    error TEXT,
+    job_key TEXT,
+    worker TEXT,
+    recorded_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_key TEXT PRIMARY KEY,
+    handle TEXT,
+    task_ids TEXT NOT NULL,
+    submitted_at REAL NOT NULL,
+    node_started_at REAL,
+    node_released_at REAL,
+    ended_at REAL,
+    state TEXT NOT NULL,
+    failure_kind TEXT,
+    failure_code TEXT,
+    reason TEXT
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id TEXT NOT NULL,
+    job_key TEXT NOT NULL,
+    job_handle TEXT,
+    worker TEXT,
+    started_at REAL,
+    ended_at REAL NOT NULL,
+    outcome TEXT NOT NULL,
+    failure_kind TEXT,
+    failure_code TEXT,
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_by_task ON attempts (task_id);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+
+class LedgerMismatch(Exception):
+    """The ledger belongs to a run with a different configuration."""
+
+
+@dataclass(frozen=True)
+class RunMeta:
+    run_id: str
+    config_fingerprint: str
+    started_at: float
+    sessions: int
+    status: str
+
+
+@dataclass(frozen=True)
+class TaskResultRow:
+    task_id: str
+    domain: str | None
+    status: str
+    score: float
+    duration_s: float | None
+    error: str | None
+    job_key: str | None
+    worker: str | None
+    recorded_at: float
+
+
+@dataclass(frozen=True)
+class JobRow:
+    job_key: str
+    handle: str | None
+    task_ids: list[str]
+    submitted_at: float
+    node_started_at: float | None
+    node_released_at: float | None
+    ended_at: float | None
+    state: str
+    failure_kind: str | None
+    failure_code: str | None
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    task_id: str
+    job_key: str
+    job_handle: str | None
+    worker: str | None
+    started_at: float | None
+    ended_at: float
+    outcome: str
+    failure_kind: str | None
+    failure_code: str | None
+    reason: str | None
+
+
+_JOB_UPDATABLE = frozenset(
+    {
+        "handle",
+        "node_started_at",
+        "node_released_at",
+        "ended_at",
+        "state",
+        "failure_kind",
+        "failure_code",
+        "reason",
+    }
+)
+
+
+class Ledger:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: autocommit; multi-statement records use explicit transactions.
+        self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # run metadata -------------------------------------------------------------------------
+
+    def init_run(self, run_id: str, config_fingerprint: str, started_at: float) -> RunMeta:
+        """Create the run, or resume it (counting a new session) if it already exists.
+
+        Raises LedgerMismatch when the ledger records a different run or configuration.
+        """
+        existing = self.run_meta()
+        if existing is None:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(
+                "INSERT OR IGNORE INTO run_meta (key, value) VALUES (?, ?)",
+                [
+                    ("run_id", run_id),
+                    ("config_fingerprint", config_fingerprint),
+                    ("started_at", repr(started_at)),
+                    ("sessions", "1"),
+                    ("status", "running"),
+                ],
+            )
+            self._db.execute("COMMIT")
+            meta = self.run_meta()
+            assert meta is not None
+            return meta
+        if existing.run_id != run_id or existing.config_fingerprint != config_fingerprint:
+            raise LedgerMismatch(
+                f"ledger {self.path} belongs to run {existing.run_id!r} "
+                f"(config {existing.config_fingerprint!r}), not run {run_id!r} "
+                f"(config {config_fingerprint!r}); use another ledger path to start a new run "
+                "or the same settings to resume"
+            )
+        self._db.execute(
+            "UPDATE run_meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'sessions'"
+        )
+        self.set_status("running")
+        meta = self.run_meta()
+        assert meta is not None
+        return meta
+
+    def run_meta(self) -> RunMeta | None:
+        rows = dict(self._db.execute("SELECT key, value FROM run_meta").fetchall())
+        if "run_id" not in rows:
+            return None
+        return RunMeta(
+            run_id=rows["run_id"],
+            config_fingerprint=rows["config_fingerprint"],
+            started_at=float(rows["started_at"]),
+            sessions=int(rows.get("sessions", "1")),
+            status=rows.get("status", "running"),
+        )
+
+    def set_status(self, status: str) -> None:
+        self._db.execute(
+            "INSERT INTO run_meta (key, value) VALUES ('status', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (status,),
+        )
+
+    # results -------------------------------------------------------------------------------
+
+    def record_result(
+        self,
+        task_id: str,
+        status: str,
+        score: float,
+        *,
+        domain: str | None = None,
+        duration_s: float | None = None,
+        error: str | None = None,
+        job_key: str | None = None,
+        worker: str | None = None,
+        recorded_at: float | None = None,
+    ) -> bool:
+        """Record a task's final result. True if recorded, False if it already had one."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO results (task_id, domain, status, score, duration_s, "
+                "error, job_key, worker, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    task_id,
+                    domain,
+                    status,
+                    float(score),
+                    duration_s,
+                    error,
+                    job_key,
+                    worker,
+                    time.time() if recorded_at is None else recorded_at,
+                ),
+            )
+            inserted = cursor.rowcount == 1
+            if not inserted:
+                self._db.execute(
+                    "INSERT INTO counters (name, value) VALUES ('duplicates_ignored', 1) "
+                    "ON CONFLICT(name) DO UPDATE SET value = value + 1"
+                )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return inserted
+
+    @property
+    def duplicates_ignored(self) -> int:
+        row = self._db.execute(
+            "SELECT value FROM counters WHERE name = 'duplicates_ignored'"
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def result(self, task_id: str) -> TaskResultRow | None:
+        row = self._db.execute("SELECT * FROM results WHERE task_id = ?", (task_id,)).fetchone()
+        return TaskResultRow(*row) if row else None
+
+    def results(self) -> dict[str, TaskResultRow]:
+        rows = self._db.execute("SELECT * FROM results ORDER BY recorded_at, rowid").fetchall()
+        return {row[0]: TaskResultRow(*row) for row in rows}
+
+    def pending(self, task_ids: Iterable[str]) -> list[str]:
+        """The given tasks that have no final result yet, in the given order."""
+        done = {row[0] for row in self._db.execute("SELECT task_id FROM results")}
+        return [task_id for task_id in task_ids if task_id not in done]
+
+    # jobs ----------------------------------------------------------------------------------
+
+    def record_job_submitted(
+        self, job_key: str, handle: str | None, task_ids: Sequence[str], submitted_at: float
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO jobs (job_key, handle, task_ids, submitted_at, state) "
+            "VALUES (?, ?, ?, ?, 'SUBMITTED')",
+            (job_key, handle, json.dumps(list(task_ids)), submitted_at),
+        )
+
+    def update_job(self, job_key: str, **fields: Any) -> None:
+        unknown = set(fields) - _JOB_UPDATABLE
+        if unknown:
+            raise ValueError(f"not a job field: {sorted(unknown)}")
+        if not fields:
+            return
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        self._db.execute(
+            f"UPDATE jobs SET {assignments} WHERE job_key = ?", (*fields.values(), job_key)
+        )
+
+    def jobs(self) -> list[JobRow]:
+        rows = self._db.execute(
+            "SELECT job_key, handle, task_ids, submitted_at, node_started_at, node_released_at, "
+            "ended_at, state, failure_kind, failure_code, reason FROM jobs "
+            "ORDER BY submitted_at, rowid"
+        ).fetchall()
+        return [JobRow(row[0], row[1], json.loads(row[2]), *row[3:]) for row in rows]
+
+    def job_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
+
+    # attempts ------------------------------------------------------------------------------
+
+    def record_attempt(
+        self,
+        task_id: str,
+        job_key: str,
+        *,
+        outcome: str,
+        ended_at: float,
+        job_handle: str | None = None,
+        worker: str | None = None,
+        started_at: float | None = None,
+        failure_kind: str | None = None,
+        failure_code: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO attempts (task_id, job_key, job_handle, worker, started_at, ended_at, "
+            "outcome, failure_kind, failure_code, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                task_id,
+                job_key,
+                job_handle,
+                worker,
+                started_at,
+                ended_at,
+                outcome,
+                failure_kind,
+                failure_code,
+                reason,
+            ),
+        )
+
+    def attempts(self, task_id: str | None = None) -> list[AttemptRow]:
+        query = (
+            "SELECT task_id, job_key, job_handle, worker, started_at, ended_at, outcome, "
+            "failure_kind, failure_code, reason FROM attempts"
+        )
+        if task_id is None:
+            rows = self._db.execute(query + " ORDER BY id").fetchall()
+        else:
+            rows = self._db.execute(query + " WHERE task_id = ? ORDER BY id", (task_id,)).fetchall()
+        return [AttemptRow(*row) for row in rows]
+
+    def attempt_count(self, task_id: str) -> int:
+        return int(
+            self._db.execute(
+                "SELECT COUNT(*) FROM attempts WHERE task_id = ?", (task_id,)
+            ).fetchone()[0]
+        )
+
+
+def config_fingerprint(settings: dict[str, Any]) -> str:
+    """A stable short digest of the settings that make results comparable (model, task set,
+    image...); resuming with a different fingerprint is refused."""
+    canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
