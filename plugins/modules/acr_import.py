@@ -169,7 +169,7 @@ class AzureRMACRImport(AzureRMModuleBase):
 
         self.results.update(changed=True, imported=True)
         after = {t: digest for t in targets}
-        if self._diff:
+        if self.module._diff:
             self.results["diff"] = dict(before={"tags": before}, after={"tags": after})
         if self.check_mode:
             return self.results
