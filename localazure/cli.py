@@ -87,8 +87,9 @@ def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if child.poll() is not None:
-            print(f"localazure exited during start-up (code {child.returncode}); "
-                  f"see {settings.log_file}", file=sys.stderr)
+            last = settings.log_file.read_text(errors="replace").strip().splitlines()[-1:]
+            print(f"localazure exited during start-up (code {child.returncode}): "
+                  f"{last[0] if last else 'no output'} (log: {settings.log_file})", file=sys.stderr)
             return 1
         if _admin(settings, "GET", "health", timeout=1.0):
             print(f"localazure started at {settings.endpoint} (pid {child.pid})")

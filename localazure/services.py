@@ -6,4 +6,16 @@ and may have ``bootstrap(ctx)`` (state that must exist after a start or reset).
 
 from __future__ import annotations
 
-SERVICES: list = []
+from localazure.acr import service as acr
+from localazure.authorization import service as authorization
+from localazure.ml import service as ml
+from localazure.msi import service as msi
+from localazure.publicregistry import service as publicregistry
+
+SERVICES: list = [
+    authorization,
+    msi,
+    publicregistry,
+    acr,
+    ml,
+]

@@ -110,6 +110,27 @@ class RunningEmulator:
             **kwargs,
         )
 
+    def ml_client(self, resource_group: str, workspace: str, credential=None):
+        """A real ``azure.ai.ml.MLClient`` for a workspace of the emulator.
+
+        azure-ai-ml finds a custom cloud through ``ARM_CLOUD_METADATA_URL`` (its name,
+        ``LocalAzure``, comes from the emulator's cloud metadata), so this sets that variable
+        in this process, as ``activate`` does."""
+        from azure.ai.ml import MLClient
+
+        from localazure.metadata.routes import CLOUD_NAME
+
+        os.environ["ARM_CLOUD_METADATA_URL"] = self.env["ARM_CLOUD_METADATA_URL"]
+        return MLClient(
+            credential or self.credential(),
+            self.subscription_id,
+            resource_group,
+            workspace,
+            cloud=CLOUD_NAME,
+            show_progress=False,
+            enable_telemetry=False,
+        )
+
     # -- admin API ----------------------------------------------------------------------------
 
     def admin(self, method: str, path: str, body: Any = None) -> Any:
