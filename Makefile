@@ -5,26 +5,35 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.bootstrapped
-AZCOLL_REQS := $(VENV)/lib/python3.11/site-packages/ansible_collections/azure/azcollection/requirements.txt
 SITE := $(VENV)/lib/python3.11/site-packages
 TIER ?= aml
 export PATH := $(abspath $(BIN)):$(PATH)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 
-.PHONY: bootstrap run test lint unit integration molecule benchmark clean
+.PHONY: bootstrap lock run test lint unit integration molecule benchmark clean
 
 bootstrap: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml requirements.lock.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# ansible first: azure.azcollection ships inside it, with its own Python requirements
-	$(BIN)/pip install --quiet -c constraints.txt ansible==12.3.0
-	$(BIN)/pip install --quiet -c constraints.txt -r $(AZCOLL_REQS) -e '.[dev]'
+	# the locked set (ansible, azure.azcollection's requirements, the SDKs, the tools), as is
+	$(BIN)/pip install --quiet --no-deps -r requirements.lock.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip check
 	# interpreter start-up hook: see localazure/client_hook.py and docs/emulator.md
 	echo 'import localazure.client_hook' > $(SITE)/localazure_hook.pth
 	touch $@
+
+# Re-resolve the lock from pyproject.toml and azcollection's requirements (needs the network).
+lock:
+	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
+	.lockenv/bin/pip install --quiet ansible==12.3.0
+	.lockenv/bin/pip install --quiet -r .lockenv/lib/python3.11/site-packages/ansible_collections/azure/azcollection/requirements.txt
+	.lockenv/bin/pip install --quiet '.[dev]'
+	.lockenv/bin/pip freeze --exclude-editable | grep -v '^openadapt' > requirements.lock.txt
+	rm -rf .lockenv
 
 run: $(STAMP)
 	$(BIN)/ansible-playbook site.yml -e tier=$(TIER)
