@@ -52,6 +52,14 @@ class TaskTiming:
 
 
 @dataclass(frozen=True)
+class NodeUsage:
+    """Node time of the whole pool as the tier measured it."""
+
+    node_seconds: float
+    nodes_held: int
+
+
+@dataclass(frozen=True)
 class CostBreakdown:
     price_per_node_hour: float
     node_hours: float
@@ -99,7 +107,11 @@ def compute_cost(
     task_timings: Sequence[TaskTiming],
     remaining_tasks: int,
     now: float,
+    measured: NodeUsage | None = None,
 ) -> CostBreakdown:
+    """Cost from per-job node intervals, or from the pool's measured node time when the tier
+    measures it (``measured``: startup, idle and scale-down included); job intervals then only
+    apportion it to tasks, and the rest is unattributed (idle, startup, retried work)."""
     if price_per_node_hour < 0:
         raise ValueError("price_per_node_hour must not be negative")
     per_second = price_per_node_hour / 3600.0
@@ -112,6 +124,9 @@ def compute_cost(
         if interval.released_at is None:
             nodes_held += 1
     total_node_seconds = sum(node_seconds_by_job.values())
+    if measured is not None:
+        total_node_seconds = max(measured.node_seconds, 0.0)
+        nodes_held = measured.nodes_held
     total_usd = total_node_seconds * per_second
 
     timings_by_job: dict[str, list[TaskTiming]] = {}
@@ -130,6 +145,10 @@ def compute_cost(
             task_costs[timing.task_id] = task_costs.get(timing.task_id, 0.0) + job_usd * share
         if job_usd:
             attributed += job_usd
+    if attributed > total_usd > 0:
+        # Job intervals overlap a measured total that is smaller: scale the shares down.
+        task_costs = {k: v * total_usd / attributed for k, v in task_costs.items()}
+        attributed = total_usd
 
     completed = len({t.task_id for t in task_timings})
     mean_node_seconds = total_node_seconds / completed if completed else None

@@ -783,15 +783,21 @@ class EvaluationEngine:
 
     # reporting -------------------------------------------------------------------------------
 
-    def _cost(self, now: float) -> CostBreakdown:
+    def _cost(self, now: float, *, final: bool = False) -> CostBreakdown:
         timings = [
             TaskTiming(row.task_id, row.job_key, row.duration_s or 0.0)
             for row in self._final.values()
             if row.job_key is not None
         ]
         remaining = len(self._task_ids) - len(self._final)
+        node_usage = getattr(self.tier, "node_usage", None)
         return compute_cost(
-            self.config.price_per_node_hour, list(self._intervals.values()), timings, remaining, now
+            self.config.price_per_node_hour,
+            list(self._intervals.values()),
+            timings,
+            remaining,
+            now,
+            measured=node_usage(now, final=final) if node_usage else None,
         )
 
     def _counts(self) -> dict[str, int]:
@@ -897,7 +903,7 @@ class EvaluationEngine:
             finished_at=finished_at,
             makespan_s=finished_at - started_at,
             avg_task_duration_s=statistics.fmean(durations) if durations else None,
-            cost=self._cost(finished_at),
+            cost=self._cost(finished_at, final=True),
         )
 
 

@@ -173,6 +173,13 @@ _CODE_ALIASES: dict[str, str] = {
     "resourcenotfound": INVALID_CONFIGURATION,
     "resourcegroupnotfound": INVALID_CONFIGURATION,
     "nestedvirtualizationunavailable": NESTED_VIRTUALIZATION_UNAVAILABLE,
+    # Azure ML run-history inner error codes
+    "imagepulltransienterror": SERVER_ERROR,
+    "registrynotfound": IMAGE_NOT_FOUND,
+    "userprocessfailed": WORKER_CRASH,
+    "jobtimeout": WORKER_CRASH,
+    "nodelost": SERVER_ERROR,
+    "computedeleted": INVALID_CONFIGURATION,
     "kvmunavailable": NESTED_VIRTUALIZATION_UNAVAILABLE,
     "authenticationfailed": AUTHENTICATION_FAILED,
     "invalidauthenticationtoken": AUTHENTICATION_FAILED,

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.cost import NodeUsage
+
 
 class JobState(StrEnum):
     QUEUED = "QUEUED"
@@ -50,4 +52,14 @@ class Tier(Protocol):
 
     def cancel(self, handle: str) -> None:
         """Ask the tier to stop the job; must not raise if the job already ended."""
+        ...
+
+
+class MeasuresNodeTime(Protocol):
+    """Optional: a tier that can measure the node time of its whole pool (nodes provisioning,
+    busy and idle until scale-down) is billed by that instead of by job intervals."""
+
+    def node_usage(self, now: float, *, final: bool) -> NodeUsage:
+        """Node time so far; with ``final`` also the idle time still to come before the pool
+        scales down after the run."""
         ...

@@ -1,0 +1,210 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Run an evaluation on a tier from the controller, with progress on the terminal.
+
+The work is the evaluation engine's (plugins/module_utils/engine.py); this plugin turns task
+arguments into an engine and a tier, applies the task's ``environment`` to the SDK clients it
+creates, and returns the run's results for the eval_report callback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
+
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.credentials import (
+    MissingCredentials,
+)
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.engine import (
+    EngineConfig,
+    EvaluationEngine,
+    TierUnhealthy,
+)
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures import PermanentFailure
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import (
+    Ledger,
+    LedgerMismatch,
+    config_fingerprint,
+)
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.progress import RunProgress
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.taskset import select_tasks
+
+display = Display()
+
+COLLECTION_ROOT = Path(__file__).resolve().parents[2]
+WORKER_SCRIPT = COLLECTION_ROOT / "worker" / "waa_worker.py"
+
+ARGUMENT_SPEC = dict(
+    tier=dict(type="str", required=True, choices=["aml"]),
+    run_name=dict(type="str", required=True),
+    task_set=dict(type="path", required=True),
+    task_ids=dict(type="list", elements="str", default=[]),
+    domains=dict(type="list", elements="str", default=[]),
+    max_tasks=dict(type="int"),
+    workers=dict(type="int", default=10),
+    scheduling=dict(type="str", default="dynamic", choices=["dynamic", "static"]),
+    startup_timeout=dict(type="float", default=600),
+    stuck_after=dict(type="float", default=600),
+    max_attempts=dict(type="int", default=3),
+    poll_interval=dict(type="float", default=10),
+    heartbeat_interval=dict(type="float", default=30),
+    state_dir=dict(type="path", required=True),
+    job_timeout=dict(type="int", default=14400),
+    environment_variables=dict(type="dict", default={}),
+    secret_environment_variables=dict(type="dict", default={}, no_log=True),
+    aml=dict(
+        type="dict",
+        options=dict(
+            resource_group=dict(type="str", required=True),
+            workspace=dict(type="str", required=True),
+            compute=dict(type="str", required=True),
+            environment=dict(type="str", required=True),
+            experiment_name=dict(type="str", default="waa-evaluation"),
+        ),
+    ),
+)
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC, required_if=[["tier", "aml", ["aml"]]])
+        if self._task.check_mode:
+            result.update(changed=True, skipped=False, msg="check mode: the evaluation would run")
+            return result
+        run_dir = Path(args["state_dir"]) / args["run_name"]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            tasks = select_tasks(args["task_set"], args["task_ids"], args["domains"], args["max_tasks"])
+        except (OSError, ValueError) as err:
+            raise AnsibleActionFail(f"task_set {args['task_set']}: {err}") from None
+
+        environment = self._task_environment(task_vars)
+        with _applied(environment):
+            try:
+                tier = self._tier(args, environment)
+            except MissingCredentials as err:
+                raise AnsibleActionFail(str(err)) from None
+            config = EngineConfig(
+                workers=args["workers"],
+                poll_interval=args["poll_interval"],
+                startup_timeout=args["startup_timeout"],
+                stuck_after=args["stuck_after"],
+                max_attempts=args["max_attempts"],
+                scheduling=args["scheduling"],
+                price_per_node_hour=tier.price_per_node_hour,
+                run_id=args["run_name"],
+                config_fingerprint=config_fingerprint(_fingerprinted(args)),
+                status_file=run_dir / "status.json",
+            )
+            engine = EvaluationEngine(
+                tier,
+                tasks,
+                run_dir / "ledger.sqlite3",
+                config,
+                progress=RunProgress(len(tasks), stream=sys.stdout, plain_interval_s=15),
+            )
+            display.display(
+                f"eval_run: {len(tasks)} tasks on {args['workers']} {args['tier']} workers "
+                f"({args['scheduling']} scheduling); ledger {run_dir / 'ledger.sqlite3'}"
+            )
+            try:
+                run = engine.run()
+            except PermanentFailure as err:
+                return self._failed(result, run_dir, args, err.failure.describe())
+            except TierUnhealthy as err:
+                return self._failed(result, run_dir, args, str(err))
+            except LedgerMismatch as err:
+                raise AnsibleActionFail(
+                    f"{err}. Use another run_name for a different evaluation, or delete {run_dir}."
+                ) from None
+        evaluation = run.to_dict()
+        result.update(
+            changed=run.jobs_submitted > 0,
+            evaluation=evaluation,
+            ledger=str(run_dir / "ledger.sqlite3"),
+            status_file=str(run_dir / "status.json"),
+            tier_details=tier.describe(),
+        )
+        (run_dir / "result.json").write_text(json.dumps(evaluation, indent=2, default=str))
+        return result
+
+    def _task_environment(self, task_vars):
+        environment = {}
+        for item in self._task.environment or []:
+            templated = self._templar.template(item)
+            if isinstance(templated, dict):
+                environment.update({str(k): str(v) for k, v in templated.items()})
+        return environment
+
+    def _tier(self, args, environment):
+        from ansible_collections.openadapt.azure_eval.plugins.module_utils.aml_tier import AmlTier
+
+        job_env = dict(args["environment_variables"])
+        job_env["HEARTBEAT_INTERVAL"] = str(args["heartbeat_interval"])
+        return AmlTier.from_environment(
+            {**os.environ, **environment},
+            worker_script=WORKER_SCRIPT.read_text(),
+            job_environment=job_env,
+            secret_environment=args["secret_environment_variables"],
+            job_timeout=args["job_timeout"],
+            run_name=args["run_name"],
+            **args["aml"],
+        )
+
+    def _failed(self, result, run_dir, args, message):
+        partial = _ledger_summary(run_dir / "ledger.sqlite3")
+        result.update(failed=True, msg=message, evaluation=partial, ledger=str(run_dir / "ledger.sqlite3"))
+        return result
+
+
+def _fingerprinted(args):
+    """What makes a run the same run: the tasks and the tier target, not tuning knobs."""
+    return {
+        "tier": args["tier"],
+        "task_set": os.path.basename(args["task_set"]),
+        "task_ids": sorted(args["task_ids"]),
+        "domains": sorted(args["domains"]),
+        "max_tasks": args["max_tasks"],
+        "aml": {k: v for k, v in (args["aml"] or {}).items() if k != "experiment_name"},
+    }
+
+
+def _ledger_summary(path):
+    if not Path(path).exists():
+        return {}
+    with Ledger(path) as ledger:
+        results = list(ledger.results().values())
+        meta = ledger.run_meta()
+    return {
+        "run_id": meta.run_id if meta else None,
+        "status": "failed",
+        "tasks": {r.task_id: dataclasses.asdict(r) for r in results},
+        "succeeded": sum(1 for r in results if r.status == "success"),
+        "failed": sum(1 for r in results if r.status == "fail"),
+        "errored": sum(1 for r in results if r.status == "error"),
+    }
+
+
+@contextmanager
+def _applied(environment):
+    saved = {k: os.environ.get(k) for k in environment}
+    os.environ.update(environment)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

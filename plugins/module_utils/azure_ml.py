@@ -1,0 +1,41 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Build an azure-ai-ml ``MLClient`` for the cloud the azcollection options name.
+
+azcollection's ``cloud_environment`` is a cloud name (AzureCloud, AzureChinaCloud,
+AzureUSGovernment) or a metadata discovery URL (Azure Stack, localazure). azure-ai-ml reads a
+discovery URL from ``ARM_CLOUD_METADATA_URL``; this module sets it from the URL form so that
+both SDKs talk to the same cloud.
+"""
+
+from __future__ import annotations
+
+import os
+
+METADATA_ENV = "ARM_CLOUD_METADATA_URL"
+AZURE_ML_CLOUDS = {"AzureCloud", "AzureChinaCloud", "AzureUSGovernment"}
+
+
+def metadata_url(cloud_environment: str | None) -> str | None:
+    if cloud_environment and cloud_environment.startswith("https://"):
+        return cloud_environment.rstrip("/") + "/metadata/endpoints?api-version=2019-05-01"
+    return None
+
+
+def ml_client(credential, subscription_id: str, resource_group: str, workspace: str | None,
+              cloud_environment: str | None = None):
+    from azure.ai.ml import MLClient
+
+    url = metadata_url(cloud_environment)
+    if url:
+        os.environ.setdefault(METADATA_ENV, url)
+    kwargs = {}
+    if cloud_environment in AZURE_ML_CLOUDS:
+        kwargs["cloud"] = cloud_environment
+    return MLClient(
+        credential=credential,
+        subscription_id=subscription_id,
+        resource_group_name=resource_group,
+        workspace_name=workspace,
+        **kwargs,
+    )

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import shlex
+import subprocess
+
+import pytest
+
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.aml_tier import (
+    _NodeMeter,
+    job_name,
+    worker_command,
+)
+
+
+def test_worker_command_writes_the_script_and_runs_it(tmp_path):
+    script = "import sys\nprint('worker', sys.argv[1:])\n"
+    command = worker_command(script, "run-0001", ["a-WOS", "b-WOS"])
+    # run it with bash as AML does, with `python` on PATH
+    out = subprocess.run(
+        ["bash", "-c", command.replace("python -u", shlex.quote(__import__("sys").executable) + " -u")],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    ).stdout
+    assert out.strip() == "worker ['--worker-id', 'run-0001', '--task-ids', 'a-WOS,b-WOS']"
+    assert (tmp_path / "waa_worker.py").read_text() == script
+
+
+def test_worker_command_refuses_a_script_containing_the_terminator():
+    with pytest.raises(ValueError):
+        worker_command("x = 'WAA_WORKER_PY_EOF'\n", "k", ["t"])
+
+
+def test_job_names_are_valid_aml_names():
+    assert job_name("Run 1/0002") == "run-1-0002"
+    assert len(job_name("x" * 300)) == 255
+
+
+def test_node_meter_integrates_node_count_over_time():
+    readings = iter([(0, 0), (2, 2), (2, 2), (2, 0), (1, 0)])
+    meter = _NodeMeter(lambda: next(readings), interval=1.0)
+    meter.sample(0.0)
+    meter.sample(0.5)  # within the interval: not read
+    meter.sample(1.0)  # 0 nodes during [0, 1]
+    meter.sample(3.0)  # 2 nodes during [1, 3]
+    meter.sample(4.0)  # 2 nodes during [3, 4]; now idle
+    meter.sample(6.0)  # 2 nodes during [4, 6]
+    assert meter.node_seconds == pytest.approx(2 * 2 + 2 * 1 + 2 * 2)
+    assert meter.nodes == 1
+    assert meter.idle_for(7.0) == pytest.approx(3.0)
