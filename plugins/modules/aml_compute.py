@@ -33,6 +33,11 @@ options:
     description: Compute cluster name (3-24 characters, letters, digits and hyphens, starting with a letter).
     type: str
     required: true
+  location:
+    description:
+      - Region of the workspace. When given, the size and quota checks read that region directly,
+        so they work before the workspace exists (a preflight in check mode).
+    type: str
   size:
     description: VM size of the nodes.
     type: str
@@ -158,6 +163,7 @@ class AzureRMAMLCompute(AzureRMModuleBase):
             resource_group=dict(type="str", required=True),
             workspace=dict(type="str", required=True),
             name=dict(type="str", required=True),
+            location=dict(type="str"),
             size=dict(type="str", default="Standard_D4s_v5"),
             min_instances=dict(type="int", default=0),
             max_instances=dict(type="int", default=1),
@@ -234,7 +240,10 @@ class AzureRMAMLCompute(AzureRMModuleBase):
             return None
 
     def _preflight(self, params, existing):
-        sizes = {s.name.lower(): s for s in self.ml.compute.list_sizes(compute_type="AmlCompute")}
+        sizes = {
+            s.name.lower(): s
+            for s in self.ml.compute.list_sizes(location=params["location"], compute_type="AmlCompute")
+        }
         entry = sizes.get(params["size"].lower())
         if entry is None:
             self.fail(
@@ -268,7 +277,7 @@ class AzureRMAMLCompute(AzureRMModuleBase):
             quotas = ("total cluster lowpriority regional vcpus",)
         else:
             quotas = (size["family"].lower(), "total cluster dedicated regional vcpus")
-        for usage in self.ml.compute.list_usage():
+        for usage in self.ml.compute.list_usage(location=self.module.params["location"]):
             name = vm_sizes.sdk_field(usage, "name", "name")
             value = (name.get("value") if isinstance(name, dict) else getattr(name, "value", "")) or ""
             if value.lower() not in quotas:

@@ -1,0 +1,246 @@
+#!/usr/bin/python
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: aml_job
+short_description: Submit, inspect or cancel one Azure ML command job
+version_added: "0.1.0"
+description:
+  - Submits a command job to an Azure ML compute cluster, idempotent by job name (a job that
+    exists is not submitted again), reads its status and error, or cancels it.
+  - With I(wait=true) it waits for the job to end and fails when the job failed, with the error
+    run history reports.
+  - Usable on its own; the evaluation itself runs many such jobs through the C(eval_run) action.
+options:
+  resource_group:
+    description: Resource group of the workspace.
+    type: str
+    required: true
+  workspace:
+    description: Azure ML workspace name.
+    type: str
+    required: true
+  name:
+    description: Job name, unique in the workspace (letters, digits, dashes, underscores).
+    type: str
+    required: true
+  command:
+    description: The command, run with bash in the container. Required to submit.
+    type: str
+  environment:
+    description: Environment reference (C(azureml:<name>:<version>)). Required to submit.
+    type: str
+  compute:
+    description: Compute cluster name. Required to submit.
+    type: str
+  environment_variables:
+    description: Environment variables of the job (visible in the job's definition).
+    type: dict
+    default: {}
+  secret_environment_variables:
+    description: Environment variables kept out of Ansible's output (API keys for the agent).
+    type: dict
+    default: {}
+  experiment_name:
+    description: Experiment the job is filed under.
+    type: str
+    default: waa-evaluation
+  display_name:
+    description: Name shown in the studio.
+    type: str
+  timeout:
+    description: Seconds after which Azure ML stops the job (C(limits.timeout)).
+    type: int
+    default: 14400
+  state:
+    description:
+      - C(present) submits the job unless it exists; C(canceled) cancels it if it is still running;
+        C(info) only reads it.
+    type: str
+    choices: [present, canceled, info]
+    default: present
+  wait:
+    description: Wait until the job ends.
+    type: bool
+    default: false
+  wait_timeout:
+    description: Seconds to wait with I(wait=true).
+    type: int
+    default: 3600
+extends_documentation_fragment:
+  - azure.azcollection.azure
+author:
+  - OpenAdapt evaluation infrastructure team
+notes:
+  - Supports C(--check).
+"""
+
+EXAMPLES = r"""
+- name: Run one WAA task as a smoke test
+  openadapt.azure_eval.aml_job:
+    resource_group: openadapt-agents
+    workspace: openadapt-ml
+    name: waa-smoke-1
+    compute: waa-cluster
+    environment: azureml:waa:1
+    command: python /client/run.py --test_all_meta_path /client/one_task.json
+    wait: true
+
+- name: Cancel it
+  openadapt.azure_eval.aml_job:
+    resource_group: openadapt-agents
+    workspace: openadapt-ml
+    name: waa-smoke-1
+    state: canceled
+"""
+
+RETURN = r"""
+job:
+  description: The job's name, status, compute, environment and error (for a failed job).
+  returned: when the job exists or was submitted
+  type: dict
+  sample:
+    name: waa-smoke-1
+    status: Completed
+    compute: waa-cluster
+    error: null
+    studio_url: https://ml.azure.com/runs/waa-smoke-1
+"""
+
+import time
+
+try:
+    from azure.ai.ml import command as command_job
+    from azure.core.exceptions import ResourceNotFoundError
+except ImportError:
+    pass
+
+from ansible_collections.azure.azcollection.plugins.module_utils.azure_rm_common import AzureRMModuleBase
+from ansible_collections.openadapt.azure_eval.plugins.module_utils import azure_ml
+
+TERMINAL = ("Completed", "Failed", "Canceled")
+
+
+class AzureRMAMLJob(AzureRMModuleBase):
+    def __init__(self):
+        self.module_arg_spec = dict(
+            resource_group=dict(type="str", required=True),
+            workspace=dict(type="str", required=True),
+            name=dict(type="str", required=True),
+            command=dict(type="str"),
+            environment=dict(type="str"),
+            compute=dict(type="str"),
+            environment_variables=dict(type="dict", default={}),
+            secret_environment_variables=dict(type="dict", default={}, no_log=True),
+            experiment_name=dict(type="str", default="waa-evaluation"),
+            display_name=dict(type="str"),
+            timeout=dict(type="int", default=14400),
+            state=dict(type="str", default="present", choices=["present", "canceled", "info"]),
+            wait=dict(type="bool", default=False),
+            wait_timeout=dict(type="int", default=3600),
+        )
+        self.results = dict(changed=False)
+        super().__init__(
+            self.module_arg_spec,
+            supports_check_mode=True,
+            supports_tags=False,
+            required_if=[["state", "present", ["command", "environment", "compute"]]],
+        )
+
+    def exec_module(self, **kwargs):
+        params = self.module.params
+        self.ml = azure_ml.ml_client(
+            self.azure_auth.azure_credential_track2,
+            self.subscription_id,
+            params["resource_group"],
+            params["workspace"],
+            self.azure_auth._cloud_environment.name,
+        )
+        job = self._get()
+        if params["state"] == "info":
+            if job is None:
+                self.fail(f"job {params['name']} does not exist in workspace {params['workspace']}")
+        elif params["state"] == "canceled":
+            if job is not None and _status(job) not in TERMINAL:
+                self.results["changed"] = True
+                if not self.check_mode:
+                    self.ml.jobs.begin_cancel(params["name"]).result()
+                    job = self._get()
+        elif job is None:
+            self.results["changed"] = True
+            if self.check_mode:
+                return self.results
+            job = self.ml.jobs.create_or_update(self._definition(params))
+        if job is not None and params["wait"] and not self.check_mode:
+            job = self._wait(job, params["wait_timeout"])
+        if job is not None:
+            self.results["job"] = self._summary(job)
+            if params["wait"] and self.results["job"]["status"] == "Failed":
+                self.fail(f"job {params['name']} failed: {self.results['job']['error']}", **self.results)
+        return self.results
+
+    def _get(self):
+        try:
+            return self.ml.jobs.get(self.module.params["name"])
+        except ResourceNotFoundError:
+            return None
+
+    def _definition(self, params):
+        job = command_job(
+            name=params["name"],
+            display_name=params["display_name"] or params["name"],
+            experiment_name=params["experiment_name"],
+            command=params["command"],
+            environment=params["environment"],
+            compute=params["compute"],
+            environment_variables={**params["environment_variables"], **params["secret_environment_variables"]},
+        )
+        job.set_limits(timeout=params["timeout"])
+        return job
+
+    def _wait(self, job, timeout):
+        deadline = time.monotonic() + timeout
+        delay = 2.0
+        while _status(job) not in TERMINAL:
+            if time.monotonic() > deadline:
+                self.fail(f"job {job.name} did not end within {timeout}s (status {_status(job)})")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 30.0)
+            job = self._get()
+        return job
+
+    def _summary(self, job):
+        status = _status(job)
+        error = None
+        if status == "Failed":
+            details = self.ml.jobs._runs_operations.get_run_details(job.name)
+            if details.error and details.error.error:
+                inner = getattr(details.error.error, "inner_error", None)
+                code = inner.code if inner and inner.code else details.error.error.code
+                error = f"{code}: {details.error.error.message}"
+        return {
+            "name": job.name,
+            "status": status,
+            "display_name": job.display_name,
+            "experiment_name": job.experiment_name,
+            "compute": job.compute,
+            "environment": str(job.environment) if job.environment else None,
+            "studio_url": job.studio_url,
+            "error": error,
+        }
+
+
+def _status(job):
+    status = job.status
+    return getattr(status, "value", status)
+
+
+def main():
+    AzureRMAMLJob()
+
+
+if __name__ == "__main__":
+    main()
