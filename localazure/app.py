@@ -98,9 +98,19 @@ class LocalAzure:
         except AzureError as err:
             response = json_response(err.body(), err.status, err.headers)
         except Exception:  # noqa: BLE001 - the emulator answers as Azure does: 500 with an envelope
-            log.error("unhandled error on %s %s\n%s", request.method, request.url.path, traceback.format_exc())
+            log.error(
+                "unhandled error on %s %s\n%s",
+                request.method,
+                request.url.path,
+                traceback.format_exc(),
+            )
             response = json_response(
-                {"error": {"code": "InternalServerError", "message": "localazure hit an internal error; see its server log."}},
+                {
+                    "error": {
+                        "code": "InternalServerError",
+                        "message": "localazure hit an internal error; see its server log.",
+                    }
+                },
                 500,
             )
         response.headers["x-ms-request-id"] = request_id
@@ -138,11 +148,13 @@ class LocalAzure:
         if route is None:
             if matched:
                 raise AzureError(
-                    405, "MethodNotAllowed",
+                    405,
+                    "MethodNotAllowed",
                     f"The requested resource does not support http method '{request.method}'.",
                 )
             raise AzureError(
-                404, "InvalidResourceType",
+                404,
+                "InvalidResourceType",
                 f"The resource type could not be found for path '{request.url.path}'.",
             )
         if route.auth == "arm":

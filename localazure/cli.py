@@ -76,27 +76,39 @@ def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     ensure_certificates(settings.tls_dir, settings.host)
     log = open(settings.log_file, "ab")  # noqa: SIM115 - handed to the child process
-    env = {**os.environ, "LOCALAZURE_STATE_DIR": str(settings.state_dir),
-           "LOCALAZURE_PORT": str(settings.port), "LOCALAZURE_HOST": settings.host}
+    env = {
+        **os.environ,
+        "LOCALAZURE_STATE_DIR": str(settings.state_dir),
+        "LOCALAZURE_PORT": str(settings.port),
+        "LOCALAZURE_HOST": settings.host,
+    }
     child = subprocess.Popen(
         [sys.executable, "-m", "localazure", "serve"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env=env, start_new_session=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
     )
     settings.pid_file.write_text(str(child.pid))
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if child.poll() is not None:
             last = settings.log_file.read_text(errors="replace").strip().splitlines()[-1:]
-            print(f"localazure exited during start-up (code {child.returncode}): "
-                  f"{last[0] if last else 'no output'} (log: {settings.log_file})", file=sys.stderr)
+            print(
+                f"localazure exited during start-up (code {child.returncode}): "
+                f"{last[0] if last else 'no output'} (log: {settings.log_file})",
+                file=sys.stderr,
+            )
             return 1
         if _admin(settings, "GET", "health", timeout=1.0):
             print(f"localazure started at {settings.endpoint} (pid {child.pid})")
             return 0
         time.sleep(0.2)
-    print(f"localazure did not answer within {STARTUP_TIMEOUT_S}s; see {settings.log_file}",
-          file=sys.stderr)
+    print(
+        f"localazure did not answer within {STARTUP_TIMEOUT_S}s; see {settings.log_file}",
+        file=sys.stderr,
+    )
     return 1
 
 
@@ -156,7 +168,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="localazure", description="Azure emulator over HTTPS.")
     parser.add_argument("--port", type=int, help="port (default $LOCALAZURE_PORT or 44300)")
-    parser.add_argument("--state-dir", type=Path, help="state directory (default ./.state/localazure)")
+    parser.add_argument(
+        "--state-dir", type=Path, help="state directory (default ./.state/localazure)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn, help_text in (
         ("start", cmd_start, "start in the background and wait until it answers"),

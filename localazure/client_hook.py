@@ -66,10 +66,7 @@ def _install_resolver(suffixes: list[str], endpoint: str) -> None:
     original = socket.getaddrinfo
 
     def getaddrinfo(host, service, *args, **kwargs):
-        if isinstance(host, bytes):
-            name = host.decode()
-        else:
-            name = host or ""
+        name = host.decode() if isinstance(host, bytes) else host or ""
         if any(name.lower().endswith(suffix) for suffix in suffixes):
             if service in (443, "443", "https", None):
                 service = port
@@ -85,7 +82,9 @@ def install() -> None:
             _attach_metadata_discovery(sys.modules[_CLOUD_MODULE])
         else:
             sys.meta_path.insert(0, _PatchOnImport())
-    suffixes = [s.strip().lower() for s in os.environ.get("LOCALAZURE_DNS", "").split(",") if s.strip()]
+    suffixes = [
+        s.strip().lower() for s in os.environ.get("LOCALAZURE_DNS", "").split(",") if s.strip()
+    ]
     endpoint = os.environ.get("LOCALAZURE_ENDPOINT")
     if suffixes and endpoint and not getattr(socket.getaddrinfo, "_localazure", False):
         _install_resolver(suffixes, endpoint)

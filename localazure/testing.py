@@ -42,7 +42,10 @@ class RunningEmulator:
         log = open(self.settings.log_file, "ab")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(
             [sys.executable, "-m", "localazure", "serve"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
@@ -137,7 +140,9 @@ class RunningEmulator:
         context = ssl.create_default_context(cafile=str(self.settings.ca_bundle))
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(
-            f"{self.endpoint}/_localazure/{path}", data=data, method=method,
+            f"{self.endpoint}/_localazure/{path}",
+            data=data,
+            method=method,
             headers={"content-type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=10, context=context) as response:

@@ -95,8 +95,10 @@ def register(router: Router, ctx: Context, dispatch) -> None:
             )
         body = await json_body(request)
         existing = ctx.store.get_resource(rg_id(ctx, rg))
-        if existing and body.get("location") and (
-            existing["location"] != body["location"].replace(" ", "").lower()
+        if (
+            existing
+            and body.get("location")
+            and (existing["location"] != body["location"].replace(" ", "").lower())
         ):
             raise AzureError(
                 409,
@@ -141,8 +143,12 @@ def register(router: Router, ctx: Context, dispatch) -> None:
         if group is None:
             return empty(204)
         op = operations.start(
-            ctx, namespace="Microsoft.Resources", location=group["location"],
-            kind="resourcegroup.delete", params={"id": group["id"]}, duration=0.5,
+            ctx,
+            namespace="Microsoft.Resources",
+            location=group["location"],
+            kind="resourcegroup.delete",
+            params={"id": group["id"]},
+            duration=0.5,
         )
         return empty(202, headers=operations.headers(ctx, op, api_version))
 
@@ -159,7 +165,8 @@ def register(router: Router, ctx: Context, dispatch) -> None:
     async def list_subscription_resources(request: Request, sub: str) -> Response:
         subscription_id_or_404(ctx, sub)
         items = [
-            r for r in ctx.store.list_resources(under=f"/subscriptions/{ctx.subscription_id}")
+            r
+            for r in ctx.store.list_resources(under=f"/subscriptions/{ctx.subscription_id}")
             if r["type"].count("/") == 1 and r["type"] != "Microsoft.Resources/resourceGroups"
         ]
         return json_response(list_page(_filtered(items, request)))
@@ -182,7 +189,8 @@ def register(router: Router, ctx: Context, dispatch) -> None:
         known = {p.lower(): p for p in PROVIDERS}
         if ns.lower() not in known:
             raise AzureError(
-                404, "InvalidResourceNamespace",
+                404,
+                "InvalidResourceNamespace",
                 f"The resource namespace '{ns}' is invalid.",
             )
         return json_response(_provider(known[ns.lower()]))

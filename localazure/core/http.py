@@ -28,7 +28,10 @@ async def json_body(request: Request) -> dict[str, Any]:
     try:
         body = json.loads(raw)
     except ValueError:
-        raise bad_request("InvalidRequestContent", "The request content was invalid and could not be deserialized.") from None
+        raise bad_request(
+            "InvalidRequestContent",
+            "The request content was invalid and could not be deserialized.",
+        ) from None
     if not isinstance(body, dict):
         raise bad_request("InvalidRequestContent", "The request content must be a JSON object.")
     return body

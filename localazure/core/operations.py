@@ -113,7 +113,9 @@ def _load(ctx: Context, op_id: str) -> dict[str, Any]:
 
 
 def register(router: Router, ctx: Context) -> None:
-    async def operation_status(request: Request, sub: str, ns: str, loc: str, op_id: str) -> Response:
+    async def operation_status(
+        request: Request, sub: str, ns: str, loc: str, op_id: str
+    ) -> Response:
         op = _load(ctx, op_id)
         body: dict[str, Any] = {
             "id": f"{_base(ctx, op)}/operationStatuses/{op_id}".removeprefix(ctx.endpoint),
@@ -128,7 +130,9 @@ def register(router: Router, ctx: Context) -> None:
         hdrs = {"Retry-After": headers(ctx, op, "x")["Retry-After"]}
         return json_response(body, headers=hdrs)
 
-    async def operation_result(request: Request, sub: str, ns: str, loc: str, op_id: str) -> Response:
+    async def operation_result(
+        request: Request, sub: str, ns: str, loc: str, op_id: str
+    ) -> Response:
         op = _load(ctx, op_id)
         api_version = request.query_params.get("api-version", "")
         if op["status"] == "InProgress":

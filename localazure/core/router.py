@@ -49,9 +49,7 @@ class Router:
     def __init__(self) -> None:
         self.routes: list[Route] = []
 
-    def add(
-        self, methods: str, pattern: str, handler: Handler, *, auth: AuthKind = "arm"
-    ) -> None:
+    def add(self, methods: str, pattern: str, handler: Handler, *, auth: AuthKind = "arm") -> None:
         self.routes.append(
             Route(
                 frozenset(m.strip().upper() for m in methods.split(",")),

@@ -195,9 +195,16 @@ class Store:
                 "INSERT INTO request_log(ts, method, host, path, query, status, duration_ms, "
                 "request_id, principal, fault) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
-                    entry["ts"], entry["method"], entry["host"], entry["path"], entry["query"],
-                    entry["status"], entry["duration_ms"], entry["request_id"],
-                    entry.get("principal"), entry.get("fault"),
+                    entry["ts"],
+                    entry["method"],
+                    entry["host"],
+                    entry["path"],
+                    entry["query"],
+                    entry["status"],
+                    entry["duration_ms"],
+                    entry["request_id"],
+                    entry.get("principal"),
+                    entry.get("fault"),
                 ),
             )
 

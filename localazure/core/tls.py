@@ -49,9 +49,15 @@ def _issue_ca(tls_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateK
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True,
-                content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -118,8 +124,10 @@ def ensure_certificates(tls_dir: Path, host: str) -> tuple[Path, Path]:
     else:
         ca_cert, ca_key = _issue_ca(tls_dir)
     host_file = tls_dir / "server.host"
-    if not (tls_dir / "server.pem").exists() or not host_file.exists() or (
-        host_file.read_text() != _server_identity(host)
+    if (
+        not (tls_dir / "server.pem").exists()
+        or not host_file.exists()
+        or (host_file.read_text() != _server_identity(host))
     ):
         _issue_server(tls_dir, host, ca_cert, ca_key)
     return tls_dir / "server.pem", tls_dir / "server-key.pem"

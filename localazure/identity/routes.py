@@ -57,10 +57,19 @@ def register(router: Router, ctx: Context) -> None:
                 "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
                 "jwks_uri": f"{base}/discovery/v2.0/keys",
                 "response_modes_supported": ["query", "fragment", "form_post"],
-                "response_types_supported": ["code", "id_token", "code id_token", "token id_token", "token"],
+                "response_types_supported": [
+                    "code",
+                    "id_token",
+                    "code id_token",
+                    "token id_token",
+                    "token",
+                ],
                 "subject_types_supported": ["pairwise"],
                 "id_token_signing_alg_values_supported": ["RS256"],
-                "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+                "token_endpoint_auth_methods_supported": [
+                    "client_secret_post",
+                    "client_secret_basic",
+                ],
                 "scopes_supported": ["openid", "profile", "email", "offline_access"],
                 "tenant_region_scope": "NA",
                 "cloud_instance_name": "localazure",
@@ -76,14 +85,18 @@ def register(router: Router, ctx: Context) -> None:
         grant = form.get("grant_type")
         if grant != "client_credentials":
             return _aad_error(
-                400, "unsupported_grant_type", 70003,
+                400,
+                "unsupported_grant_type",
+                70003,
                 f"The app requested an unsupported grant type '{grant}'.",
             )
         client_id = form.get("client_id", "")
         principal = principals.by_app_id(ctx, client_id)
         if principal is None or principal["type"] != "ServicePrincipal":
             return _aad_error(
-                400, "unauthorized_client", 700016,
+                400,
+                "unauthorized_client",
+                700016,
                 f"Application with identifier '{client_id}' was not found in the directory "
                 f"'{ctx.settings.tenant_id}'. This can happen if the application has not been "
                 "installed by the administrator of the tenant or consented to by any user in the "
@@ -91,13 +104,17 @@ def register(router: Router, ctx: Context) -> None:
             )
         if tenant.lower() not in (ctx.settings.tenant_id, "organizations"):
             return _aad_error(
-                400, "invalid_request", 90002,
+                400,
+                "invalid_request",
+                90002,
                 f"Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID "
                 "and are signing into the correct cloud.",
             )
         if not principals.check_secret(principal, form.get("client_secret", "")):
             return _aad_error(
-                401, "invalid_client", 7000215,
+                401,
+                "invalid_client",
+                7000215,
                 "Invalid client secret provided. Ensure the secret being sent in the request is "
                 f"the client secret value, not the client secret ID, for a secret added to app "
                 f"'{client_id}'.",
@@ -105,7 +122,9 @@ def register(router: Router, ctx: Context) -> None:
         audience = form.get("scope") or form.get("resource") or ""
         audience = audience.split()[0] if audience else ""
         access, expires_on = ctx.issuer.issue(
-            audience=audience, object_id=principal["objectId"], app_id=principal["appId"],
+            audience=audience,
+            object_id=principal["objectId"],
+            app_id=principal["appId"],
             kind="ServicePrincipal",
         )
         body: dict[str, Any] = {
@@ -126,8 +145,12 @@ def register(router: Router, ctx: Context) -> None:
         binding = ctx.store.get(MSI_SECRET_KIND, secret or "")
         if binding is None:
             return json_response(
-                {"error": "invalid_request", "error_description": "Required audience, "
-                 "identity header or identity not found."}, 400,
+                {
+                    "error": "invalid_request",
+                    "error_description": "Required audience, "
+                    "identity header or identity not found.",
+                },
+                400,
             )
         principal = principals.get(ctx, binding["objectId"])
         if principal is None:
@@ -136,7 +159,9 @@ def register(router: Router, ctx: Context) -> None:
             )
         resource = request.query_params.get("resource", "")
         access, expires_on = ctx.issuer.issue(
-            audience=resource, object_id=principal["objectId"], app_id=principal["appId"],
+            audience=resource,
+            object_id=principal["objectId"],
+            app_id=principal["appId"],
             kind="ManagedIdentity",
         )
         return json_response(
@@ -149,8 +174,12 @@ def register(router: Router, ctx: Context) -> None:
             }
         )
 
-    router.add("GET", "/{tenant}/v2.0/.well-known/openid-configuration", openid_configuration, auth="none")
-    router.add("GET", "/{tenant}/.well-known/openid-configuration", openid_configuration, auth="none")
+    router.add(
+        "GET", "/{tenant}/v2.0/.well-known/openid-configuration", openid_configuration, auth="none"
+    )
+    router.add(
+        "GET", "/{tenant}/.well-known/openid-configuration", openid_configuration, auth="none"
+    )
     router.add("GET", "/{tenant}/discovery/v2.0/keys", keys, auth="none")
     router.add("GET", "/{tenant}/discovery/keys", keys, auth="none")
     router.add("POST", "/{tenant}/oauth2/v2.0/token", token, auth="none")

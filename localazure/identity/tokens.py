@@ -62,7 +62,13 @@ class TokenIssuer:
         self.kid = base64.urlsafe_b64encode(hashlib.sha1(der).digest()).decode().rstrip("=")
 
     def issue(
-        self, *, audience: str, object_id: str, app_id: str, kind: str, lifetime: int = TOKEN_LIFETIME_S
+        self,
+        *,
+        audience: str,
+        object_id: str,
+        app_id: str,
+        kind: str,
+        lifetime: int = TOKEN_LIFETIME_S,
     ) -> tuple[str, int]:
         now = int(time.time())
         claims = {
@@ -93,7 +99,8 @@ class TokenIssuer:
         """Check signature, expiry and audience; raise the 401 ARM answers otherwise."""
         if not authorization:
             raise _unauthenticated(
-                "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing."
+                "AuthenticationFailed",
+                "Authentication failed. The 'Authorization' header is missing.",
             )
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token:

@@ -47,7 +47,10 @@ def register(app, ctx: Context) -> None:
             return _docker_error(404, "NOT_FOUND", "not found")
         scope = request.query_params.get("scope", "")
         token, expires_on = ctx.issuer.issue(
-            audience=DOCKER_HUB_SERVICE, object_id="anonymous", app_id=scope, kind="DockerHub",
+            audience=DOCKER_HUB_SERVICE,
+            object_id="anonymous",
+            app_id=scope,
+            kind="DockerHub",
             lifetime=300,
         )
         return Response(
@@ -74,8 +77,10 @@ def register(app, ctx: Context) -> None:
             if require_token and catalog.find(registry, repository, "latest") is None:
                 # Docker Hub cannot tell a missing repository from a private one.
                 return _docker_error(
-                    401, "UNAUTHORIZED",
-                    "authentication required", _challenge(repository),
+                    401,
+                    "UNAUTHORIZED",
+                    "authentication required",
+                    _challenge(repository),
                 )
             return _docker_error(404, "MANIFEST_UNKNOWN", f"manifest unknown: {reference}")
         headers = {

@@ -78,14 +78,18 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC, required_if=[["tier", "aml", ["aml"]]])
+        _, args = self.validate_argument_spec(
+            argument_spec=ARGUMENT_SPEC, required_if=[["tier", "aml", ["aml"]]]
+        )
         if self._task.check_mode:
             result.update(changed=True, skipped=False, msg="check mode: the evaluation would run")
             return result
         run_dir = Path(args["state_dir"]) / args["run_name"]
         run_dir.mkdir(parents=True, exist_ok=True)
         try:
-            tasks = select_tasks(args["task_set"], args["task_ids"], args["domains"], args["max_tasks"])
+            tasks = select_tasks(
+                args["task_set"], args["task_ids"], args["domains"], args["max_tasks"]
+            )
         except (OSError, ValueError) as err:
             raise AnsibleActionFail(f"task_set {args['task_set']}: {err}") from None
 
@@ -164,7 +168,9 @@ class ActionModule(ActionBase):
 
     def _failed(self, result, run_dir, args, message):
         partial = _ledger_summary(run_dir / "ledger.sqlite3")
-        result.update(failed=True, msg=message, evaluation=partial, ledger=str(run_dir / "ledger.sqlite3"))
+        result.update(
+            failed=True, msg=message, evaluation=partial, ledger=str(run_dir / "ledger.sqlite3")
+        )
         return result
 
 

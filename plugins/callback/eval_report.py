@@ -106,7 +106,9 @@ def summary_lines(run, path):
         lines.append(f"  {'domain':<20} {'tasks':>5} {'ok':>4} {'rate':>7}")
         for name in sorted(domains):
             d = domains[name]
-            lines.append(f"  {name:<20} {d['total']:>5} {d['succeeded']:>4} {d['success_rate']:>7.1%}")
+            lines.append(
+                f"  {name:<20} {d['total']:>5} {d['succeeded']:>4} {d['success_rate']:>7.1%}"
+            )
     retries = ev.get("retries") or []
     if retries:
         reasons = Counter(r.get("code") for r in retries)

@@ -12,11 +12,11 @@ The worker script travels inside the command (a bash heredoc), so no code upload
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shlex
 import time
-from collections.abc import Callable
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,14 +152,20 @@ class AmlTier:
         cluster = self.ml_client.compute.get(self.compute)
         size = (cluster.size or "").lower()
         entry = next(
-            (s for s in self.ml_client.compute.list_sizes(compute_type="AmlCompute") if s.name.lower() == size),
+            (
+                s
+                for s in self.ml_client.compute.list_sizes(compute_type="AmlCompute")
+                if s.name.lower() == size
+            ),
             None,
         )
         prices = vm_sizes.vm_prices(vm_sizes.size_entry(entry) if entry else {"name": size})
         low_priority = (cluster.tier or "").lower() in ("low_priority", "lowpriority")
         price = prices.get("low_priority" if low_priority else "dedicated")
         if price is None:
-            raise ValueError(f"no price known for {cluster.size} ({cluster.tier}); cannot account cost")
+            raise ValueError(
+                f"no price known for {cluster.size} ({cluster.tier}); cannot account cost"
+            )
         self.price_per_node_hour = price
         self.compute_details = {
             "tier": self.name,
@@ -226,10 +232,9 @@ class AmlTier:
             tags={"run": self.run_name, "job_key": job_key, "tasks": str(len(task_ids))},
         )
         job.set_limits(timeout=self.job_timeout)
-        try:
+        # A retried submit whose first answer was lost finds the job there already.
+        with contextlib.suppress(ResourceExistsError):
             self.ml_client.jobs.create_or_update(job)
-        except ResourceExistsError:
-            pass  # submitted before (a retried submit whose answer was lost)
         self._cursors[name] = _LogCursor()
         return name
 
@@ -259,7 +264,9 @@ class AmlTier:
         cursor = self._cursors.setdefault(handle, _LogCursor())
         if cursor.url is None:
             return []
-        response = self._http.get(cursor.url, headers={"Range": f"bytes={cursor.offset}-"}, timeout=30)
+        response = self._http.get(
+            cursor.url, headers={"Range": f"bytes={cursor.offset}-"}, timeout=30
+        )
         if response.status_code == 416 or not response.content:
             return []
         response.raise_for_status()

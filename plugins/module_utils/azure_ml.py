@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Build an azure-ai-ml ``MLClient`` for the cloud the azcollection options name.
 
@@ -22,8 +21,13 @@ def metadata_url(cloud_environment: str | None) -> str | None:
     return None
 
 
-def ml_client(credential, subscription_id: str, resource_group: str, workspace: str | None,
-              cloud_environment: str | None = None):
+def ml_client(
+    credential,
+    subscription_id: str,
+    resource_group: str,
+    workspace: str | None,
+    cloud_environment: str | None = None,
+):
     from azure.ai.ml import MLClient
 
     url = metadata_url(cloud_environment)

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-PUBLIC_AUTHORITIES = ("login.microsoftonline.com", "login.chinacloudapi.cn", "login.microsoftonline.us")
+PUBLIC_AUTHORITIES = (
+    "login.microsoftonline.com",
+    "login.chinacloudapi.cn",
+    "login.microsoftonline.us",
+)
 
 
 class MissingCredentials(ValueError):
@@ -27,7 +31,9 @@ def credential_from_env(env: Mapping[str, str]):
         kwargs = {}
         if authority and authority.startswith("https://"):
             kwargs["authority"] = authority
-            kwargs["disable_instance_discovery"] = not any(a in authority for a in PUBLIC_AUTHORITIES)
+            kwargs["disable_instance_discovery"] = not any(
+                a in authority for a in PUBLIC_AUTHORITIES
+            )
         return ClientSecretCredential(tenant, client_id, secret, **kwargs)
     if env.get("AZURE_AUTH_SOURCE", "auto") in ("auto", "cli"):
         return AzureCliCredential()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 import requests
+
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.image_ref import ImageRef
 
 MANIFEST_TYPES = ", ".join(

@@ -14,13 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+from tenacity.stop import stop_base
+from tenacity.wait import wait_exponential_jitter
+
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures import (
     Failure,
     classify_exception,
 )
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
-from tenacity.stop import stop_base
-from tenacity.wait import wait_exponential_jitter
 
 T = TypeVar("T")
 RetryListener = Callable[[int, Failure, float], None]

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """What the product knows about VM sizes that Azure's APIs do not say.
 
@@ -47,7 +46,11 @@ def vm_prices(size_entry: dict) -> dict[str, float]:
     for value in estimated.get("values") or []:
         if value.get("osType", "Linux").lower() != "linux":
             continue
-        tier = "low_priority" if value.get("vmTier", "").lower() in ("lowpriority", "spot") else "dedicated"
+        tier = (
+            "low_priority"
+            if value.get("vmTier", "").lower() in ("lowpriority", "spot")
+            else "dedicated"
+        )
         prices[tier] = float(value["retailPrice"])
     name = (size_entry or {}).get("name", "").lower()
     if "dedicated" not in prices and name in SEED_PRICES:

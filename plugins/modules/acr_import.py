@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import annotations
@@ -104,12 +103,19 @@ imported:
 try:
     from azure.containerregistry import ContainerRegistryClient
     from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-    from azure.mgmt.containerregistry.models import ImportImageParameters, ImportSource, ImportSourceCredentials
+    from azure.mgmt.containerregistry.models import (
+        ImportImageParameters,
+        ImportSource,
+        ImportSourceCredentials,
+    )
 except ImportError:
     # azure_rm_common reports missing SDKs
     pass
 
-from ansible_collections.azure.azcollection.plugins.module_utils.azure_rm_common import AzureRMModuleBase
+from ansible_collections.azure.azcollection.plugins.module_utils.azure_rm_common import (
+    AzureRMModuleBase,
+)
+
 from ansible_collections.openadapt.azure_eval.plugins.module_utils import image_ref, registry_v2
 
 ACR_AUDIENCE = "https://management.azure.com"
@@ -147,9 +153,13 @@ class AzureRMACRImport(AzureRMModuleBase):
         digest = self._source_digest(source)
         registry = self._registry()
         login_server = registry.login_server.lower() if registry else None
-        before = self._target_digests(login_server, targets) if registry else {t: None for t in targets}
+        before = (
+            self._target_digests(login_server, targets) if registry else {t: None for t in targets}
+        )
         self.results.update(login_server=login_server, digest=digest)
-        self.results["images"] = [f"{login_server or params['registry'] + '.azurecr.io'}/{t}" for t in targets]
+        self.results["images"] = [
+            f"{login_server or params['registry'] + '.azurecr.io'}/{t}" for t in targets
+        ]
 
         stale = {t: d for t, d in before.items() if d is not None and d != digest}
         if digest is not None and all(d == digest for d in before.values()):
@@ -189,7 +199,9 @@ class AzureRMACRImport(AzureRMModuleBase):
     def _check_target(self, target):
         repository, sep, tag = target.rpartition(":")
         if not sep or not repository or "/" in tag or "@" in target:
-            self.fail(f"target_tags: '{target}' must be repository:tag (for example winarena:latest)")
+            self.fail(
+                f"target_tags: '{target}' must be repository:tag (for example winarena:latest)"
+            )
         try:
             image_ref.parse(f"{self.module.params['registry'].lower()}.azurecr.io/{target}")
         except image_ref.InvalidImageReference as err:
@@ -203,7 +215,9 @@ class AzureRMACRImport(AzureRMModuleBase):
         except registry_v2.ImageNotFound as err:
             self.fail(f"source image not found: {err}. Check the repository and tag.")
         except registry_v2.RegistryUnreachable as err:
-            self.module.warn(f"could not read {source} from its registry ({err}); importing without a digest check")
+            self.module.warn(
+                f"could not read {source} from its registry ({err}); importing without a digest check"
+            )
             return None
 
     def _registry(self):

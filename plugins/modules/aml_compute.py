@@ -134,11 +134,14 @@ import re
 
 try:
     from azure.ai.ml.entities import AmlCompute, IdentityConfiguration, ManagedIdentityConfiguration
-    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+    from azure.core.exceptions import ResourceNotFoundError
 except ImportError:
     AmlCompute = object
 
-from ansible_collections.azure.azcollection.plugins.module_utils.azure_rm_common import AzureRMModuleBase
+from ansible_collections.azure.azcollection.plugins.module_utils.azure_rm_common import (
+    AzureRMModuleBase,
+)
+
 from ansible_collections.openadapt.azure_eval.plugins.module_utils import azure_ml, vm_sizes
 
 _NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9-]{1,22}[a-zA-Z0-9]$")
@@ -169,7 +172,9 @@ class AzureRMAMLCompute(AzureRMModuleBase):
             max_instances=dict(type="int", default=1),
             idle_time_before_scale_down=dict(type="int", default=300),
             tier=dict(type="str", default="dedicated", choices=["dedicated", "low_priority"]),
-            security_type=dict(type="str", default="Standard", choices=["Standard", "TrustedLaunch"]),
+            security_type=dict(
+                type="str", default="Standard", choices=["Standard", "TrustedLaunch"]
+            ),
             identity_ids=dict(type="list", elements="str", default=[]),
             require_nested_virtualization=dict(type="bool", default=True),
             tags=dict(type="dict"),
@@ -202,7 +207,9 @@ class AzureRMAMLCompute(AzureRMModuleBase):
         if before is not None:
             self._refuse_immutable_changes(before, wanted)
         changed = before is None or any(before.get(k) != v for k, v in wanted.items())
-        self.results.update(changed=changed, vm_size=size_entry, prices=vm_sizes.vm_prices(size_entry))
+        self.results.update(
+            changed=changed, vm_size=size_entry, prices=vm_sizes.vm_prices(size_entry)
+        )
         if self.module._diff:
             self.results["diff"] = dict(before=before or {}, after={**(before or {}), **wanted})
         if changed and not self.check_mode:
@@ -217,7 +224,11 @@ class AzureRMAMLCompute(AzureRMModuleBase):
                 f"name '{params['name']}' is not a valid compute name: use 3-24 letters, digits and "
                 "hyphens, starting with a letter and not ending with a hyphen."
             )
-        if params["min_instances"] < 0 or params["max_instances"] < 1 or params["min_instances"] > params["max_instances"]:
+        if (
+            params["min_instances"] < 0
+            or params["max_instances"] < 1
+            or params["min_instances"] > params["max_instances"]
+        ):
             self.fail(
                 f"min_instances ({params['min_instances']}) and max_instances ({params['max_instances']}) "
                 "must satisfy 0 <= min_instances <= max_instances and max_instances >= 1."
@@ -234,7 +245,9 @@ class AzureRMAMLCompute(AzureRMModuleBase):
     def _existing(self):
         try:
             return self.ml.compute._operation.get(
-                self.module.params["resource_group"], self.module.params["workspace"], self.module.params["name"]
+                self.module.params["resource_group"],
+                self.module.params["workspace"],
+                self.module.params["name"],
             )
         except ResourceNotFoundError:
             return None
@@ -242,7 +255,9 @@ class AzureRMAMLCompute(AzureRMModuleBase):
     def _preflight(self, params, existing):
         sizes = {
             s.name.lower(): s
-            for s in self.ml.compute.list_sizes(location=params["location"], compute_type="AmlCompute")
+            for s in self.ml.compute.list_sizes(
+                location=params["location"], compute_type="AmlCompute"
+            )
         }
         entry = sizes.get(params["size"].lower())
         if entry is None:
@@ -261,7 +276,9 @@ class AzureRMAMLCompute(AzureRMModuleBase):
                 "Standard_D4s_v5, or set require_nested_virtualization: false if you verified it."
             )
         if params["tier"] == "low_priority" and size_entry["lowPriorityCapable"] is False:
-            self.fail(f"VM size {size_entry['name']} cannot run as low priority; use tier: dedicated.")
+            self.fail(
+                f"VM size {size_entry['name']} cannot run as low priority; use tier: dedicated."
+            )
         self._check_quota(params, size_entry, existing)
         return size_entry
 
@@ -279,7 +296,9 @@ class AzureRMAMLCompute(AzureRMModuleBase):
             quotas = (size["family"].lower(), "total cluster dedicated regional vcpus")
         for usage in self.ml.compute.list_usage(location=self.module.params["location"]):
             name = vm_sizes.sdk_field(usage, "name", "name")
-            value = (name.get("value") if isinstance(name, dict) else getattr(name, "value", "")) or ""
+            value = (
+                name.get("value") if isinstance(name, dict) else getattr(name, "value", "")
+            ) or ""
             if value.lower() not in quotas:
                 continue
             limit = vm_sizes.sdk_field(usage, "limit", "limit")
@@ -318,7 +337,9 @@ class AzureRMAMLCompute(AzureRMModuleBase):
         if params["identity_ids"]:
             identity = IdentityConfiguration(
                 type="user_assigned",
-                user_assigned_identities=[ManagedIdentityConfiguration(resource_id=i) for i in params["identity_ids"]],
+                user_assigned_identities=[
+                    ManagedIdentityConfiguration(resource_id=i) for i in params["identity_ids"]
+                ],
             )
         return _ClusterWithSecurityType(
             security_type=params["security_type"],
@@ -338,14 +359,18 @@ def _summary(rest):
     scale = aml.scale_settings
     idle = scale.node_idle_time_before_scale_down if scale else None
     identity = rest.identity
-    user_assigned = sorted(k.lower() for k in ((identity.user_assigned_identities or {}) if identity else {}))
+    user_assigned = sorted(
+        k.lower() for k in ((identity.user_assigned_identities or {}) if identity else {})
+    )
     bag = aml.get("propertyBag") or {}
     return {
         "size": (aml.vm_size or "").upper(),
         "tier": "low_priority" if (aml.vm_priority or "").lower() == "lowpriority" else "dedicated",
         "min_instances": scale.min_node_count if scale else 0,
         "max_instances": scale.max_node_count if scale else 0,
-        "idle_time_before_scale_down": int(idle.total_seconds()) if hasattr(idle, "total_seconds") else _seconds(idle),
+        "idle_time_before_scale_down": int(idle.total_seconds())
+        if hasattr(idle, "total_seconds")
+        else _seconds(idle),
         "security_type": bag.get("securityType", "Standard"),
         "identity_ids": user_assigned,
         "tags": rest.tags or {},

@@ -76,7 +76,10 @@ try:
 except ImportError:
     pass
 
-from ansible_collections.azure.azcollection.plugins.module_utils.azure_rm_common import AzureRMModuleBase
+from ansible_collections.azure.azcollection.plugins.module_utils.azure_rm_common import (
+    AzureRMModuleBase,
+)
+
 from ansible_collections.openadapt.azure_eval.plugins.module_utils import azure_ml, image_ref
 
 
@@ -107,7 +110,9 @@ class AzureRMAMLEnvironment(AzureRMModuleBase):
             params["workspace"],
             self.azure_auth._cloud_environment.name,
         )
-        self.results.update(id=f"azureml:{params['name']}:{params['version']}", image=params["image"])
+        self.results.update(
+            id=f"azureml:{params['name']}:{params['version']}", image=params["image"]
+        )
         try:
             existing = ml.environments.get(params["name"], version=params["version"])
         except ResourceNotFoundError:

@@ -118,7 +118,10 @@ try:
 except ImportError:
     pass
 
-from ansible_collections.azure.azcollection.plugins.module_utils.azure_rm_common import AzureRMModuleBase
+from ansible_collections.azure.azcollection.plugins.module_utils.azure_rm_common import (
+    AzureRMModuleBase,
+)
+
 from ansible_collections.openadapt.azure_eval.plugins.module_utils import azure_ml
 
 TERMINAL = ("Completed", "Failed", "Canceled")
@@ -179,7 +182,9 @@ class AzureRMAMLJob(AzureRMModuleBase):
         if job is not None:
             self.results["job"] = self._summary(job)
             if params["wait"] and self.results["job"]["status"] == "Failed":
-                self.fail(f"job {params['name']} failed: {self.results['job']['error']}", **self.results)
+                self.fail(
+                    f"job {params['name']} failed: {self.results['job']['error']}", **self.results
+                )
         return self.results
 
     def _get(self):
@@ -196,7 +201,10 @@ class AzureRMAMLJob(AzureRMModuleBase):
             command=params["command"],
             environment=params["environment"],
             compute=params["compute"],
-            environment_variables={**params["environment_variables"], **params["secret_environment_variables"]},
+            environment_variables={
+                **params["environment_variables"],
+                **params["secret_environment_variables"],
+            },
         )
         job.set_limits(timeout=params["timeout"])
         return job

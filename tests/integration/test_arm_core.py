@@ -33,18 +33,26 @@ def test_cloud_metadata_in_both_shapes(azure):
 
 def test_subscription_is_listed(azure):
     client = SubscriptionClient(
-        azure.credential(), base_url=azure.endpoint, credential_scopes=[azure.endpoint + "/.default"]
+        azure.credential(),
+        base_url=azure.endpoint,
+        credential_scopes=[azure.endpoint + "/.default"],
     )
     subscriptions = list(client.subscriptions.list())
     assert [s.subscription_id for s in subscriptions] == [azure.subscription_id]
-    assert "eastus" in {loc.name for loc in client.subscriptions.list_locations(azure.subscription_id)}
+    assert "eastus" in {
+        loc.name for loc in client.subscriptions.list_locations(azure.subscription_id)
+    }
 
 
 def test_resource_group_lifecycle(resources):
-    created = resources.resource_groups.create_or_update("rg-life", {"location": "East US", "tags": {"a": "1"}})
+    created = resources.resource_groups.create_or_update(
+        "rg-life", {"location": "East US", "tags": {"a": "1"}}
+    )
     assert (created.name, created.location, created.tags) == ("rg-life", "eastus", {"a": "1"})
     assert resources.resource_groups.check_existence("RG-LIFE") is True
-    again = resources.resource_groups.create_or_update("rg-life", {"location": "eastus", "tags": {"b": "2"}})
+    again = resources.resource_groups.create_or_update(
+        "rg-life", {"location": "eastus", "tags": {"b": "2"}}
+    )
     assert again.tags == {"b": "2"}
     assert [g.name for g in resources.resource_groups.list()] == ["rg-life"]
     resources.resource_groups.begin_delete("rg-life", polling_interval=0).result()
@@ -76,11 +84,14 @@ def test_every_answer_has_a_request_id(azure, resources):
 
 
 def test_throttling_with_retry_after_is_retried_by_the_sdk(azure, resources):
-    azure.add_fault(method="PUT", path="/resourcegroups/rg-throttled", status=429, retry_after=1, times=2)
+    azure.add_fault(
+        method="PUT", path="/resourcegroups/rg-throttled", status=429, retry_after=1, times=2
+    )
     group = resources.resource_groups.create_or_update("rg-throttled", {"location": "eastus"})
     assert group.name == "rg-throttled"
     puts = [
-        r for r in azure.requests()
+        r
+        for r in azure.requests()
         if r["method"] == "PUT" and r["path"].lower().endswith("/resourcegroups/rg-throttled")
     ]
     assert [r["status"] for r in puts] == [429, 429, 201]
@@ -89,7 +100,9 @@ def test_throttling_with_retry_after_is_retried_by_the_sdk(azure, resources):
 
 def test_service_unavailable_exhausts_retries_with_the_error(azure, resources):
     azure.add_fault(method="GET", path="/resourcegroups/rg-down$", status=503, times=100)
-    resources_no_retry = azure.mgmt_client(ResourceManagementClient, retry_total=1, retry_backoff_factor=0.01)
+    resources_no_retry = azure.mgmt_client(
+        ResourceManagementClient, retry_total=1, retry_backoff_factor=0.01
+    )
     with pytest.raises(HttpResponseError) as err:
         resources_no_retry.resource_groups.get("rg-down")
     assert err.value.status_code == 503
@@ -106,8 +119,16 @@ def test_batch_endpoint_runs_each_request(azure, resources):
         headers={"Authorization": f"Bearer {token}"},
         json={
             "requests": [
-                {"httpMethod": "GET", "url": f"/subscriptions/{sub}/resourcegroups/rg-batch?api-version=2022-09-01", "name": "a"},
-                {"httpMethod": "GET", "url": f"/subscriptions/{sub}/resourcegroups/nope?api-version=2022-09-01", "name": "b"},
+                {
+                    "httpMethod": "GET",
+                    "url": f"/subscriptions/{sub}/resourcegroups/rg-batch?api-version=2022-09-01",
+                    "name": "a",
+                },
+                {
+                    "httpMethod": "GET",
+                    "url": f"/subscriptions/{sub}/resourcegroups/nope?api-version=2022-09-01",
+                    "name": "b",
+                },
             ]
         },
         timeout=10,

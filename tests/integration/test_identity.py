@@ -82,7 +82,9 @@ def test_forged_token_is_refused(azure):
     other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     genuine = azure.credential().get_token("https://management.azure.com/.default").token
     claims = jwt.decode(genuine, options={"verify_signature": False})
-    forged = jwt.encode(claims, other_key, algorithm="RS256", headers=jwt.get_unverified_header(genuine))
+    forged = jwt.encode(
+        claims, other_key, algorithm="RS256", headers=jwt.get_unverified_header(genuine)
+    )
     response = _get_groups(azure, forged)
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "InvalidAuthenticationToken"

@@ -17,8 +17,15 @@ def test_worker_command_writes_the_script_and_runs_it(tmp_path):
     command = worker_command(script, "run-0001", ["a-WOS", "b-WOS"])
     # run it with bash as AML does, with `python` on PATH
     out = subprocess.run(
-        ["bash", "-c", command.replace("python -u", shlex.quote(__import__("sys").executable) + " -u")],
-        cwd=tmp_path, capture_output=True, text=True, check=True,
+        [
+            "bash",
+            "-c",
+            command.replace("python -u", shlex.quote(__import__("sys").executable) + " -u"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert out.strip() == "worker ['--worker-id', 'run-0001', '--task-ids', 'a-WOS,b-WOS']"
     assert (tmp_path / "waa_worker.py").read_text() == script

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.circuit_breaker import (
     BreakerState,
     CircuitBreaker,

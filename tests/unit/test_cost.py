@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.cost import (
     VM_PRICES,
     NodeInterval,

@@ -10,6 +10,7 @@ import signal
 from dataclasses import dataclass, field
 
 import pytest
+
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.engine import (
     EngineConfig,
     EvaluationEngine,

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.engine import (
     EngineConfig,
     EvaluationEngine,
@@ -20,7 +21,6 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures impo
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import Ledger
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.local_tier import LocalTier
-
 from localazure.workload import taskset
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 
 import pytest
+
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures import (
     FailureKind,
     PermanentFailure,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.image_ref import (
     InvalidImageReference,
     default_target,

@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import (
     Ledger,
     LedgerMismatch,

@@ -10,7 +10,6 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.tier import J
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.worker_events import (
     parse_lines,
 )
-
 from localazure.workload import taskset
 
 

@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.worker_events import (
     parse_lines,
 )
-
 from localazure.workload import taskset
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

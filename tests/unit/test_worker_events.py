@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.worker_events import (
     EventStreamParser,
     format_event,
