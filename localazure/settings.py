@@ -16,7 +16,6 @@ DEFAULT_PORT = 44300
 DEFAULT_TENANT_ID = "72f988bf-0000-4000-8000-00000000aa01"
 DEFAULT_SUBSCRIPTION_ID = "9f3c2a51-0000-4000-8000-00000000aa02"
 DEFAULT_CLIENT_ID = "5b6d7e8f-0000-4000-8000-00000000aa03"
-DEFAULT_LOCATION = "eastus"
 # Hosts the emulator answers for under their real names (registry login servers, and the public
 # registries images are imported from); the client hook resolves them to the emulator.
 # A leading dot means "any host under this domain".
@@ -35,7 +34,6 @@ class Settings:
     tenant_id: str = DEFAULT_TENANT_ID
     subscription_id: str = DEFAULT_SUBSCRIPTION_ID
     client_id: str = DEFAULT_CLIENT_ID
-    location: str = DEFAULT_LOCATION
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -47,7 +45,6 @@ class Settings:
             tenant_id=env.get("LOCALAZURE_TENANT_ID", DEFAULT_TENANT_ID),
             subscription_id=env.get("LOCALAZURE_SUBSCRIPTION_ID", DEFAULT_SUBSCRIPTION_ID),
             client_id=env.get("LOCALAZURE_CLIENT_ID", DEFAULT_CLIENT_ID),
-            location=env.get("LOCALAZURE_LOCATION", DEFAULT_LOCATION),
         )
 
     @property

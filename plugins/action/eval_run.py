@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,10 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.aml_tier import (
+    AmlTier,
+    UnknownPrice,
+)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.credentials import (
     MissingCredentials,
 )
@@ -97,7 +102,7 @@ class ActionModule(ActionBase):
         with _applied(environment):
             try:
                 tier = self._tier(args, environment)
-            except MissingCredentials as err:
+            except (MissingCredentials, UnknownPrice) as err:
                 raise AnsibleActionFail(str(err)) from None
             config = EngineConfig(
                 workers=args["workers"],
@@ -123,7 +128,16 @@ class ActionModule(ActionBase):
                 f"({args['scheduling']} scheduling); ledger {run_dir / 'ledger.sqlite3'}"
             )
             try:
-                run = engine.run()
+                with _interruptible():
+                    run = engine.run()
+            except KeyboardInterrupt:
+                return self._failed(
+                    result,
+                    run_dir,
+                    args,
+                    "interrupted: every job this run started was cancelled; run the same command "
+                    "to resume",
+                )
             except PermanentFailure as err:
                 return self._failed(result, run_dir, args, err.failure.describe())
             except TierUnhealthy as err:
@@ -152,8 +166,6 @@ class ActionModule(ActionBase):
         return environment
 
     def _tier(self, args, environment):
-        from ansible_collections.openadapt.azure_eval.plugins.module_utils.aml_tier import AmlTier
-
         job_env = dict(args["environment_variables"])
         job_env["HEARTBEAT_INTERVAL"] = str(args["heartbeat_interval"])
         return AmlTier.from_environment(
@@ -200,6 +212,20 @@ def _ledger_summary(path):
         "failed": sum(1 for r in results if r.status == "fail"),
         "errored": sum(1 for r in results if r.status == "error"),
     }
+
+
+@contextmanager
+def _interruptible():
+    """Let Ctrl-C reach the engine as KeyboardInterrupt.
+
+    Ansible's worker process handles SIGINT by killing its own process group at once, which
+    would leave the jobs this run started running on the tier; the engine cancels them when it
+    sees KeyboardInterrupt, so Python's default handler is put back while it runs."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextmanager

@@ -50,6 +50,10 @@ _STATES = {
 }
 
 
+class UnknownPrice(ValueError):
+    pass
+
+
 def worker_command(worker_script: str, job_key: str, task_ids: list[str]) -> str:
     """The job's command: write the worker script, then run it on the job's tasks."""
     if _HEREDOC_END in worker_script:

@@ -30,6 +30,7 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.cost import (
     VM_PRICES,
     CostBreakdown,
     NodeInterval,
+    NodeUsage,
     TaskTiming,
     compute_cost,
 )
@@ -257,6 +258,8 @@ class EvaluationEngine:
         self._last_failure: Failure | None = None
         self._jobs_submitted = 0
         self._job_seq = 0
+        self._instance = ""
+        self._session = 1
         self._cancelling = False
         self.run_id = ""
         self.ledger: Ledger | None = None
@@ -322,6 +325,8 @@ class EvaluationEngine:
         )
         meta = ledger.init_run(run_id, self.config.config_fingerprint, now)
         self.run_id = meta.run_id
+        self._instance = meta.instance
+        self._session = meta.sessions
         self._job_seq = ledger.job_count()
         known = set(self._task_ids)
         self._final = {tid: row for tid, row in ledger.results().items() if tid in known}
@@ -379,7 +384,7 @@ class EvaluationEngine:
     def _submit(self, chunk: list[str], now: float) -> None:
         assert self.ledger is not None
         self._job_seq += 1
-        job_key = f"{self.run_id}-{self._job_seq:04d}"
+        job_key = "-".join(p for p in (self.run_id, self._instance, f"{self._job_seq:04d}") if p)
         # Recorded before submitting so that a controller killed mid-submit leaves a trace.
         self.ledger.record_job_submitted(job_key, None, chunk, now)
         policy = self.config.submit_retry or RetryPolicy(
@@ -790,15 +795,25 @@ class EvaluationEngine:
             if row.job_key is not None
         ]
         remaining = len(self._task_ids) - len(self._final)
-        node_usage = getattr(self.tier, "node_usage", None)
         return compute_cost(
             self.config.price_per_node_hour,
             list(self._intervals.values()),
             timings,
             remaining,
             now,
-            measured=node_usage(now, final=final) if node_usage else None,
+            measured=self._measured_node_time(now, final),
         )
+
+    def _measured_node_time(self, now: float, final: bool) -> NodeUsage | None:
+        """The tier's measured node time, this session's added to the earlier sessions' (kept in
+        the ledger, so a resumed run's cost is the whole run's)."""
+        node_usage = getattr(self.tier, "node_usage", None)
+        if node_usage is None or self.ledger is None:
+            return None
+        session = node_usage(now, final=final)
+        self.ledger.record_node_seconds(self._session, session.node_seconds)
+        earlier = self.ledger.node_seconds(excluding_session=self._session)
+        return NodeUsage(earlier + session.node_seconds, session.nodes_held)
 
     def _counts(self) -> dict[str, int]:
         statuses = [row.status for row in self._final.values()]

@@ -12,6 +12,7 @@ import hashlib
 import json
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,9 @@ class RunMeta:
     started_at: float
     sessions: int
     status: str
+    # Random per ledger: job names built from it never collide with the jobs of an earlier
+    # ledger that used the same run id.
+    instance: str = ""
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,7 @@ class Ledger:
                     ("started_at", repr(started_at)),
                     ("sessions", "1"),
                     ("status", "running"),
+                    ("instance", uuid.uuid4().hex[:6]),
                 ],
             )
             self._db.execute("COMMIT")
@@ -204,7 +209,24 @@ class Ledger:
             started_at=float(rows["started_at"]),
             sessions=int(rows.get("sessions", "1")),
             status=rows.get("status", "running"),
+            instance=rows.get("instance", ""),
         )
+
+    def record_node_seconds(self, session: int, seconds: float) -> None:
+        """The node time a session measured on its tier (committed at once)."""
+        self._db.execute(
+            "INSERT INTO run_meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (f"node_seconds.{session}", repr(float(seconds))),
+        )
+
+    def node_seconds(self, *, excluding_session: int | None = None) -> float:
+        """Measured node time of all sessions (or all but one)."""
+        rows = self._db.execute(
+            "SELECT key, value FROM run_meta WHERE key LIKE 'node\\_seconds.%' ESCAPE '\\'"
+        ).fetchall()
+        skip = f"node_seconds.{excluding_session}"
+        return sum(float(value) for key, value in rows if key != skip)
 
     def set_status(self, status: str) -> None:
         self._db.execute(

@@ -214,8 +214,9 @@ def test_startup_timeout_cancels_the_silent_worker_and_retries(tmp_path, tier_fa
         tier, TASKS, tmp_path / "ledger.db", config(startup_timeout=0.7), handle_signals=False
     ).run()
     [retry] = [r for r in result.retries if r.code == "StartupTimeout"]
-    assert retry.job_key == "local-0001" and retry.requeued_task_ids
-    assert wait_group_gone(tier.pids()["local-0001"])
+    first = job_key_ending(tier.pids(), "-0001")
+    assert retry.job_key == first and retry.requeued_task_ids
+    assert wait_group_gone(tier.pids()[first])
     assert len(result.tasks) == len(TASKS)
     assert all(t.attempts == 1 for t in result.tasks.values())
 
@@ -240,13 +241,20 @@ def test_permanent_failure_stops_at_once_and_cancels_what_it_started(tmp_path, t
     assert time.time() - started < 5
     assert info.value.failure.code == "ImagePullDenied"
     assert "AcrPull" in str(info.value)
-    assert wait_group_gone(tier.pids()["local-0001"])
+    assert wait_group_gone(tier.pids()[job_key_ending(tier.pids(), "-0001")])
     with Ledger(tmp_path / "ledger.db") as ledger:
         jobs = {j.job_key: j for j in ledger.jobs()}
         assert ledger.run_meta().status == "failed"
-    assert jobs["local-0001"].state == "CANCELED"
-    assert jobs["local-0002"].state == "SUBMIT_FAILED"
-    assert jobs["local-0002"].failure_code == "ImagePullDenied"
+    assert jobs[job_key_ending(jobs, "-0001")].state == "CANCELED"
+    second = jobs[job_key_ending(jobs, "-0002")]
+    assert second.state == "SUBMIT_FAILED"
+    assert second.failure_code == "ImagePullDenied"
+
+
+def job_key_ending(keys, suffix):
+    """Job keys are <run>-<ledger instance>-<seq>; find one by its sequence number."""
+    [key] = [k for k in keys if k.endswith(suffix)]
+    return key
 
 
 def test_dynamic_chunking_beats_static_sharding_on_a_skewed_set(tmp_path, tier_factory):
