@@ -276,6 +276,7 @@ class EvaluationEngine:
         started_at = self._clock()
         try:
             ledger = self._open_ledger(started_at)
+            self._cancel_orphans(ledger, started_at)
             self._scheduler = make_scheduler(
                 self.config.scheduling,
                 ledger.pending(self._task_ids),
@@ -769,6 +770,29 @@ class EvaluationEngine:
             self.tier.cancel(job.handle)
         except Exception as exc:  # one failed cancel must not stop the others
             log.error("could not cancel %s (%s): %s", job.job_key, job.handle, _short(exc))
+
+    def _cancel_orphans(self, ledger: Ledger, now: float) -> None:
+        """Cancel the jobs an earlier controller started and never saw end (it was killed).
+
+        Their unfinished tasks are pending again and will be scheduled in new jobs; a job left
+        running could otherwise run the same task at the same time, or record nothing after
+        spending node time."""
+        terminal = {state.value for state in JobState if state.terminal} | {"SUBMIT_FAILED"}
+        for row in ledger.jobs():
+            if row.state in terminal or not row.handle:
+                continue
+            try:
+                self.tier.cancel(row.handle)
+            except Exception as exc:  # a job the tier no longer knows is not worth stopping for
+                log.warning("could not cancel orphaned job %s: %s", row.handle, _short(exc))
+            ledger.update_job(
+                row.job_key,
+                state=JobState.CANCELED.value,
+                ended_at=now,
+                failure_code="OrphanCancelled",
+                reason="left running by an earlier controller that stopped; cancelled on resume",
+            )
+            log.warning("cancelled job %s left running by an earlier controller", row.handle)
 
     def _cancel_all(self, now: float, reason: str) -> None:
         assert self.ledger is not None
