@@ -70,6 +70,7 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.status_file i
     TaskCounts,
     write_status,
 )
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.task_order import longest_first
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tier import (
     JobState,
     JobStatus,
@@ -199,6 +200,7 @@ class _ActiveJob:
     first_event_at: float | None = None
     last_event_at: float | None = None
     reported: set[str] = field(default_factory=set)
+    worker_finished: bool = False
     in_flight: str | None = None
     in_flight_since: float | None = None
     client_idle_s: float = 0.0
@@ -279,7 +281,7 @@ class EvaluationEngine:
             self._cancel_orphans(ledger, started_at)
             self._scheduler = make_scheduler(
                 self.config.scheduling,
-                ledger.pending(self._task_ids),
+                self._queue_order(ledger.pending(self._task_ids)),
                 self.config.workers,
                 factor=self.config.chunk_factor,
                 max_chunk=self.config.max_chunk,
@@ -371,8 +373,24 @@ class EvaluationEngine:
             for job in list(self._active.values()):
                 self._poll_job(job, now)
 
+    def _queue_order(self, pending: list[str]) -> list[str]:
+        """WAA's file order for static sharding (its compatibility mode); longest expected
+        first for dynamic chunking, learning from the durations already in the ledger."""
+        if self.config.scheduling == "static":
+            return pending
+        observed: dict[str, list[float]] = {}
+        for row in self._final.values():
+            if row.domain and row.duration_s:
+                observed.setdefault(row.domain, []).append(row.duration_s)
+        return longest_first(pending, self._domains, observed)
+
+    def _busy_slots(self) -> int:
+        """Jobs whose worker has not said it finished; a finished worker's job is only
+        finalizing, so its slot goes to the next chunk at once."""
+        return sum(1 for job in self._active.values() if not job.worker_finished)
+
     def _fill_slots(self, now: float) -> None:
-        while len(self._active) < self.config.workers and self._scheduler.remaining:
+        while self._busy_slots() < self.config.workers and self._scheduler.remaining:
             if now < self._hold_until or not self.breaker.allow():
                 return
             chunk: list[str] = []
@@ -518,6 +536,8 @@ class EvaluationEngine:
                 job.client_idle_s = float(idle) if isinstance(idle, (int, float)) else 0.0
         elif event.event == "task_result":
             self._on_task_result(job, event, now)
+        elif event.event == "finished":
+            job.worker_finished = True
 
     def _on_task_result(self, job: _ActiveJob, event: WorkerEvent, now: float) -> None:
         assert self.ledger is not None
