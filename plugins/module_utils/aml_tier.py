@@ -183,6 +183,11 @@ class AmlTier:
             "environment": self.environment,
         }
 
+    def handle_for(self, job_key: str) -> str:
+        """Jobs are named after their keys, so a job whose submit was interrupted can still be
+        found and cancelled."""
+        return job_name(job_key)
+
     def describe(self) -> dict[str, Any]:
         return dict(self.compute_details)
 

@@ -39,6 +39,7 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures impo
     STARTUP_TIMEOUT,
     STUCK,
     TASK_ERROR,
+    THROTTLED,
     WORKER_CRASH,
     Failure,
     FailureKind,
@@ -201,6 +202,7 @@ class _ActiveJob:
     last_event_at: float | None = None
     reported: set[str] = field(default_factory=set)
     worker_finished: bool = False
+    poll_not_before: float = 0.0
     in_flight: str | None = None
     in_flight_since: float | None = None
     client_idle_s: float = 0.0
@@ -371,7 +373,8 @@ class EvaluationEngine:
             self._sleep(self.config.poll_interval)
             now = self._clock()
             for job in list(self._active.values()):
-                self._poll_job(job, now)
+                if now >= job.poll_not_before:
+                    self._poll_job(job, now)
 
     def _queue_order(self, pending: list[str]) -> list[str]:
         """WAA's file order for static sharding (its compatibility mode); longest expected
@@ -428,7 +431,11 @@ class EvaluationEngine:
         policy = dataclasses.replace(policy, on_retry=on_retry)
         try:
             handle = policy.call(self.tier.submit, job_key, list(chunk))
-        except Exception as exc:
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                # Interrupted inside the submit: the tier may have accepted the job already.
+                self._cancel_by_key(job_key, "interrupted while submitting")
+                raise
             failure = classify_exception(exc)
             self.ledger.update_job(
                 job_key,
@@ -461,6 +468,11 @@ class EvaluationEngine:
             failure = classify_exception(exc)
             if not failure.is_transient:
                 raise PermanentFailure(failure) from exc
+            if failure.retry_after is not None:
+                # The service said when to come back; throttling says nothing about the job.
+                job.poll_not_before = self._clock() + failure.retry_after
+                if failure.code == THROTTLED:
+                    return
             job.poll_errors += 1
             if job.poll_errors >= _MAX_POLL_ERRORS:
                 self._fail_job(job, failure, now)
@@ -791,6 +803,29 @@ class EvaluationEngine:
         except Exception as exc:  # one failed cancel must not stop the others
             log.error("could not cancel %s (%s): %s", job.job_key, job.handle, _short(exc))
 
+    def _handle_for(self, job_key: str) -> str | None:
+        """The tier's name for a job it may have accepted without answering (tiers that name
+        jobs after their keys say so with ``handle_for``)."""
+        handle_for = getattr(self.tier, "handle_for", None)
+        return handle_for(job_key) if handle_for else None
+
+    def _cancel_by_key(self, job_key: str, reason: str) -> None:
+        handle = self._handle_for(job_key)
+        if handle is None or self.ledger is None:
+            return
+        try:
+            self.tier.cancel(handle)
+        except Exception as exc:  # the job may not exist: the submit never reached the tier
+            log.info("no job %s to cancel: %s", handle, _short(exc))
+        self.ledger.update_job(
+            job_key,
+            handle=handle,
+            state=JobState.CANCELED.value,
+            ended_at=self._clock(),
+            failure_code="CancelledByEngine",
+            reason=reason,
+        )
+
     def _cancel_orphans(self, ledger: Ledger, now: float) -> None:
         """Cancel the jobs an earlier controller started and never saw end (it was killed).
 
@@ -799,10 +834,11 @@ class EvaluationEngine:
         spending node time."""
         terminal = {state.value for state in JobState if state.terminal} | {"SUBMIT_FAILED"}
         for row in ledger.jobs():
-            if row.state in terminal or not row.handle:
+            handle = row.handle or self._handle_for(row.job_key)
+            if row.state in terminal or not handle:
                 continue
             try:
-                self.tier.cancel(row.handle)
+                self.tier.cancel(handle)
             except Exception as exc:  # a job the tier no longer knows is not worth stopping for
                 log.warning("could not cancel orphaned job %s: %s", row.handle, _short(exc))
             ledger.update_job(
@@ -812,7 +848,7 @@ class EvaluationEngine:
                 failure_code="OrphanCancelled",
                 reason="left running by an earlier controller that stopped; cancelled on resume",
             )
-            log.warning("cancelled job %s left running by an earlier controller", row.handle)
+            log.warning("cancelled job %s left running by an earlier controller", handle)
 
     def _cancel_all(self, now: float, reason: str) -> None:
         assert self.ledger is not None

@@ -1,0 +1,255 @@
+"""Azure ML world for the evaluation integration tests: a resource group, a registry holding the
+WAA image (imported from Docker Hub), a workspace (ARM PUT, system-assigned identity), the
+AcrPull grant of that identity on the registry (optional), an AmlCompute cluster (raw ARM PUT, so
+that any priority and security type can be asked for), and the ``waa`` environment; plus what the
+tests read back from the emulator (jobs, their std_logs, nodes) with the real clients."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from azure.ai.ml.entities import Environment
+from azure.mgmt.authorization import AuthorizationManagementClient
+from azure.mgmt.containerregistry import ContainerRegistryManagementClient
+from azure.mgmt.resource import ResourceManagementClient
+
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.aml_tier import AmlTier
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WORKER_SCRIPT = REPO_ROOT / "worker" / "waa_worker.py"
+LOCATION = "eastus"
+RG, WORKSPACE, REGISTRY, ENVIRONMENT = "evals", "waa-ws", "waaevals", "waa"
+WORKSPACE_API = "2024-10-01"
+COMPUTE_API = "2023-08-01-preview"
+ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
+WAA_SOURCE = "windowsarena/winarena:latest"
+TERMINAL = ("Completed", "Failed", "Canceled")
+STD_LOG = "user_logs/std_log.txt"
+
+# The job environment of every test run: quick heartbeats and a fast WAA stand-in (0.02 s of
+# real time per simulated WAA minute: a median task takes about 0.15 s).
+FAST_JOB_ENV = {"HEARTBEAT_INTERVAL": "0.25", "WAA_STANDIN_TIME_SCALE": "0.02"}
+
+
+@dataclass
+class AmlWorld:
+    emulator: Any
+    resources: ResourceManagementClient
+    ml_client: Any
+    workspace_id: str
+    principal_id: str
+    registry_id: str
+    environment: str = f"azureml:{ENVIRONMENT}:1"
+    clusters: list[str] = field(default_factory=list)
+
+    @property
+    def resource_group(self) -> str:
+        return RG
+
+    @property
+    def workspace(self) -> str:
+        return WORKSPACE
+
+    # -- resources --------------------------------------------------------------------------------
+
+    def grant_acr_pull(self) -> None:
+        auth = self.emulator.mgmt_client(AuthorizationManagementClient)
+        auth.role_assignments.create(
+            self.registry_id,
+            str(uuid.uuid4()),
+            {
+                "role_definition_id": f"/subscriptions/{self.emulator.subscription_id}/providers"
+                f"/Microsoft.Authorization/roleDefinitions/{ACR_PULL}",
+                "principal_id": self.principal_id,
+                "principal_type": "ServicePrincipal",
+            },
+        )
+
+    def cluster(
+        self,
+        name: str = "waa",
+        *,
+        size: str = "Standard_D4s_v5",
+        max_nodes: int = 3,
+        min_nodes: int = 0,
+        priority: str = "Dedicated",
+        security_type: str = "Standard",
+        idle_s: int = 2,
+    ) -> str:
+        """An AmlCompute cluster through a raw ARM PUT (what a cluster made outside the
+        playbook looks like: the SDK entity cannot carry a security type)."""
+        compute_id = f"{self.workspace_id}/computes/{name}"
+        self.resources.resources.begin_create_or_update_by_id(
+            compute_id,
+            COMPUTE_API,
+            {
+                "location": LOCATION,
+                "properties": {
+                    "computeType": "AmlCompute",
+                    "properties": {
+                        "vmSize": size,
+                        "vmPriority": priority,
+                        "scaleSettings": {
+                            "minNodeCount": min_nodes,
+                            "maxNodeCount": max_nodes,
+                            "nodeIdleTimeBeforeScaleDown": f"PT{idle_s}S",
+                        },
+                        "propertyBag": {"securityType": security_type},
+                    },
+                },
+            },
+        ).result()
+        self.clusters.append(name)
+        return compute_id
+
+    def compute_exists(self, name: str) -> bool:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            self.ml_client.compute.get(name)
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    # -- the product's tier -----------------------------------------------------------------------
+
+    def tier(
+        self,
+        run_name: str,
+        compute: str = "waa",
+        job_environment: dict[str, str] | None = None,
+    ) -> AmlTier:
+        return AmlTier.from_environment(
+            {**os.environ, **self.emulator.env},
+            resource_group=RG,
+            workspace=WORKSPACE,
+            compute=compute,
+            environment=self.environment,
+            experiment_name="waa-integration",
+            worker_script=WORKER_SCRIPT.read_text(),
+            run_name=run_name,
+            job_environment={**FAST_JOB_ENV, **(job_environment or {})},
+            node_sample_interval=0.2,
+        )
+
+    # -- what the emulator holds ------------------------------------------------------------------
+
+    def jobs(self) -> dict[str, str]:
+        """Every job of the workspace: name -> status."""
+        return {job.name: _status(job.status) for job in self.ml_client.jobs.list()}
+
+    def job_status(self, name: str) -> str:
+        return _status(self.ml_client.jobs.get(name).status)
+
+    def job_tasks(self, name: str) -> list[str]:
+        """The task ids the job's command hands the worker."""
+        command = self.ml_client.jobs.get(name).command
+        tail = command.rsplit("--task-ids", 1)[1].split()[0]
+        return tail.strip("'\"").split(",")
+
+    def run_error(self, name: str) -> tuple[str | None, str | None]:
+        """(category code, inner code) of a failed run, from run history."""
+        details = self.ml_client.jobs._runs_operations.get_run_details(name)
+        if not details.error or not details.error.error:
+            return None, None
+        error = details.error.error
+        inner = getattr(error, "inner_error", None)
+        return error.code, inner.code if inner else None
+
+    def std_log(self, name: str) -> str:
+        details = self.ml_client.jobs._runs_operations.get_run_details(name)
+        url = (details.log_files or {}).get(STD_LOG)
+        if url is None:
+            return ""
+        response = requests.get(url, timeout=10)
+        response.raise_for_status()
+        return response.text
+
+    def wait_terminal(self, names=None, timeout: float = 20.0) -> dict[str, str]:
+        """Wait until the named jobs (default: all) are terminal; return every job's status."""
+        deadline = time.monotonic() + timeout
+        while True:
+            statuses = self.jobs()
+            wanted = statuses if names is None else {n: statuses[n] for n in names}
+            if all(s in TERMINAL for s in wanted.values()):
+                return statuses
+            if time.monotonic() > deadline:
+                raise AssertionError(f"jobs still not terminal after {timeout}s: {wanted}")
+            time.sleep(0.2)
+
+    def nodes(self, compute: str = "waa") -> dict[str, Any]:
+        return self.emulator.admin("GET", f"ml/nodes?compute={compute}")
+
+    def wait_scaled_down(self, compute: str = "waa", timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            report = self.nodes(compute)
+            if all(node["released_at"] is not None for node in report["value"]):
+                return report
+            if time.monotonic() > deadline:
+                raise AssertionError(f"cluster {compute} did not scale down: {report['computes']}")
+            time.sleep(0.2)
+
+
+def _status(value: Any) -> str:
+    return str(getattr(value, "value", value))
+
+
+def build(
+    emulator,
+    *,
+    acr_pull: bool = True,
+    cluster: dict[str, Any] | None = None,
+    time_scale: float = 0.05,
+) -> AmlWorld:
+    """Everything an evaluation on the AML tier needs. ``cluster``: the keyword arguments of
+    ``AmlWorld.cluster`` (None for no cluster); ``time_scale``: the emulator's ML time scale
+    (node provisioning, image pull)."""
+    emulator.admin("PUT", "ml/settings", {"time_scale": time_scale})
+    sub = f"/subscriptions/{emulator.subscription_id}"
+    resources = emulator.mgmt_client(ResourceManagementClient)
+    resources.resource_groups.create_or_update(RG, {"location": LOCATION})
+    acr = emulator.mgmt_client(ContainerRegistryManagementClient)
+    acr.registries.begin_create(
+        RG, REGISTRY, {"location": LOCATION, "sku": {"name": "Basic"}}
+    ).result()
+    acr.registries.begin_import_image(
+        RG,
+        REGISTRY,
+        {
+            "source": {"registryUri": "docker.io", "sourceImage": WAA_SOURCE},
+            "targetTags": ["winarena:latest"],
+        },
+    ).result()
+    workspace_id = (
+        f"{sub}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices"
+        f"/workspaces/{WORKSPACE}"
+    )
+    workspace = resources.resources.begin_create_or_update_by_id(
+        workspace_id,
+        WORKSPACE_API,
+        {"location": LOCATION, "identity": {"type": "SystemAssigned"}},
+    ).result()
+    world = AmlWorld(
+        emulator=emulator,
+        resources=resources,
+        ml_client=emulator.ml_client(RG, WORKSPACE),
+        workspace_id=workspace_id,
+        principal_id=workspace.identity.principal_id,
+        registry_id=f"{sub}/resourceGroups/{RG}/providers/Microsoft.ContainerRegistry"
+        f"/registries/{REGISTRY}",
+    )
+    if acr_pull:
+        world.grant_acr_pull()
+    if cluster is not None:
+        world.cluster(**cluster)
+    world.ml_client.environments.create_or_update(
+        Environment(name=ENVIRONMENT, version="1", image=f"{REGISTRY}.azurecr.io/winarena:latest")
+    )
+    return world
