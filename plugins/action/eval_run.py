@@ -64,6 +64,14 @@ ARGUMENT_SPEC = dict(
     job_timeout=dict(type="int", default=14400),
     environment_variables=dict(type="dict", default={}),
     secret_environment_variables=dict(type="dict", default={}, no_log=True),
+    # Authentication, as azure.azcollection's modules take it (module_defaults fill these in);
+    # unset, the AZURE_* environment variables apply.
+    client_id=dict(type="str"),
+    secret=dict(type="str", no_log=True),
+    tenant=dict(type="str"),
+    subscription_id=dict(type="str"),
+    cloud_environment=dict(type="str"),
+    disable_instance_discovery=dict(type="bool"),
     aml=dict(
         type="dict",
         options=dict(
@@ -169,7 +177,7 @@ class ActionModule(ActionBase):
         job_env = dict(args["environment_variables"])
         job_env["HEARTBEAT_INTERVAL"] = str(args["heartbeat_interval"])
         return AmlTier.from_environment(
-            {**os.environ, **environment},
+            {**os.environ, **environment, **_auth_environment(args)},
             worker_script=WORKER_SCRIPT.read_text(),
             job_environment=job_env,
             secret_environment=args["secret_environment_variables"],
@@ -184,6 +192,19 @@ class ActionModule(ActionBase):
             failed=True, msg=message, evaluation=partial, ledger=str(run_dir / "ledger.sqlite3")
         )
         return result
+
+
+def _auth_environment(args):
+    """The authentication arguments under the environment names the credential helper reads;
+    kept in memory, never put into os.environ."""
+    names = {
+        "client_id": "AZURE_CLIENT_ID",
+        "secret": "AZURE_SECRET",
+        "tenant": "AZURE_TENANT",
+        "subscription_id": "AZURE_SUBSCRIPTION_ID",
+        "cloud_environment": "AZURE_CLOUD_ENVIRONMENT",
+    }
+    return {env: str(args[arg]) for arg, env in names.items() if args.get(arg)}
 
 
 def _fingerprinted(args):

@@ -43,3 +43,22 @@ def ml_client(
         workspace_name=workspace,
         **kwargs,
     )
+
+
+def workspace_client(module_base):
+    """The MLClient of an azcollection-style module (``AzureRMModuleBase``) for the workspace in
+    its ``resource_group``/``workspace`` options, with the module's credential and cloud."""
+    params = module_base.module.params
+    return ml_client(
+        module_base.azure_auth.azure_credential_track2,
+        module_base.subscription_id,
+        params["resource_group"],
+        params["workspace"],
+        module_base.azure_auth._cloud_environment.name,
+    )
+
+
+WORKSPACE_ARGS = dict(
+    resource_group=dict(type="str", required=True),
+    workspace=dict(type="str", required=True),
+)

@@ -21,14 +21,6 @@ description:
   - The size, priority and security type of an existing cluster cannot change; the module fails
     and says to delete the cluster or choose another name. Scale settings and tags update in place.
 options:
-  resource_group:
-    description: Resource group of the workspace.
-    type: str
-    required: true
-  workspace:
-    description: Azure ML workspace name.
-    type: str
-    required: true
   name:
     description: Compute cluster name (3-24 characters, letters, digits and hyphens, starting with a letter).
     type: str
@@ -86,6 +78,7 @@ options:
     default: present
 extends_documentation_fragment:
   - azure.azcollection.azure
+  - openadapt.azure_eval.aml_workspace
 author:
   - OpenAdapt evaluation infrastructure team
 notes:
@@ -163,8 +156,7 @@ class _ClusterWithSecurityType(AmlCompute):
 class AzureRMAMLCompute(AzureRMModuleBase):
     def __init__(self):
         self.module_arg_spec = dict(
-            resource_group=dict(type="str", required=True),
-            workspace=dict(type="str", required=True),
+            **azure_ml.WORKSPACE_ARGS,
             name=dict(type="str", required=True),
             location=dict(type="str"),
             size=dict(type="str", default="Standard_D4s_v5"),
@@ -186,13 +178,7 @@ class AzureRMAMLCompute(AzureRMModuleBase):
     def exec_module(self, **kwargs):
         params = self.module.params
         self._check_arguments(params)
-        self.ml = azure_ml.ml_client(
-            self.azure_auth.azure_credential_track2,
-            self.subscription_id,
-            params["resource_group"],
-            params["workspace"],
-            self.azure_auth._cloud_environment.name,
-        )
+        self.ml = azure_ml.workspace_client(self)
         existing = self._existing()
         if params["state"] == "absent":
             if existing is not None:

@@ -14,14 +14,6 @@ description:
   - Environment versions are immutable in Azure ML. An existing version with the same image is
     left alone; one with another image is refused with the fix (bump I(version)).
 options:
-  resource_group:
-    description: Resource group of the workspace.
-    type: str
-    required: true
-  workspace:
-    description: Azure ML workspace name.
-    type: str
-    required: true
   name:
     description: Environment name.
     type: str
@@ -42,6 +34,7 @@ options:
     type: dict
 extends_documentation_fragment:
   - azure.azcollection.azure
+  - openadapt.azure_eval.aml_workspace
 author:
   - OpenAdapt evaluation infrastructure team
 notes:
@@ -86,8 +79,7 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils import azure_
 class AzureRMAMLEnvironment(AzureRMModuleBase):
     def __init__(self):
         self.module_arg_spec = dict(
-            resource_group=dict(type="str", required=True),
-            workspace=dict(type="str", required=True),
+            **azure_ml.WORKSPACE_ARGS,
             name=dict(type="str", required=True),
             version=dict(type="str", required=True),
             image=dict(type="str", required=True),
@@ -103,13 +95,7 @@ class AzureRMAMLEnvironment(AzureRMModuleBase):
             image_ref.parse(params["image"])
         except image_ref.InvalidImageReference as err:
             self.fail(f"image: {err}")
-        ml = azure_ml.ml_client(
-            self.azure_auth.azure_credential_track2,
-            self.subscription_id,
-            params["resource_group"],
-            params["workspace"],
-            self.azure_auth._cloud_environment.name,
-        )
+        ml = azure_ml.workspace_client(self)
         self.results.update(
             id=f"azureml:{params['name']}:{params['version']}", image=params["image"]
         )

@@ -15,14 +15,6 @@ description:
     run history reports.
   - Usable on its own; the evaluation itself runs many such jobs through the C(eval_run) action.
 options:
-  resource_group:
-    description: Resource group of the workspace.
-    type: str
-    required: true
-  workspace:
-    description: Azure ML workspace name.
-    type: str
-    required: true
   name:
     description: Job name, unique in the workspace (letters, digits, dashes, underscores).
     type: str
@@ -72,6 +64,7 @@ options:
     default: 3600
 extends_documentation_fragment:
   - azure.azcollection.azure
+  - openadapt.azure_eval.aml_workspace
 author:
   - OpenAdapt evaluation infrastructure team
 notes:
@@ -130,8 +123,7 @@ TERMINAL = ("Completed", "Failed", "Canceled")
 class AzureRMAMLJob(AzureRMModuleBase):
     def __init__(self):
         self.module_arg_spec = dict(
-            resource_group=dict(type="str", required=True),
-            workspace=dict(type="str", required=True),
+            **azure_ml.WORKSPACE_ARGS,
             name=dict(type="str", required=True),
             command=dict(type="str"),
             environment=dict(type="str"),
@@ -155,13 +147,7 @@ class AzureRMAMLJob(AzureRMModuleBase):
 
     def exec_module(self, **kwargs):
         params = self.module.params
-        self.ml = azure_ml.ml_client(
-            self.azure_auth.azure_credential_track2,
-            self.subscription_id,
-            params["resource_group"],
-            params["workspace"],
-            self.azure_auth._cloud_environment.name,
-        )
+        self.ml = azure_ml.workspace_client(self)
         job = self._get()
         if params["state"] == "info":
             if job is None:

@@ -1,0 +1,637 @@
+"""Acceptance tests of the whole job, ``ansible-playbook site.yml -e tier=aml``, run as a
+subprocess the way a user runs it (cwd = the repository, the project's ansible.cfg, the default
+inventory = the emulator), with the outcome read back from the emulator through the real SDKs.
+
+One emulator serves the whole module (own port, own state directory). The tests run in the
+file's order, which pytest keeps:
+
+1. ``--check`` on an empty emulator (after a reset);
+2. the bad inputs, run together (4 at a time) against one fresh reset: the union of what they
+   left is checked to be empty (no resource, no write request at all), which holds for each;
+3. one full site run, shared by the provisioning, report, node-time and secret tests. It runs
+   with ``-vvv`` and a canary in ``eval_secret_environment_variables``, so the secret tests
+   cover both the registry layer and the whole evaluation (154 tasks) at -vvv without a run of
+   their own; ``aml_cluster_idle_seconds=5`` lets the nodes scale down quickly;
+4. the second run (``changed=0``, no new job) and the missing-principal playbook, against
+   what the full run left.
+
+Wrong credentials: ``playbooks/azure_endpoint.yml`` fills ``azure_environment`` from
+``localazure env`` as a whole, so one key of it cannot be overridden with ``-e``. That case runs
+with ``-e azure_use_emulator=false`` (the endpoint play then reads nothing, and the plays'
+``environment`` is empty) and the emulator's client environment exported by the caller with a
+wrong ``AZURE_SECRET``/``AZURE_CLIENT_SECRET``: exactly how a real-Azure user supplies
+credentials.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import socket
+import subprocess
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from azure.containerregistry import ContainerRegistryClient
+from azure.mgmt.authorization import AuthorizationManagementClient
+from azure.mgmt.containerregistry import ContainerRegistryManagementClient
+from azure.mgmt.resource import ResourceManagementClient
+
+from localazure.identity.principals import DEV_SP_OBJECT_ID
+from localazure.metadata.routes import CLOUD_NAME
+from localazure.settings import REDIRECTED_SUFFIXES
+from localazure.testing import RunningEmulator
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = REPO / ".venv" / "bin"
+HELPER_PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
+TASK_SET = REPO / "localazure" / "workload" / "data" / "waa_synthetic_test_all.json"
+
+RG, REGISTRY, PULL_IDENTITY = "openadapt-agents", "openadaptevals", "openadaptevals-pull"
+WORKSPACE, CLUSTER, RUN_NAME = "openadapt-ml", "waa-cluster", "waa-aml"
+IDENTITY_API, WORKSPACE_API = "2023-01-31", "2024-10-01"
+ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
+OWNER = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
+IDLE_SECONDS = 5
+CANARY_NAME = "OPENAI_API_KEY"
+CANARY = f"canary-{uuid.uuid4().hex}"
+
+# Variables of the caller's environment that would point a client at another emulator.
+_FOREIGN_ENV_PREFIXES = ("AZURE_", "LOCALAZURE_", "ARM_", "ANSIBLE_")
+_FOREIGN_ENV_KEYS = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "EVAL_REPORT_DIR")
+_RECAP = re.compile(
+    r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
+    r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)",
+    re.MULTILINE,
+)
+
+
+# -- running ansible-playbook ---------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def output(self) -> str:
+        return self.stdout + "\n" + self.stderr
+
+    def recap(self) -> dict[str, int]:
+        """The PLAY RECAP line of localhost: ok, changed, unreachable, failed."""
+        found = [m for m in _RECAP.finditer(self.stdout) if m["host"] == "localhost"]
+        assert found, f"no PLAY RECAP for localhost in the output:\n{self.tail()}"
+        last = found[-1]
+        return {key: int(last[key]) for key in ("ok", "changed", "unreachable", "failed")}
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(
+            [f"$ {shlex.join(self.args)} -> {self.returncode} in {self.seconds:.0f}s"]
+            + self.stdout.splitlines()[-lines:]
+            + ["-- stderr --"]
+            + self.stderr.splitlines()[-lines:]
+        )
+
+
+@dataclass
+class Playground:
+    """The module's emulator and the directories the playbooks write to."""
+
+    emulator: RunningEmulator
+    root: Path
+    clients: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def client_secret(self) -> str:
+        return self.emulator.settings.secret_file.read_text().strip()
+
+    def reset(self) -> None:
+        self.emulator.reset()
+        self.emulator.admin("DELETE", "faults")
+        self.emulator.admin("DELETE", "ml/faults")
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(_FOREIGN_ENV_PREFIXES) and key not in _FOREIGN_ENV_KEYS
+        }
+        env.update(
+            PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+            ANSIBLE_NOCOLOR="1",
+            EVAL_REPORT_DIR=str(self.report_dir),
+        )
+        env.update(extra or {})
+        return env
+
+    def play(
+        self,
+        *args: str,
+        playbook: str | Path = "site.yml",
+        env: dict[str, str] | None = None,
+        timeout: float = 600,
+    ) -> Run:
+        argv = [
+            str(VENV_BIN / "ansible-playbook"),
+            str(playbook),
+            "-e",
+            f"localazure_port={self.emulator.settings.port}",
+            "-e",
+            f"localazure_state_dir={self.emulator.settings.state_dir}",
+            "-e",
+            f"eval_state_dir={self.runs_dir}",
+            *args,
+        ]
+        started = time.monotonic()
+        done = subprocess.run(
+            argv,
+            cwd=REPO,
+            env=self.env(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+        return Run(argv, done.returncode, done.stdout, done.stderr, time.monotonic() - started)
+
+    # -- the real SDKs, pointed at this emulator -----------------------------------------------
+
+    def client(self, cls):
+        if cls not in self.clients:
+            self.clients[cls] = self.emulator.mgmt_client(cls)
+        return self.clients[cls]
+
+    @property
+    def resources(self) -> ResourceManagementClient:
+        return self.client(ResourceManagementClient)
+
+    @property
+    def registries(self) -> ContainerRegistryManagementClient:
+        return self.client(ContainerRegistryManagementClient)
+
+    @property
+    def auth(self) -> AuthorizationManagementClient:
+        return self.client(AuthorizationManagementClient)
+
+    @property
+    def ml(self):
+        if "ml" not in self.clients:
+            self.clients["ml"] = self.emulator.ml_client(RG, WORKSPACE)
+        return self.clients["ml"]
+
+    @property
+    def subscription_scope(self) -> str:
+        return f"/subscriptions/{self.emulator.subscription_id}"
+
+    def registry_id(self) -> str:
+        return (
+            f"{self.subscription_scope}/resourceGroups/{RG}/providers/"
+            f"Microsoft.ContainerRegistry/registries/{REGISTRY}"
+        )
+
+    def role_assignments(self, scope: str | None = None) -> list[tuple[str, str, str]]:
+        """(scope, role GUID, principal) of every assignment at ``scope`` or, without one,
+        anywhere in the subscription."""
+        found = (
+            self.auth.role_assignments.list_for_scope(scope, filter="atScope()")
+            if scope
+            else self.auth.role_assignments.list_for_subscription()
+        )
+        return sorted(
+            (a.scope, a.role_definition_id.rsplit("/", 1)[-1].lower(), a.principal_id)
+            for a in found
+        )
+
+    def writes(self) -> list[str]:
+        return [
+            f"{r['method']} {r['host']}{r['path']} -> {r['status']}"
+            for r in self.emulator.requests()
+            if r["method"] in ("PUT", "PATCH", "DELETE")
+            and not r["path"].startswith("/_localazure")
+        ]
+
+    def leftovers(self) -> dict[str, list]:
+        """Everything a run may have created, beyond the empty subscription of a reset."""
+        owner = (self.subscription_scope, OWNER, DEV_SP_OBJECT_ID)
+        return {
+            "resource groups": [g.name for g in self.resources.resource_groups.list()],
+            "resources": [r.id for r in self.resources.resources.list()],
+            "registries": [r.id for r in self.registries.registries.list()],
+            "role assignments": [a for a in self.role_assignments() if a != owner],
+            "nodes": self.emulator.admin("GET", "ml/nodes")["value"],
+            "write requests": self.writes(),
+        }
+
+    def jobs(self) -> list:
+        return list(self.ml.jobs.list())
+
+    def cluster_nodes(self) -> dict:
+        computes = self.emulator.admin("GET", f"ml/nodes?compute={CLUSTER}")["computes"]
+        assert len(computes) == 1, computes
+        return computes[0]
+
+
+def _redirecting_resolver(original, endpoint: str):
+    """Resolve registry hosts (``*.azurecr.io``) to this emulator, as the client hook does; a
+    resolver of its own so that it can be undone (the hook installs one per process)."""
+    target = urlsplit(endpoint)
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        name = (host.decode() if isinstance(host, bytes) else host or "").lower()
+        if name.endswith(REDIRECTED_SUFFIXES):
+            if port in (443, "443", "https", None):
+                port = target.port
+            return original(target.hostname, port, *args, **kwargs)
+        return original(host, port, *args, **kwargs)
+
+    return getaddrinfo
+
+
+def _forget_ml_cloud() -> None:
+    # azure-ai-ml caches a discovered cloud by name, whichever emulator it came from.
+    from azure.ai.ml import _azure_environments
+
+    _azure_environments._environments.pop(CLOUD_NAME, None)
+
+
+@contextmanager
+def _pointed_at(emulator: RunningEmulator):
+    """This process's clients use ``emulator`` until the end; then everything is as before
+    (the session emulator of conftest.py keeps working for the modules that follow)."""
+    saved_env, saved_resolver = dict(os.environ), socket.getaddrinfo
+    os.environ.update(emulator.env)
+    socket.getaddrinfo = _redirecting_resolver(saved_resolver, emulator.endpoint)
+    _forget_ml_cloud()
+    try:
+        yield
+    finally:
+        socket.getaddrinfo = saved_resolver
+        os.environ.clear()
+        os.environ.update(saved_env)
+        _forget_ml_cloud()
+
+
+@pytest.fixture(scope="module")
+def playground(tmp_path_factory):
+    root = tmp_path_factory.mktemp("playbooks")
+    emulator = RunningEmulator(root / "localazure").start()
+    try:
+        with _pointed_at(emulator):
+            yield Playground(emulator, root)
+    finally:
+        emulator.stop()
+
+
+# -- 3. check mode on an empty emulator ----------------------------------------------------------
+
+
+def test_check_mode_on_an_empty_emulator_creates_nothing(playground):
+    playground.reset()
+    run = playground.play("--check", "-e", "tier=aml")
+
+    assert run.returncode == 0, run.tail()
+    assert run.recap()["failed"] == 0
+    assert playground.leftovers() == {
+        "resource groups": [],
+        "resources": [],
+        "registries": [],
+        "role assignments": [],
+        "nodes": [],
+        "write requests": [],
+    }
+    posts = {
+        r["path"]
+        for r in playground.emulator.requests()
+        if r["method"] == "POST" and not r["path"].startswith("/_localazure")
+    }
+    assert posts, "check mode made no request at all: the preflight did not run"
+    unexpected = {
+        p
+        for p in posts
+        if not p.endswith("/oauth2/v2.0/token") and not p.endswith("/checkNameAvailability")
+    }
+    assert not unexpected
+    assert not (playground.report_dir / f"{RUN_NAME}.json").exists()
+    assert not (playground.runs_dir / RUN_NAME).exists()
+
+
+# -- 4. bad input ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BadInput:
+    args: tuple[str, ...]
+    # Phrases of the error message that say what to do.
+    phrases: tuple[str, ...]
+
+
+WRONG_SECRET = f"wrong-secret-{uuid.uuid4().hex}"
+BAD_INPUTS = {
+    "invalid-registry-name": BadInput(
+        ("-e", "acr_name=bad-name!"),
+        ("'bad-name!' is not a valid registry name", "use 5 to 50 letters and digits"),
+    ),
+    "unknown-sku": BadInput(
+        ("-e", "acr_sku=Gold"), ("acr_sku 'Gold' is unknown", "use Basic, Standard or Premium")
+    ),
+    "unknown-location": BadInput(
+        ("-e", "acr_location=atlantis"),
+        ("'atlantis' is not a region of this subscription", "use one of: eastus"),
+    ),
+    "missing-source-image": BadInput(
+        ("-e", json.dumps({"acr_images": [{"source": "docker.io/windowsarena/nope:latest"}]})),
+        ("source image not found: docker.io/windowsarena/nope:latest", "check the name"),
+    ),
+    "trusted-launch": BadInput(
+        ("-e", "aml_cluster_security_type=TrustedLaunch"),
+        ("TrustedLaunch cannot run the WAA container", "Use security_type: Standard"),
+    ),
+    "no-nested-virtualization": BadInput(
+        ("-e", "aml_cluster_size=Standard_B2s"),
+        ("Standard_B2s does not support nested virtualization", "such as Standard_D4s_v5"),
+    ),
+    "quota-shortfall": BadInput(
+        ("-e", "aml_cluster_max_nodes=500"),
+        ("needs 2000 vCPUs", "Lower max_instances to 125", "request a quota increase"),
+    ),
+    "wrong-credentials": BadInput(
+        ("-e", "azure_use_emulator=false"),
+        ("Invalid client secret provided", "is the client secret value"),
+    ),
+}
+
+
+@dataclass
+class BadInputRuns:
+    runs: dict[str, Run]
+    leftovers: dict[str, list]
+
+
+@pytest.fixture(scope="module")
+def bad_input_runs(playground):
+    playground.reset()
+    # The wrong credentials come from the caller's environment (see the module docstring).
+    wrong_credentials = {
+        **playground.emulator.env,
+        "AZURE_SECRET": WRONG_SECRET,
+        "AZURE_CLIENT_SECRET": WRONG_SECRET,
+    }
+
+    def run(name: str) -> Run:
+        case = BAD_INPUTS[name]
+        if name == "wrong-credentials":
+            return playground.play(
+                "-e",
+                "tier=aml",
+                "-e",
+                f"azure_subscription_id={playground.emulator.subscription_id}",
+                *case.args,
+                env=wrong_credentials,
+            )
+        return playground.play("-e", "tier=aml", *case.args)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        runs = dict(zip(BAD_INPUTS, pool.map(run, BAD_INPUTS), strict=True))
+    return BadInputRuns(runs, playground.leftovers())
+
+
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_bad_input_fails_with_the_fix_before_anything_is_created(bad_input_runs, name):
+    run = bad_input_runs.runs[name]
+
+    assert run.returncode != 0, run.tail()
+    assert run.recap()["failed"] == 1, run.tail()
+    for phrase in BAD_INPUTS[name].phrases:
+        assert phrase in run.output, f"{phrase!r} is not in the error:\n{run.tail()}"
+    assert WRONG_SECRET not in run.output
+    # Nothing half-made by any of the runs (the union of what they left is empty).
+    assert bad_input_runs.leftovers == {
+        "resource groups": [],
+        "resources": [],
+        "registries": [],
+        "role assignments": [],
+        "nodes": [],
+        "write requests": [],
+    }
+
+
+# -- 1. the full run -------------------------------------------------------------------------------
+
+
+@dataclass
+class SiteRun:
+    run: Run
+    report: dict
+    report_text: str
+    # Every file of the run's state directory (ledger, status, result) as written by the run.
+    state_files: dict[str, bytes]
+
+
+@pytest.fixture(scope="module")
+def site_run(playground) -> SiteRun:
+    playground.reset()
+    run = playground.play(
+        "-vvv",
+        "-e",
+        "tier=aml",
+        "-e",
+        f"aml_cluster_idle_seconds={IDLE_SECONDS}",
+        "-e",
+        json.dumps({"eval_secret_environment_variables": {CANARY_NAME: CANARY}}),
+        timeout=900,
+    )
+    assert run.returncode == 0, run.tail()
+    report_path = playground.report_dir / f"{RUN_NAME}.json"
+    assert report_path.is_file(), run.tail()
+    report_text = report_path.read_text()
+    state_dir = playground.runs_dir / RUN_NAME
+    state_files = {
+        str(path.relative_to(state_dir)): path.read_bytes()
+        for path in sorted(state_dir.rglob("*"))
+        if path.is_file()
+    }
+    return SiteRun(run, json.loads(report_text), report_text, state_files)
+
+
+def test_full_run_creates_the_registry_the_image_and_the_acr_pull_grants(playground, site_run):
+    assert site_run.run.recap()["failed"] == 0
+
+    group = playground.resources.resource_groups.get(RG)
+    assert group.location == "eastus"
+    registry = playground.registries.registries.get(RG, REGISTRY)
+    assert registry.id.lower() == playground.registry_id().lower()
+    assert (registry.sku.name, registry.admin_user_enabled) == ("Basic", False)
+    assert registry.login_server == f"{REGISTRY}.azurecr.io"
+
+    data_plane = ContainerRegistryClient(
+        f"https://{registry.login_server}",
+        playground.emulator.credential(),
+        audience="https://management.azure.com",
+    )
+    assert "winarena" in list(data_plane.list_repository_names())
+    tag = data_plane.get_tag_properties("winarena", "latest")
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", tag.digest)
+    assert data_plane.get_manifest_properties("winarena", tag.digest).digest == tag.digest
+
+    identity = playground.resources.resources.get_by_id(
+        f"{group.id}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{PULL_IDENTITY}",
+        IDENTITY_API,
+    )
+    workspace = playground.resources.resources.get_by_id(
+        f"{group.id}/providers/Microsoft.MachineLearningServices/workspaces/{WORKSPACE}",
+        WORKSPACE_API,
+    )
+    assert workspace.identity.type == "SystemAssigned"
+    # atScope() also lists what is inherited (the development principal's Owner).
+    granted = {
+        (role, principal)
+        for scope, role, principal in playground.role_assignments(registry.id)
+        if scope.lower() == registry.id.lower()
+    }
+    assert granted == {
+        (ACR_PULL, identity.properties["principalId"]),
+        (ACR_PULL, workspace.identity.principal_id),
+    }
+    # The subscription-wide listing (what "nothing created" relies on) sees them too.
+    assert {(a[1], a[2]) for a in playground.role_assignments()} >= granted
+
+    cluster = playground.ml.compute.get(CLUSTER)
+    assert cluster.size.lower() == "standard_d4s_v5"
+    assert (cluster.min_instances, cluster.max_instances) == (0, 10)
+    environment = playground.ml.environments.get("waa", "1")
+    assert environment.image == f"{REGISTRY}.azurecr.io/winarena:latest"
+
+
+def _job_task_ids(job) -> list[str]:
+    """The task ids of a job, from its command (``... waa_worker.py ... --task-ids a,b,c``)."""
+    argv = shlex.split(job.command.strip().splitlines()[-1])
+    return argv[argv.index("--task-ids") + 1].split(",")
+
+
+def test_full_run_report_has_every_task_once_and_agrees_with_the_jobs(playground, site_run):
+    expected = {task for tasks in json.loads(TASK_SET.read_text()).values() for task in tasks}
+    evaluation = site_run.report["evaluation"]
+    assert len(expected) == 154
+    assert (site_run.report["failed"], evaluation["status"]) == (False, "completed")
+    assert evaluation["total_tasks"] == 154
+    assert set(evaluation["tasks"]) == expected
+    assert all(t["status"] in ("success", "fail") for t in evaluation["tasks"].values())
+    assert evaluation["succeeded"] + evaluation["failed"] == 154
+
+    jobs = playground.jobs()
+    assert evaluation["jobs_submitted"] > 0
+    assert len(jobs) == evaluation["jobs_submitted"]
+    completed = {job.name: _job_task_ids(job) for job in jobs if job.status == "Completed"}
+    in_completed_jobs = Counter(task for tasks in completed.values() for task in tasks)
+    assert {task: in_completed_jobs[task] for task in expected} == dict.fromkeys(expected, 1)
+    assert set(in_completed_jobs) == expected
+    for task_id, result in evaluation["tasks"].items():
+        job = re.sub(r"[^A-Za-z0-9_-]", "-", result["job_key"]).lower()
+        assert task_id in completed.get(job, []), (task_id, result["job_key"])
+
+
+def test_full_run_node_hours_agree_with_the_emulator_nodes(playground, site_run):
+    deadline = time.monotonic() + IDLE_SECONDS + 90
+    nodes = playground.cluster_nodes()
+    while nodes["active_nodes"] and time.monotonic() < deadline:
+        time.sleep(1)
+        nodes = playground.cluster_nodes()
+    assert nodes["active_nodes"] == 0, f"the nodes did not scale down: {nodes}"
+
+    measured = site_run.report["evaluation"]["cost"]["node_hours"]
+    actual = nodes["node_seconds"] / 3600
+    assert actual > 0
+    assert abs(measured - actual) <= 0.10 * actual, f"report {measured} h, nodes {actual} h"
+
+
+# -- 5. no secret in any output --------------------------------------------------------------------
+
+
+def _places(site_run: SiteRun) -> dict[str, bytes]:
+    return {
+        "stdout": site_run.run.stdout.encode(),
+        "stderr": site_run.run.stderr.encode(),
+        "report": site_run.report_text.encode(),
+        **{f"state {name}": data for name, data in site_run.state_files.items()},
+    }
+
+
+def test_the_canary_secret_reaches_the_jobs_and_no_output(playground, site_run):
+    # It was passed on: the jobs received it (as AML job environment variables).
+    job = playground.ml.jobs.get(playground.jobs()[0].name)
+    assert job.environment_variables.get(CANARY_NAME) == CANARY
+    assert {"ledger.sqlite3", "status.json", "result.json"} <= set(site_run.state_files)
+    leaks = [place for place, data in _places(site_run).items() if CANARY.encode() in data]
+    assert leaks == []
+
+
+def test_the_emulator_client_secret_appears_in_no_output(playground, site_run):
+    secret = playground.client_secret.encode()
+    assert len(secret) >= 16
+    leaks = [place for place, data in _places(site_run).items() if secret in data]
+    assert leaks == []
+
+
+# -- 2. the second run -----------------------------------------------------------------------------
+
+
+def test_second_run_changes_nothing_and_submits_no_job(playground, site_run):
+    jobs_before = {job.name for job in playground.jobs()}
+    nodes_before = playground.cluster_nodes()["nodes"]
+
+    run = playground.play("-e", "tier=aml", "-e", f"aml_cluster_idle_seconds={IDLE_SECONDS}")
+
+    assert run.returncode == 0, run.tail()
+    recap = run.recap()
+    assert (recap["changed"], recap["failed"], recap["unreachable"]) == (0, 0, 0), run.tail()
+    assert {job.name for job in playground.jobs()} == jobs_before
+    assert playground.cluster_nodes()["nodes"] == nodes_before
+    report = json.loads((playground.report_dir / f"{RUN_NAME}.json").read_text())
+    assert report["evaluation"]["jobs_submitted"] == 0
+    assert set(report["evaluation"]["tasks"]) == set(site_run.report["evaluation"]["tasks"])
+
+
+# -- 4. a principal that does not exist --------------------------------------------------------
+
+
+def test_acr_pull_for_a_missing_principal_fails_clearly_and_grants_nothing(playground, site_run):
+    before = playground.role_assignments()
+    missing = str(uuid.uuid4())
+
+    run = playground.play(
+        "-e",
+        f"acr_pull_missing_principal_id={missing}",
+        playbook=HELPER_PLAYBOOKS / "acr_pull_missing_principal.yml",
+    )
+
+    assert run.returncode != 0, run.tail()
+    assert run.recap()["failed"] == 1
+    assert "PrincipalNotFound" in run.output, run.tail()
+    assert "Check that you have the correct principal ID" in run.output, run.tail()
+    after = playground.role_assignments()
+    assert after == before
+    assert missing not in {principal for _, _, principal in after}
