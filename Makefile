@@ -50,8 +50,9 @@ integration: $(STAMP)
 	$(BIN)/pytest tests/integration -q
 
 molecule: $(STAMP)
-	cd roles/acr && ../../$(BIN)/molecule test
-	cd roles/acr_pull && ../../$(BIN)/molecule test
+	# scenario names are unique: molecule keeps its state per collection and scenario name
+	cd roles/acr && ../../$(BIN)/molecule test -s acr
+	cd roles/acr_pull && ../../$(BIN)/molecule test -s acr_pull
 
 test: lint unit integration molecule
 
