@@ -544,14 +544,14 @@ def register(router: Router, ctx: Context) -> None:
             return empty(204)
         registry["properties"]["provisioningState"] = "Deleting"
         ctx.store.put_resource(registry)
-        op = operations.start(
+        return operations.accepted(
             ctx,
+            api_version,
             namespace=NAMESPACE,
             location=registry["location"],
             kind="acr.delete",
             params={"id": registry["id"]},
         )
-        return empty(202, headers=operations.headers(ctx, op, api_version))
 
     async def list_in_group(request: Request, sub: str, rg: str) -> Response:
         group = resource_group_or_404(ctx, sub, rg)

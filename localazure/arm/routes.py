@@ -142,15 +142,15 @@ def register(router: Router, ctx: Context, dispatch) -> None:
         group = ctx.store.get_resource(rg_id(ctx, rg))
         if group is None:
             return empty(204)
-        op = operations.start(
+        return operations.accepted(
             ctx,
+            api_version,
             namespace="Microsoft.Resources",
             location=group["location"],
             kind="resourcegroup.delete",
             params={"id": group["id"]},
             duration=0.5,
         )
-        return empty(202, headers=operations.headers(ctx, op, api_version))
 
     async def list_groups(request: Request, sub: str) -> Response:
         subscription_id_or_404(ctx, sub)

@@ -97,6 +97,23 @@ def headers(ctx: Context, op: dict[str, Any], api_version: str) -> dict[str, str
     }
 
 
+def accepted(
+    ctx: Context,
+    api_version: str,
+    *,
+    namespace: str,
+    location: str,
+    kind: str,
+    params: dict[str, Any],
+    duration: float = 0.0,
+) -> Response:
+    """Start an operation and answer 202 Accepted with the headers the pollers follow."""
+    op = start(
+        ctx, namespace=namespace, location=location, kind=kind, params=params, duration=duration
+    )
+    return empty(202, headers=headers(ctx, op, api_version))
+
+
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None

@@ -36,7 +36,7 @@ from localazure.authorization.access import require
 from localazure.core import operations
 from localazure.core.context import Context
 from localazure.core.errors import AzureError, bad_request
-from localazure.core.http import empty, json_body, json_response, list_page, require_api_version
+from localazure.core.http import json_body, json_response, list_page, require_api_version
 from localazure.core.store import parent_of
 from localazure.ml import (
     COMPUTE_TYPE,
@@ -328,14 +328,14 @@ def register(app: LocalAzure, ctx: Context) -> None:
         action = request.query_params.get("underlyingResourceAction", "Delete")
         _choice(action, ("Delete", "Detach"), "underlyingResourceAction")
         resource = load(ctx, ws, name)
-        op = operations.start(
+        return operations.accepted(
             ctx,
+            api_version,
             namespace=NAMESPACE,
             location=resource["location"],
             kind="ml.compute.delete",
             params={"id": resource["id"]},
         )
-        return empty(202, headers=operations.headers(ctx, op, api_version))
 
     async def list_nodes(
         request: Request, sub: str, rg: str, workspace: str, name: str

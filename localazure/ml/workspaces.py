@@ -238,14 +238,14 @@ def register(app: LocalAzure, ctx: Context) -> None:
         existing = ctx.store.get_resource(workspace_id(ctx, rg, workspace))
         if existing is None:
             return empty(204)
-        op = operations.start(
+        return operations.accepted(
             ctx,
+            api_version,
             namespace=NAMESPACE,
             location=existing["location"],
             kind="ml.workspace.delete",
             params={"id": existing["id"]},
         )
-        return empty(202, headers=operations.headers(ctx, op, api_version))
 
     async def list_in_group(request: Request, sub: str, rg: str) -> Response:
         require_api_version(request)
