@@ -50,9 +50,10 @@ integration: $(STAMP)
 	$(BIN)/pytest tests/integration -q
 
 molecule: $(STAMP)
-	# scenario names are unique: molecule keeps its state per collection and scenario name
-	cd roles/acr && ../../$(BIN)/molecule test -s acr
-	cd roles/acr_pull && ../../$(BIN)/molecule test -s acr_pull
+	# Molecule keeps a scenario's state (prepared, converged) under ~/.ansible/tmp, outside the
+	# checkout: reset it first so that every run prepares from scratch.
+	cd roles/acr && ../../$(BIN)/molecule reset -s acr && ../../$(BIN)/molecule test -s acr
+	cd roles/acr_pull && ../../$(BIN)/molecule reset -s acr_pull && ../../$(BIN)/molecule test -s acr_pull
 
 test: lint unit integration molecule
 
