@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import signal
-import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 
 from ansible.errors import AnsibleActionFail
@@ -107,7 +107,8 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(f"task_set {args['task_set']}: {err}") from None
 
         environment = self._task_environment(task_vars)
-        with _applied(environment):
+        # SDK notices (azure-ai-ml writes some to stderr itself) are shown at -vvv.
+        with _applied(environment), _logging_to_display(), redirect_stderr(_DisplayStream(True)):
             try:
                 tier = self._tier(args, environment)
             except (MissingCredentials, UnknownPrice) as err:
@@ -129,7 +130,11 @@ class ActionModule(ActionBase):
                 tasks,
                 run_dir / "ledger.sqlite3",
                 config,
-                progress=RunProgress(len(tasks), stream=sys.stdout, plain_interval_s=15),
+                # Ansible's workers must print through Display (it forwards to the controller's
+                # terminal); a live redraw cannot, so progress is a line every 15 s.
+                progress=RunProgress(
+                    len(tasks), stream=_DisplayStream(), is_tty=False, plain_interval_s=15
+                ),
             )
             display.display(
                 f"eval_run: {len(tasks)} tasks on {args['workers']} {args['tier']} workers "
@@ -233,6 +238,59 @@ def _ledger_summary(path):
         "failed": sum(1 for r in results if r.status == "fail"),
         "errored": sum(1 for r in results if r.status == "error"),
     }
+
+
+class _DisplayStream:
+    """A text stream whose complete lines go to Ansible's Display (at -vvv with verbose)."""
+
+    def __init__(self, verbose=False):
+        self._show = display.vvv if verbose else display.display
+        self._partial = ""
+
+    def write(self, text):
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self._show(line)
+        return len(text)
+
+    def flush(self):
+        if self._partial:
+            self._show(self._partial)
+            self._partial = ""
+
+    def isatty(self):
+        return False
+
+
+class _DisplayLogHandler(logging.Handler):
+    """The engine's log records as Ansible output: warnings as warnings, the rest at -vvv."""
+
+    def emit(self, record):
+        message = self.format(record)
+        if record.levelno >= logging.WARNING:
+            display.warning(message)
+        else:
+            display.vvv(message)
+
+
+@contextmanager
+def _logging_to_display():
+    """Route logging through Display for the run (a worker must not write to stdout/stderr),
+    and keep the Azure SDKs' own notices (experimental classes, HTTP details) at error level."""
+    root, azure = logging.getLogger(), logging.getLogger("azure")
+    handler = _DisplayLogHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    saved = (root.level, azure.level)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    azure.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved[0])
+        azure.setLevel(saved[1])
 
 
 @contextmanager
