@@ -11,22 +11,14 @@ from __future__ import annotations
 
 import re
 
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.cost import VM_PRICES
+
 # Series with nested virtualization (Intel/AMD v3-v5 general purpose and memory optimised, Fsv2).
 _NESTED_SERIES = re.compile(
     r"^standard_(d|e)(\d+)(a|d|s|ds|as|ads)?_v(3|4|5)$|^standard_f(\d+)s_v2$", re.IGNORECASE
 )
 # Series known not to: burstable B, basic A, and the GPU families.
 _NO_NESTED_SERIES = re.compile(r"^standard_(b|a|nc|nd|nv)\d", re.IGNORECASE)
-
-# Published Linux pay-as-you-go prices (USD/hour, East US) from the evaluation guide; used when
-# the size list does not carry prices.
-SEED_PRICES = {
-    "standard_d2_v3": 0.096,
-    "standard_d4_v3": 0.192,
-    "standard_d8_v3": 0.384,
-    "standard_e2s_v3": 0.126,
-    "standard_d4s_v5": 0.208,
-}
 
 
 def nested_virtualization(size: str) -> bool | None:
@@ -40,7 +32,7 @@ def nested_virtualization(size: str) -> bool | None:
 
 def vm_prices(size_entry: dict) -> dict[str, float]:
     """Dedicated and low-priority Linux prices from an AML size list entry
-    (``estimatedVMPrices``), falling back to the published table."""
+    (``estimatedVMPrices``), falling back to the evaluation guide's table (``cost.VM_PRICES``)."""
     prices: dict[str, float] = {}
     estimated = (size_entry or {}).get("estimatedVMPrices") or {}
     for value in estimated.get("values") or []:
@@ -53,8 +45,9 @@ def vm_prices(size_entry: dict) -> dict[str, float]:
         )
         prices[tier] = float(value["retailPrice"])
     name = (size_entry or {}).get("name", "").lower()
-    if "dedicated" not in prices and name in SEED_PRICES:
-        prices["dedicated"] = SEED_PRICES[name]
+    seed_prices = {size.lower(): price for size, price in VM_PRICES.items()}
+    if "dedicated" not in prices and name in seed_prices:
+        prices["dedicated"] = seed_prices[name]
     return prices
 
 
