@@ -34,8 +34,8 @@ from localazure.acr.tokens import Scope
 from localazure.core.context import Context
 from localazure.core.errors import AzureError
 from localazure.core.router import Router
+from localazure.core.tokens import ARM_AUDIENCES
 from localazure.identity import principals
-from localazure.identity.tokens import ARM_AUDIENCES
 
 ACR_AUDIENCE = "https://containerregistry.azure.net"
 # A refresh token used as a password (``az acr login --expose-token``) comes with this user name.

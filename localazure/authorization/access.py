@@ -10,7 +10,7 @@ from typing import Any
 from localazure.authorization import roles
 from localazure.core.context import Context
 from localazure.core.errors import authorization_failed
-from localazure.identity.tokens import Caller
+from localazure.core.tokens import Caller
 
 ASSIGNMENT_KIND = "role-assignment"
 
