@@ -5,13 +5,12 @@ Microsoft.Authorization/roleAssignments/write on real managed-identity tokens.""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from ansible_module import run_module
 from azure.containerregistry import ContainerRegistryClient
 from azure.core.exceptions import (
     ClientAuthenticationError,
@@ -323,28 +322,6 @@ def test_assignments_go_with_their_resource_group(sub):
 
 
 # -- azure.azcollection -------------------------------------------------------------------------
-
-
-def run_module(emulator, module: str, args: str) -> dict:
-    env = {
-        **os.environ,
-        **emulator.env,
-        "PATH": f"{REPO_ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '')}",
-        "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
-    }
-    completed = subprocess.run(
-        ["ansible", "localhost", "-m", module, "-a", args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    # ansible.cfg enables profile_tasks, which prints its timings around the JSON document.
-    document, _ = json.JSONDecoder().raw_decode(completed.stdout[completed.stdout.index("{") :])
-    return document["plays"][0]["tasks"][0]["hosts"]["localhost"]
 
 
 def test_azcollection_role_assignment_is_idempotent(sub):
