@@ -1,5 +1,5 @@
 """Command jobs (``.../workspaces/{ws}/jobs/{name}``): submission, GET and list with the live
-status, cancel; and the run record (kind ``ml-run``) that the scheduler (``service``) moves
+status, cancel; and the run record (kind ``ml-run``) that the job runner (``job_runner``) moves
 through AML's lifecycle:
 
     NotStarted -> Queued (waiting for a node) -> Preparing (node provisioning, image pull)
@@ -16,7 +16,7 @@ precise cause in ``innerError.code``:
     UserProcessFailed           the command exited with a non-zero code
     JobTimeout                  the job ran longer than ``limits.timeout``
     NodePreempted               the (low-priority) node was preempted
-    NodeLost                    the emulator restarted while the job ran (see ``service``)
+    NodeLost                    the emulator restarted while the job ran (see ``job_runner``)
     ComputeDeleted              the cluster was deleted under the job
 
 Deviations: one node per job (``resources.instanceCount`` must be 1); no code upload (the

@@ -22,7 +22,7 @@ from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 from azure.mgmt.core import ARMPipelineClient
 from azure.mgmt.resource import ResourceManagementClient
 
-from localazure.workload.taskset import list_tasks
+from localazure.workload.task_model import list_tasks
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RG, WS = "ml", "evals"
