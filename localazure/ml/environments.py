@@ -5,20 +5,24 @@ A version's content (image, build, conda file, OS) never changes: a PUT with dif
 answers 409, which is how ``ml_client.environments.create_or_update`` finds the next version
 number; a PUT with the same content may change description, tags and properties.
 
-Deviation: only image-based environments are supported; a docker build context (``build``)
-is refused with a clear error, since the emulator builds no images.
+A version with a Docker build context (``build.contextUri``, ``build.dockerfilePath``) is
+accepted and "built" at once into the workspace's registry (``properties.containerRegistry``) as
+``azureml/azureml_<hash>:latest``, an image with a generated manifest: the emulator runs no
+Docker build and reads neither the context nor the Dockerfile (see docs/emulator.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from localazure.acr.images import parse_reference
-from localazure.arm.resources import resource_or_404, system_data
+from localazure.acr import catalog
+from localazure.acr.images import parse_reference, put_image
+from localazure.arm.resources import now_iso, resource_or_404, system_data
 from localazure.authorization.access import require
 from localazure.core.context import Context
 from localazure.core.errors import AzureError, bad_request
@@ -33,6 +37,8 @@ VERSION_WRITE = f"{ENVIRONMENT_VERSION_TYPE}/write"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 _CONTENT = ("image", "build", "condaFile", "osType", "inferenceConfig")
 _MUTABLE = ("description", "tags", "properties")
+BUILT_IMAGE_KIND = "ml-environment-image"
+_BUILT_LAYER_SIZES = [30_000_000, 120_000_000]
 
 
 def environment_id(workspace: dict[str, Any], name: str) -> str:
@@ -91,20 +97,28 @@ def _refresh_container(ctx: Context, workspace: dict[str, Any], name: str, calle
     return container
 
 
+def _build_context(given: dict[str, Any]) -> dict[str, Any] | None:
+    build = given.get("build")
+    if not build:
+        return None
+    context = build.get("contextUri") if isinstance(build, dict) else None
+    if not context:
+        raise bad_request("UserError", "An environment build needs 'build.contextUri'.")
+    return {"contextUri": context, "dockerfilePath": build.get("dockerfilePath") or "Dockerfile"}
+
+
 def _version_body(given: dict[str, Any]) -> dict[str, Any]:
-    if given.get("build"):
-        raise bad_request(
-            "UserError",
-            "Environments built from a Docker build context are not supported by localazure; "
-            "give an image (build it and push it to the registry, then reference it).",
-        )
+    build = _build_context(given)
     image = given.get("image")
-    if not image:
-        raise bad_request("UserError", "An environment version needs an 'image'.")
-    try:
-        parse_reference(image)
-    except ValueError as err:
-        raise bad_request("UserError", f"Invalid image reference '{image}': {err}.") from None
+    if build and image:
+        raise bad_request("UserError", "Give either an 'image' or a 'build', not both.")
+    if not build and not image:
+        raise bad_request("UserError", "An environment version needs an 'image' or a 'build'.")
+    if image:
+        try:
+            parse_reference(image)
+        except ValueError as err:
+            raise bad_request("UserError", f"Invalid image reference '{image}': {err}.") from None
     return {
         "description": given.get("description"),
         "tags": given.get("tags") or {},
@@ -112,7 +126,7 @@ def _version_body(given: dict[str, Any]) -> dict[str, Any]:
         "isAnonymous": bool(given.get("isAnonymous", False)),
         "isArchived": bool(given.get("isArchived", False)),
         "autoRebuild": given.get("autoRebuild") or "Disabled",
-        "build": None,
+        "build": build,
         "condaFile": given.get("condaFile"),
         "environmentType": "UserCreated",
         "image": image,
@@ -121,6 +135,47 @@ def _version_body(given: dict[str, Any]) -> dict[str, Any]:
         "provisioningState": "Succeeded",
         "stage": given.get("stage") or "Development",
     }
+
+
+def _workspace_registry(ctx: Context, workspace: dict[str, Any]) -> dict[str, Any]:
+    registry_id = workspace["properties"].get("containerRegistry")
+    registry = ctx.store.get_resource(registry_id) if registry_id else None
+    if registry is None:
+        raise bad_request(
+            "UserError",
+            "An environment built from a Docker build context needs the workspace's container "
+            "registry (properties.containerRegistry), which is not set or does not exist.",
+        )
+    return registry
+
+
+def _build_image(ctx: Context, workspace: dict[str, Any], version_rid: str, build: dict) -> str:
+    """Store the environment's image in the workspace's registry; return its reference."""
+    registry = _workspace_registry(ctx, workspace)
+    digest = hashlib.sha256(
+        f"{version_rid.lower()}|{build['contextUri']}|{build['dockerfilePath']}".encode()
+    ).hexdigest()[:32]
+    login = registry["properties"]["loginServer"]
+    repository = f"azureml/azureml_{digest}"
+    image = catalog.synthetic_image(
+        login,
+        repository,
+        "latest",
+        _BUILT_LAYER_SIZES,
+        env=[catalog.DEFAULT_PATH],
+        created=now_iso(),
+    )
+    put_image(ctx, registry["id"], repository, image.record(), "latest")
+    reference = f"{login}/{repository}:latest"
+    ctx.store.put(BUILT_IMAGE_KIND, version_rid.lower(), {"image": reference})
+    return reference
+
+
+def image_of(ctx: Context, version: dict[str, Any]) -> str:
+    """The image a job of this environment version runs: its own, or the one built for it."""
+    if version["properties"].get("image"):
+        return version["properties"]["image"]
+    return ctx.store.get(BUILT_IMAGE_KIND, version["id"].lower())["image"]
 
 
 def find_version(ctx: Context, version_arm_id: str) -> dict[str, Any] | None:
@@ -166,6 +221,8 @@ def register(router: Router, ctx: Context) -> None:
                 "properties": wanted,
             }
             ctx.store.put_resource(resource)
+            if wanted["build"] and existing is None:
+                _build_image(ctx, ws, rid, wanted["build"])
             _refresh_container(ctx, ws, name, caller)
         return json_response(resource, 200 if existing else 201)
 

@@ -262,7 +262,7 @@ def _new_run(
         "workspace_uuid": workspace["properties"]["workspaceId"],
         "location": workspace["location"],
         "compute_id": checked["compute"]["id"],
-        "image": checked["environment"]["properties"]["image"],
+        "image": environments.image_of(ctx, checked["environment"]),
         "timeout_s": checked["timeout_s"],
         "user_id": str(caller),
         "status": "NotStarted",
@@ -331,6 +331,7 @@ def register(router: Router, ctx: Context) -> None:
                     "isArchived": bool(props.get("isArchived", False)),
                     "identity": props.get("identity"),
                     "componentId": props.get("componentId"),
+                    "parentJobName": props.get("parentJobName"),
                     "notificationSetting": props.get("notificationSetting"),
                     "jobType": "Command",
                     "resources": {
