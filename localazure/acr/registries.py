@@ -138,6 +138,7 @@ def _default_properties(name: str, stamp: str) -> dict[str, Any]:
         "loginServer": f"{name.lower()}{LOGIN_SUFFIX}",
         "creationDate": stamp,
         "provisioningState": "Creating",
+        "status": None,
         "adminUserEnabled": False,
         "networkRuleSet": {"defaultAction": "Allow", "ipRules": []},
         "policies": {
