@@ -18,7 +18,14 @@ from localazure.authorization.access import ASSIGNMENT_KIND, covers, normalise_s
 from localazure.authorization.definitions import role_definition_id
 from localazure.core.context import Context
 from localazure.core.errors import bad_request, conflict, not_found, resource_not_found
-from localazure.core.http import empty, json_body, json_response, list_page, require_api_version
+from localazure.core.http import (
+    empty,
+    enum_value,
+    json_body,
+    json_response,
+    list_page,
+    require_api_version,
+)
 from localazure.core.router import Router
 from localazure.identity import principals
 
@@ -121,14 +128,7 @@ def _principal_type(ctx: Context, principal_id: str, requested: str | None) -> s
     accepts a principal it cannot find yet when the type is given (replication delay)."""
     canonical = None
     if requested is not None:
-        canonical = next((t for t in PRINCIPAL_TYPES if t.lower() == str(requested).lower()), None)
-        if canonical is None:
-            raise bad_request(
-                "InvalidRequestContent",
-                f"The request content was invalid and could not be deserialized: 'Requested "
-                f"value '{requested}' was not found.' (principalType is one of "
-                f"{', '.join(PRINCIPAL_TYPES)}).",
-            )
+        canonical = enum_value(requested, PRINCIPAL_TYPES, "principalType")
     principal = principals.get(ctx, principal_id)
     if principal is None:
         if canonical is not None:

@@ -24,7 +24,14 @@ from localazure.arm.resources import (
 )
 from localazure.core.context import Context
 from localazure.core.errors import bad_request
-from localazure.core.http import empty, json_body, json_response, list_page, require_api_version
+from localazure.core.http import (
+    empty,
+    enum_value,
+    json_body,
+    json_response,
+    list_page,
+    require_api_version,
+)
 from localazure.core.router import Router
 from localazure.identity import principals
 
@@ -57,15 +64,7 @@ def _isolation_scope(body: dict[str, Any], current: str) -> str:
     requested = props.get("isolationScope") if isinstance(props, dict) else None
     if requested is None:
         return current
-    scope = next((s for s in ISOLATION_SCOPES if s.lower() == str(requested).lower()), None)
-    if scope is None:
-        raise bad_request(
-            "InvalidRequestContent",
-            f"The request content was invalid and could not be deserialized: 'Requested value "
-            f"'{requested}' was not found.' (isolationScope is one of "
-            f"{', '.join(ISOLATION_SCOPES)}).",
-        )
-    return scope
+    return enum_value(requested, ISOLATION_SCOPES, "isolationScope")
 
 
 def drop_principals_under(ctx: Context, resource_id: str) -> None:
