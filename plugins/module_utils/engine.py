@@ -4,6 +4,8 @@ The engine hands chunks of tasks to jobs on a tier, reads the jobs' worker event
 task's final result in the ledger the moment it arrives, and keeps the run healthy: startup
 verification, stuck detection, failure classification, retries with backoff, a circuit breaker,
 and cancellation of everything it started when it is interrupted or hits a permanent failure.
+The active jobs' bookkeeping and health checks are ``active_jobs``'s; what the results add up
+to is ``run_summary``'s.
 """
 
 from __future__ import annotations
@@ -12,16 +14,21 @@ import dataclasses
 import logging
 import random
 import signal
-import statistics
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.active_jobs import (
+    ActiveJob,
+    JobBook,
+    health_failure,
+    short,
+)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.circuit_breaker import (
     BreakerState,
     CircuitBreaker,
@@ -29,15 +36,12 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.circuit_break
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.cost import (
     VM_PRICES,
     CostBreakdown,
-    NodeInterval,
     NodeUsage,
     TaskTiming,
     compute_cost,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures import (
     JOB_CANCELED,
-    STARTUP_TIMEOUT,
-    STUCK,
     TASK_ERROR,
     THROTTLED,
     WORKER_CRASH,
@@ -48,8 +52,12 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures impo
     classify_exception,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import (
+    CancelCode,
+    JobRecordState,
     Ledger,
+    RunStatus,
     TaskResultRow,
+    TaskStatus,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.progress import (
     ProgressCounters,
@@ -58,6 +66,12 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.progress impo
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.retries import (
     RetryPolicy,
     backoff_delay,
+)
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.run_summary import (
+    DomainSummary,
+    ResultSummary,
+    TaskOutcome,
+    summarize,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.scheduler import (
     Scheduler,
@@ -72,9 +86,11 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.status_file i
     write_status,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.task_order import longest_first
-from ansible_collections.openadapt.azure_eval.plugins.module_utils.tier import (
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base import (
+    FixedCapacity,
     JobState,
     JobStatus,
+    MeasuresNodeTime,
     Tier,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.worker_events import (
@@ -82,7 +98,23 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.worker_events
     parse_lines,
 )
 
+__all__ = [
+    "DomainSummary",
+    "EngineConfig",
+    "EvaluationEngine",
+    "RetryRecord",
+    "RunCancelled",
+    "RunResult",
+    "TaskOutcome",
+    "TierUnhealthy",
+]
+
 log = logging.getLogger(__name__)
+
+# The submit retry of a config that names none.
+DEFAULT_SUBMIT_RETRY = RetryPolicy(
+    max_attempts=4, initial_delay=2.0, max_delay=30.0, max_total_delay=90.0
+)
 
 
 class RunCancelled(KeyboardInterrupt):
@@ -128,29 +160,6 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
-class TaskOutcome:
-    task_id: str
-    domain: str | None
-    status: str
-    score: float
-    duration_s: float | None
-    error: str | None
-    attempts: int
-    job_key: str | None
-
-
-@dataclass(frozen=True)
-class DomainSummary:
-    domain: str
-    total: int
-    succeeded: int
-    failed: int
-    errored: int
-    success_rate: float
-    mean_score: float
-
-
-@dataclass(frozen=True)
 class RetryRecord:
     at: float
     job_key: str
@@ -190,31 +199,6 @@ class RunResult:
         return data
 
 
-@dataclass
-class _ActiveJob:
-    job_key: str
-    task_ids: list[str]
-    submitted_at: float
-    handle: str = ""
-    state: JobState = JobState.QUEUED
-    running_since: float | None = None
-    first_event_at: float | None = None
-    last_event_at: float | None = None
-    reported: set[str] = field(default_factory=set)
-    worker_finished: bool = False
-    poll_not_before: float = 0.0
-    in_flight: str | None = None
-    in_flight_since: float | None = None
-    client_idle_s: float = 0.0
-    worker: str | None = None
-    node_started_at: float | None = None
-    node_released_at: float | None = None
-    poll_errors: int = 0
-
-    def unreported(self) -> list[str]:
-        return [t for t in self.task_ids if t not in self.reported]
-
-
 # A tier call that keeps failing this many polls in a row counts as a lost job.
 _MAX_POLL_ERRORS = 5
 
@@ -247,15 +231,17 @@ class EvaluationEngine:
         if repeated:
             raise ValueError(f"task ids must be unique; repeated: {repeated[:5]}")
         self._domains = {task_id: domain for domain, task_id in tasks}
+        self._workers = self.config.workers
+        if isinstance(tier, FixedCapacity):
+            self._workers = max(1, min(self._workers, tier.capacity()))
         self.breaker = CircuitBreaker(
             target=tier.name,
             failure_threshold=self.config.breaker_threshold,
             cooldown_s=self.config.breaker_cooldown,
             clock=clock,
         )
-        self._active: dict[str, _ActiveJob] = {}
+        self._book = JobBook(tier)
         self._final: dict[str, TaskResultRow] = {}
-        self._intervals: dict[str, NodeInterval] = {}
         self._retries: list[RetryRecord] = []
         self._hold_until = 0.0
         self._unhealthy_since: float | None = None
@@ -269,6 +255,10 @@ class EvaluationEngine:
         self.ledger: Ledger | None = None
         self._scheduler: Scheduler = make_scheduler("dynamic", [], 1)
 
+    @property
+    def _active(self) -> dict[str, ActiveJob]:
+        return self._book.active
+
     # public ----------------------------------------------------------------------------------
 
     def run(self) -> RunResult:
@@ -280,18 +270,18 @@ class EvaluationEngine:
         started_at = self._clock()
         try:
             ledger = self._open_ledger(started_at)
-            self._cancel_orphans(ledger, started_at)
+            self._cancel_orphans(started_at)
             self._scheduler = make_scheduler(
                 self.config.scheduling,
                 self._queue_order(ledger.pending(self._task_ids)),
-                self.config.workers,
+                self._workers,
                 factor=self.config.chunk_factor,
                 max_chunk=self.config.max_chunk,
             )
             self._supervise(ledger)
-            ledger.set_status("completed")
+            ledger.set_status(RunStatus.COMPLETED)
             finished_at = self._clock()
-            self._publish(finished_at, "completed")
+            self._publish(finished_at, RunStatus.COMPLETED)
             return self._result(started_at, finished_at)
         finally:
             self.close()
@@ -305,7 +295,7 @@ class EvaluationEngine:
         except BaseException as exc:
             self._cancelling = True
             status = _status_for(exc)
-            self._cancel_all(self._clock(), reason=f"run {status}: {_short(exc)}")
+            self._cancel_all(self._clock(), reason=f"run {status}: {short(exc)}")
             ledger.set_status(status)
             self._publish(self._clock(), status)
             raise
@@ -335,15 +325,7 @@ class EvaluationEngine:
         self._job_seq = ledger.job_count()
         known = set(self._task_ids)
         self._final = {tid: row for tid, row in ledger.results().items() if tid in known}
-        for job in ledger.jobs():
-            if job.node_started_at is None:
-                continue
-            # A job left behind by a killed controller: assume its node was released when last
-            # seen, never that it is still running up a bill.
-            released = job.node_released_at or job.ended_at or job.node_started_at
-            self._intervals[job.job_key] = NodeInterval(
-                job.job_key, job.node_started_at, max(released, job.node_started_at)
-            )
+        self._book.attach(ledger)
         return ledger
 
     def _install_signal_handler(self) -> Any:
@@ -367,12 +349,12 @@ class EvaluationEngine:
             now = self._clock()
             self._fill_slots(now)
             self._check_give_up(now)
-            self._publish(now, "running")
+            self._publish(now, RunStatus.RUNNING)
             if not self._active and self._scheduler.remaining == 0:
                 return
             self._sleep(self.config.poll_interval)
             now = self._clock()
-            for job in list(self._active.values()):
+            for job in self._book.jobs():
                 if now >= job.poll_not_before:
                     self._poll_job(job, now)
 
@@ -387,13 +369,8 @@ class EvaluationEngine:
                 observed.setdefault(row.domain, []).append(row.duration_s)
         return longest_first(pending, self._domains, observed)
 
-    def _busy_slots(self) -> int:
-        """Jobs whose worker has not said it finished; a finished worker's job is only
-        finalizing, so its slot goes to the next chunk at once."""
-        return sum(1 for job in self._active.values() if not job.worker_finished)
-
     def _fill_slots(self, now: float) -> None:
-        while self._busy_slots() < self.config.workers and self._scheduler.remaining:
+        while self._book.busy_slots() < self._workers and self._scheduler.remaining:
             if now < self._hold_until or not self.breaker.allow():
                 return
             chunk: list[str] = []
@@ -409,11 +386,6 @@ class EvaluationEngine:
         job_key = "-".join(p for p in (self.run_id, self._instance, f"{self._job_seq:04d}") if p)
         # Recorded before submitting so that a controller killed mid-submit leaves a trace.
         self.ledger.record_job_submitted(job_key, None, chunk, now)
-        policy = self.config.submit_retry or RetryPolicy(
-            max_attempts=4, initial_delay=2.0, max_delay=30.0, max_total_delay=90.0
-        )
-        if policy.sleep is time.sleep:
-            policy = dataclasses.replace(policy, sleep=self._sleep)
 
         def on_retry(attempt: int, failure: Failure, delay: float) -> None:
             self._retries.append(
@@ -428,18 +400,20 @@ class EvaluationEngine:
                 )
             )
 
-        policy = dataclasses.replace(policy, on_retry=on_retry)
+        retrier = (self.config.submit_retry or DEFAULT_SUBMIT_RETRY).with_hooks(
+            sleep=self._sleep, on_retry=on_retry, codes=self.tier.failure_codes
+        )
         try:
-            handle = policy.call(self.tier.submit, job_key, list(chunk))
+            handle = retrier.call(self.tier.submit, job_key, list(chunk))
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 # Interrupted inside the submit: the tier may have accepted the job already.
                 self._cancel_by_key(job_key, "interrupted while submitting")
                 raise
-            failure = classify_exception(exc)
+            failure = self._classify_exception(exc)
             self.ledger.update_job(
                 job_key,
-                state="SUBMIT_FAILED",
+                state=JobRecordState.SUBMIT_FAILED,
                 ended_at=self._clock(),
                 failure_kind=failure.kind.value,
                 failure_code=failure.code,
@@ -451,21 +425,26 @@ class EvaluationEngine:
             self._note_transient(job_key, None, failure, self._clock(), tuple(chunk))
             return
         self._jobs_submitted += 1
-        self.ledger.update_job(job_key, handle=handle, state=JobState.QUEUED.value)
+        self.ledger.update_job(job_key, handle=handle, state=JobRecordState.QUEUED)
         # The startup clock starts when the tier accepted the job, after any submit retries.
-        self._active[job_key] = _ActiveJob(
-            job_key=job_key, task_ids=list(chunk), submitted_at=self._clock(), handle=handle
+        self._book.add(
+            ActiveJob(
+                job_key=job_key, task_ids=list(chunk), submitted_at=self._clock(), handle=handle
+            )
         )
         log.info("submitted %s (%s) with %d task(s)", job_key, handle, len(chunk))
 
+    def _classify_exception(self, exc: BaseException) -> Failure:
+        return classify_exception(exc, codes=self.tier.failure_codes)
+
     # polling ---------------------------------------------------------------------------------
 
-    def _poll_job(self, job: _ActiveJob, now: float) -> None:
+    def _poll_job(self, job: ActiveJob, now: float) -> None:
         try:
             status = self.tier.status(job.handle)
             lines = self.tier.read_new_lines(job.handle)
         except Exception as exc:
-            failure = classify_exception(exc)
+            failure = self._classify_exception(exc)
             if not failure.is_transient:
                 raise PermanentFailure(failure) from exc
             if failure.retry_after is not None:
@@ -480,59 +459,20 @@ class EvaluationEngine:
         job.poll_errors = 0
         for event in parse_lines(lines):
             self._on_event(job, event, now)
-        before = (job.state, job.node_started_at, job.node_released_at)
-        self._note_node_times(job, status)
-        if status.state is JobState.RUNNING and job.running_since is None:
-            job.running_since = now
-        job.state = status.state
-        if (job.state, job.node_started_at, job.node_released_at) != before:
-            assert self.ledger is not None
-            self.ledger.update_job(
-                job.job_key,
-                state=status.state.value,
-                node_started_at=job.node_started_at,
-                node_released_at=job.node_released_at,
-            )
+        self._book.note_status(job, status, now)
         if status.state.terminal:
             self._on_terminal(job, status, now)
             return
-        self._check_health(job, now)
+        failure = health_failure(
+            job,
+            now,
+            startup_timeout=self.config.startup_timeout,
+            stuck_after=self.config.stuck_after,
+        )
+        if failure is not None:
+            self._fail_job(job, failure, now)
 
-    def _note_node_times(self, job: _ActiveJob, status: JobStatus) -> None:
-        if status.node_started_at is not None:
-            job.node_started_at = status.node_started_at
-        if status.node_released_at is not None:
-            job.node_released_at = status.node_released_at
-        if job.node_started_at is not None:
-            self._intervals[job.job_key] = NodeInterval(
-                job.job_key, job.node_started_at, job.node_released_at
-            )
-
-    def _check_health(self, job: _ActiveJob, now: float) -> None:
-        cfg = self.config
-        if job.first_event_at is None:
-            since = job.running_since if job.running_since is not None else job.submitted_at
-            where = "reaching RUNNING" if job.running_since is not None else "submission"
-            if now - since > cfg.startup_timeout:
-                message = (
-                    f"worker printed no event within {cfg.startup_timeout:.0f}s of {where} "
-                    f"(job state {job.state.value}); the container probably never started"
-                )
-                self._fail_job(job, Failure(FailureKind.TRANSIENT, STARTUP_TIMEOUT, message), now)
-            return
-        assert job.last_event_at is not None
-        silence = now - job.last_event_at
-        if silence > cfg.stuck_after:
-            message = f"no worker event for {silence:.0f}s (limit {cfg.stuck_after:.0f}s)"
-            self._fail_job(job, Failure(FailureKind.TRANSIENT, STUCK, message), now)
-        elif job.in_flight is not None and job.client_idle_s > cfg.stuck_after:
-            message = (
-                f"WAA client silent for {job.client_idle_s:.0f}s on task {job.in_flight} "
-                f"(limit {cfg.stuck_after:.0f}s)"
-            )
-            self._fail_job(job, Failure(FailureKind.TRANSIENT, STUCK, message), now)
-
-    def _on_event(self, job: _ActiveJob, event: WorkerEvent, now: float) -> None:
+    def _on_event(self, job: ActiveJob, event: WorkerEvent, now: float) -> None:
         job.last_event_at = now
         if job.first_event_at is None:
             # Any event proves the worker runs, even if the "started" line itself was lost.
@@ -551,7 +491,7 @@ class EvaluationEngine:
         elif event.event == "finished":
             job.worker_finished = True
 
-    def _on_task_result(self, job: _ActiveJob, event: WorkerEvent, now: float) -> None:
+    def _on_task_result(self, job: ActiveJob, event: WorkerEvent, now: float) -> None:
         assert self.ledger is not None
         task_id = event.task_id
         if task_id is None or task_id not in job.task_ids or task_id in job.reported:
@@ -567,7 +507,7 @@ class EvaluationEngine:
             job.in_flight = None
         status = str(event.get("status"))
         error = event.get("error")
-        if status == "error" and self.config.retry_task_errors:
+        if status == TaskStatus.ERROR and self.config.retry_task_errors:
             failure = Failure(FailureKind.TRANSIENT, TASK_ERROR, str(error or "task failed"))
             if self._charge_attempt(task_id, job, failure, now, started_at):
                 self._scheduler.requeue([task_id])
@@ -597,17 +537,10 @@ class EvaluationEngine:
         )
         self._breaker_success()
 
-    def _on_terminal(self, job: _ActiveJob, status: JobStatus, now: float) -> None:
-        assert self.ledger is not None
-        del self._active[job.job_key]
-        if job.node_started_at is not None and job.node_released_at is None:
-            # The tier did not say when it gave the node back: bill up to now.
-            job.node_released_at = now
-            self._intervals[job.job_key] = NodeInterval(job.job_key, job.node_started_at, now)
-            self.ledger.update_job(job.job_key, node_released_at=now)
+    def _on_terminal(self, job: ActiveJob, status: JobStatus, now: float) -> None:
         missing = job.unreported()
         if status.state is JobState.COMPLETED:
-            self.ledger.update_job(job.job_key, ended_at=now)
+            self._book.close_job(job.job_key, now, cancel=False)
             if missing:
                 failure = Failure(
                     FailureKind.TRANSIENT,
@@ -618,45 +551,26 @@ class EvaluationEngine:
                 self._requeue_unfinished(job, failure, now)
             return
         if status.state is JobState.CANCELED:
-            failure = classify(
-                status.error_code or JOB_CANCELED,
-                status.error_message or "the job was canceled outside the engine",
-            )
+            code = status.error_code or JOB_CANCELED
+            message = status.error_message or "the job was canceled outside the engine"
         else:
-            failure = classify(
-                status.error_code, status.error_message or "the job failed without a message"
-            )
-        self.ledger.update_job(
-            job.job_key,
-            ended_at=now,
-            failure_kind=failure.kind.value,
-            failure_code=failure.code,
-            reason=failure.message,
-        )
+            code = status.error_code
+            message = status.error_message or "the job failed without a message"
+        failure = classify(code, message, codes=self.tier.failure_codes)
+        self._book.close_job(job.job_key, now, cancel=False, failure=failure)
         if not failure.is_transient:
             raise PermanentFailure(failure)
         self._requeue_unfinished(job, failure, now)
 
-    def _fail_job(self, job: _ActiveJob, failure: Failure, now: float) -> None:
+    def _fail_job(self, job: ActiveJob, failure: Failure, now: float) -> None:
         """A job the engine gives up on: cancel it and requeue what it did not finish."""
-        assert self.ledger is not None
         log.warning("job %s: %s", job.job_key, failure.describe())
-        self._cancel_job(job)
-        del self._active[job.job_key]
-        if job.node_started_at is not None and job.node_released_at is None:
-            self._intervals[job.job_key] = NodeInterval(job.job_key, job.node_started_at, now)
-        self.ledger.update_job(
-            job.job_key,
-            state=JobState.CANCELED.value,
-            ended_at=now,
-            node_released_at=job.node_released_at or (now if job.node_started_at else None),
-            failure_kind=failure.kind.value,
-            failure_code=failure.code,
-            reason=failure.message,
+        self._book.close_job(
+            job.job_key, now, cancel=True, state=JobRecordState.CANCELED, failure=failure
         )
         self._requeue_unfinished(job, failure, now)
 
-    def _requeue_unfinished(self, job: _ActiveJob, failure: Failure, now: float) -> None:
+    def _requeue_unfinished(self, job: ActiveJob, failure: Failure, now: float) -> None:
         """The task in flight is charged an attempt; tasks never started are requeued free."""
         requeue = []
         for task_id in job.unreported():
@@ -671,7 +585,7 @@ class EvaluationEngine:
     def _charge_attempt(
         self,
         task_id: str,
-        job: _ActiveJob,
+        job: ActiveJob,
         failure: Failure,
         now: float,
         started_at: float | None,
@@ -681,7 +595,7 @@ class EvaluationEngine:
         self.ledger.record_attempt(
             task_id,
             job.job_key,
-            outcome="error",
+            outcome=TaskStatus.ERROR.value,
             ended_at=now,
             job_handle=job.handle,
             worker=job.worker,
@@ -695,7 +609,7 @@ class EvaluationEngine:
             return task_id not in self._final
         self._record_final(
             task_id,
-            "error",
+            TaskStatus.ERROR.value,
             0.0,
             job,
             error=f"gave up after {attempts} attempt(s); last: {failure.code}: {failure.message}",
@@ -707,7 +621,7 @@ class EvaluationEngine:
         task_id: str,
         status: str,
         score: float,
-        job: _ActiveJob,
+        job: ActiveJob,
         *,
         domain: str | None = None,
         duration_s: float | None = None,
@@ -797,74 +711,53 @@ class EvaluationEngine:
 
     # cancellation ----------------------------------------------------------------------------
 
-    def _cancel_job(self, job: _ActiveJob) -> None:
-        try:
-            self.tier.cancel(job.handle)
-        except Exception as exc:  # one failed cancel must not stop the others
-            log.error("could not cancel %s (%s): %s", job.job_key, job.handle, _short(exc))
-
-    def _handle_for(self, job_key: str) -> str | None:
-        """The tier's name for a job it may have accepted without answering (tiers that name
-        jobs after their keys say so with ``handle_for``)."""
-        handle_for = getattr(self.tier, "handle_for", None)
-        return handle_for(job_key) if handle_for else None
-
     def _cancel_by_key(self, job_key: str, reason: str) -> None:
-        handle = self._handle_for(job_key)
+        """Cancel a job the tier may have accepted without answering (tiers that name jobs
+        after their keys can tell its handle)."""
+        handle = self.tier.handle_for(job_key)
         if handle is None or self.ledger is None:
             return
-        try:
-            self.tier.cancel(handle)
-        except Exception as exc:  # the job may not exist: the submit never reached the tier
-            log.info("no job %s to cancel: %s", handle, _short(exc))
-        self.ledger.update_job(
+        self._book.close_job(
             job_key,
+            self._clock(),
+            cancel=True,
             handle=handle,
-            state=JobState.CANCELED.value,
-            ended_at=self._clock(),
-            failure_code="CancelledByEngine",
+            state=JobRecordState.CANCELED,
+            failure_code=CancelCode.BY_ENGINE,
             reason=reason,
         )
 
-    def _cancel_orphans(self, ledger: Ledger, now: float) -> None:
+    def _cancel_orphans(self, now: float) -> None:
         """Cancel the jobs an earlier controller started and never saw end (it was killed).
 
         Their unfinished tasks are pending again and will be scheduled in new jobs; a job left
         running could otherwise run the same task at the same time, or record nothing after
         spending node time."""
-        terminal = {state.value for state in JobState if state.terminal} | {"SUBMIT_FAILED"}
-        for row in ledger.jobs():
-            handle = row.handle or self._handle_for(row.job_key)
-            if row.state in terminal or not handle:
+        for row in self._book.unfinished_rows():
+            handle = row.handle or self.tier.handle_for(row.job_key)
+            if not handle:
                 continue
-            try:
-                self.tier.cancel(handle)
-            except Exception as exc:  # a job the tier no longer knows is not worth stopping for
-                log.warning("could not cancel orphaned job %s: %s", row.handle, _short(exc))
-            ledger.update_job(
+            self._book.close_job(
                 row.job_key,
-                state=JobState.CANCELED.value,
-                ended_at=now,
-                failure_code="OrphanCancelled",
+                now,
+                cancel=True,
+                handle=handle,
+                state=JobRecordState.CANCELED,
+                failure_code=CancelCode.ORPHAN,
                 reason="left running by an earlier controller that stopped; cancelled on resume",
             )
             log.warning("cancelled job %s left running by an earlier controller", handle)
 
     def _cancel_all(self, now: float, reason: str) -> None:
-        assert self.ledger is not None
-        for job in list(self._active.values()):
-            self._cancel_job(job)
-            self.ledger.update_job(
+        for job in self._book.jobs():
+            self._book.close_job(
                 job.job_key,
-                state=JobState.CANCELED.value,
-                ended_at=now,
-                node_released_at=job.node_released_at or (now if job.node_started_at else None),
-                failure_code="CancelledByEngine",
+                now,
+                cancel=True,
+                state=JobRecordState.CANCELED,
+                failure_code=CancelCode.BY_ENGINE,
                 reason=reason,
             )
-            if job.node_started_at is not None and job.node_released_at is None:
-                self._intervals[job.job_key] = NodeInterval(job.job_key, job.node_started_at, now)
-            del self._active[job.job_key]
 
     # reporting -------------------------------------------------------------------------------
 
@@ -877,7 +770,7 @@ class EvaluationEngine:
         remaining = len(self._task_ids) - len(self._final)
         return compute_cost(
             self.config.price_per_node_hour,
-            list(self._intervals.values()),
+            list(self._book.intervals.values()),
             timings,
             remaining,
             now,
@@ -887,44 +780,40 @@ class EvaluationEngine:
     def _measured_node_time(self, now: float, final: bool) -> NodeUsage | None:
         """The tier's measured node time, this session's added to the earlier sessions' (kept in
         the ledger, so a resumed run's cost is the whole run's)."""
-        node_usage = getattr(self.tier, "node_usage", None)
-        if node_usage is None or self.ledger is None:
+        if not isinstance(self.tier, MeasuresNodeTime) or self.ledger is None:
             return None
-        session = node_usage(now, final=final)
+        session = self.tier.node_usage(now, final=final)
         self.ledger.record_node_seconds(self._session, session.node_seconds)
         earlier = self.ledger.node_seconds(excluding_session=self._session)
         return NodeUsage(earlier + session.node_seconds, session.nodes_held)
 
-    def _counts(self) -> dict[str, int]:
-        statuses = [row.status for row in self._final.values()]
-        running = sum(1 for job in self._active.values() if job.in_flight is not None)
-        total = len(self._task_ids)
-        return {
-            "total": total,
-            "completed": len(statuses),
-            "succeeded": statuses.count("success"),
-            "failed": statuses.count("fail"),
-            "errored": statuses.count("error"),
-            "running": running,
-            "pending": total - len(statuses) - running,
-        }
+    def _summary(self, *, with_attempts: bool = False) -> ResultSummary:
+        attempts = self.ledger.attempt_count if with_attempts and self.ledger else (lambda _: 0)
+        return summarize(self._task_ids, self._final, attempts)
 
     def _publish(self, now: float, status: str) -> None:
-        counts = self._counts()
+        summary = self._summary()
         cost = self._cost(now)
-        durations = [r.duration_s for r in self._final.values() if r.duration_s is not None]
-        completed = counts["completed"]
+        running = sum(1 for job in self._active.values() if job.in_flight is not None)
         jobs = max(1, self._jobs_submitted)
         if self.config.status_file is not None:
             write_status(
                 self.config.status_file,
                 DashboardSnapshot(
-                    status=status,
+                    status=str(status),
                     timestamp=now,
-                    tasks=TaskCounts(**counts),
+                    tasks=TaskCounts(
+                        total=summary.total,
+                        completed=summary.completed,
+                        succeeded=summary.succeeded,
+                        failed=summary.failed,
+                        errored=summary.errored,
+                        running=running,
+                        pending=summary.total - summary.completed - running,
+                    ),
                     performance=PerformanceFigures(
-                        avg_task_duration=statistics.fmean(durations) if durations else None,
-                        task_success_rate=counts["succeeded"] / completed if completed else None,
+                        avg_task_duration=summary.avg_task_duration_s,
+                        task_success_rate=summary.success_rate,
                         retry_rate=len(self._retries) / jobs if self._jobs_submitted else None,
                     ),
                     cost=CostFigures(
@@ -947,12 +836,12 @@ class EvaluationEngine:
         if self._progress is not None:
             self._progress.update(
                 ProgressCounters(
-                    total=counts["total"],
-                    done=completed,
-                    succeeded=counts["succeeded"],
-                    failed=counts["failed"],
-                    errored=counts["errored"],
-                    running=counts["running"],
+                    total=summary.total,
+                    done=summary.completed,
+                    succeeded=summary.succeeded,
+                    failed=summary.failed,
+                    errored=summary.errored,
+                    running=running,
                     retries=len(self._retries),
                     spend_usd=cost.total_usd,
                     active_jobs=len(self._active),
@@ -961,79 +850,38 @@ class EvaluationEngine:
 
     def _result(self, started_at: float, finished_at: float) -> RunResult:
         assert self.ledger is not None
-        tasks: dict[str, TaskOutcome] = {}
-        for task_id in self._task_ids:
-            row = self._final.get(task_id)
-            if row is None:
-                continue
-            tasks[task_id] = TaskOutcome(
-                task_id=task_id,
-                domain=row.domain,
-                status=row.status,
-                score=row.score,
-                duration_s=row.duration_s,
-                error=row.error,
-                attempts=self.ledger.attempt_count(task_id),
-                job_key=row.job_key,
-            )
-        outcomes = list(tasks.values())
-        durations = [o.duration_s for o in outcomes if o.duration_s is not None]
-        succeeded = sum(1 for o in outcomes if o.status == "success")
+        summary = self._summary(with_attempts=True)
         return RunResult(
             run_id=self.run_id,
             tier=self.tier.name,
-            status="completed",
-            total_tasks=len(self._task_ids),
-            tasks=tasks,
-            domains=_domain_summaries(outcomes),
-            succeeded=succeeded,
-            failed=sum(1 for o in outcomes if o.status == "fail"),
-            errored=sum(1 for o in outcomes if o.status == "error"),
-            success_rate=succeeded / len(outcomes) if outcomes else 0.0,
-            mean_score=statistics.fmean([o.score for o in outcomes]) if outcomes else 0.0,
+            status=RunStatus.COMPLETED.value,
+            total_tasks=summary.total,
+            tasks=summary.tasks,
+            domains=summary.domains,
+            succeeded=summary.succeeded,
+            failed=summary.failed,
+            errored=summary.errored,
+            success_rate=summary.success_rate or 0.0,
+            mean_score=summary.mean_score,
             retries=list(self._retries),
             jobs_submitted=self._jobs_submitted,
             duplicates_ignored=self.ledger.duplicates_ignored,
             started_at=started_at,
             finished_at=finished_at,
             makespan_s=finished_at - started_at,
-            avg_task_duration_s=statistics.fmean(durations) if durations else None,
+            avg_task_duration_s=summary.avg_task_duration_s,
             cost=self._cost(finished_at, final=True),
         )
 
 
-def _domain_summaries(outcomes: list[TaskOutcome]) -> dict[str, DomainSummary]:
-    by_domain: dict[str, list[TaskOutcome]] = {}
-    for outcome in outcomes:
-        by_domain.setdefault(outcome.domain or "unknown", []).append(outcome)
-    summaries = {}
-    for domain, items in sorted(by_domain.items()):
-        succeeded = sum(1 for o in items if o.status == "success")
-        summaries[domain] = DomainSummary(
-            domain=domain,
-            total=len(items),
-            succeeded=succeeded,
-            failed=sum(1 for o in items if o.status == "fail"),
-            errored=sum(1 for o in items if o.status == "error"),
-            success_rate=succeeded / len(items),
-            mean_score=statistics.fmean([o.score for o in items]),
-        )
-    return summaries
-
-
-def _status_for(exc: BaseException) -> str:
+def _status_for(exc: BaseException) -> RunStatus:
     if isinstance(exc, KeyboardInterrupt):
-        return "cancelled"
+        return RunStatus.CANCELLED
     if isinstance(exc, PermanentFailure):
-        return "failed"
+        return RunStatus.FAILED
     if isinstance(exc, TierUnhealthy):
-        return "stopped"
-    return "crashed"
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) <= 500 else text[:497] + "..."
+        return RunStatus.STOPPED
+    return RunStatus.CRASHED
 
 
 def _new_run_id(now: float, rng: random.Random) -> str:

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,52 @@ CREATE TABLE IF NOT EXISTS counters (
     value INTEGER NOT NULL
 );
 """
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"  # interrupted (Ctrl-C, SIGTERM)
+    FAILED = "failed"  # a permanent failure
+    STOPPED = "stopped"  # the tier stayed unhealthy
+    CRASHED = "crashed"  # anything else
+
+
+class TaskStatus(StrEnum):
+    """A task's final result."""
+
+    SUCCESS = "success"
+    FAIL = "fail"
+    ERROR = "error"
+
+
+class JobRecordState(StrEnum):
+    """A job's state in the ledger: the tier's states plus the engine's own two."""
+
+    SUBMITTED = "SUBMITTED"  # recorded before the submit, so a kill mid-submit leaves a trace
+    SUBMIT_FAILED = "SUBMIT_FAILED"
+    QUEUED = "QUEUED"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+
+    @property
+    def ended(self) -> bool:
+        return self in (
+            JobRecordState.SUBMIT_FAILED,
+            JobRecordState.COMPLETED,
+            JobRecordState.FAILED,
+            JobRecordState.CANCELED,
+        )
+
+
+class CancelCode(StrEnum):
+    """The failure code of a job the engine cancelled itself."""
+
+    BY_ENGINE = "CancelledByEngine"
+    ORPHAN = "OrphanCancelled"
 
 
 class LedgerMismatch(Exception):
@@ -176,7 +223,7 @@ class Ledger:
                     ("config_fingerprint", config_fingerprint),
                     ("started_at", repr(started_at)),
                     ("sessions", "1"),
-                    ("status", "running"),
+                    ("status", RunStatus.RUNNING.value),
                     ("instance", uuid.uuid4().hex[:6]),
                 ],
             )
@@ -194,7 +241,7 @@ class Ledger:
         self._db.execute(
             "UPDATE run_meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'sessions'"
         )
-        self.set_status("running")
+        self.set_status(RunStatus.RUNNING)
         meta = self.run_meta()
         assert meta is not None
         return meta
@@ -208,7 +255,7 @@ class Ledger:
             config_fingerprint=rows["config_fingerprint"],
             started_at=float(rows["started_at"]),
             sessions=int(rows.get("sessions", "1")),
-            status=rows.get("status", "running"),
+            status=rows.get("status", RunStatus.RUNNING.value),
             instance=rows.get("instance", ""),
         )
 
@@ -228,11 +275,11 @@ class Ledger:
         skip = f"node_seconds.{excluding_session}"
         return sum(float(value) for key, value in rows if key != skip)
 
-    def set_status(self, status: str) -> None:
+    def set_status(self, status: RunStatus | str) -> None:
         self._db.execute(
             "INSERT INTO run_meta (key, value) VALUES ('status', ?) "
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (status,),
+            (str(status),),
         )
 
     # results -------------------------------------------------------------------------------
@@ -307,8 +354,14 @@ class Ledger:
     ) -> None:
         self._db.execute(
             "INSERT INTO jobs (job_key, handle, task_ids, submitted_at, state) "
-            "VALUES (?, ?, ?, ?, 'SUBMITTED')",
-            (job_key, handle, json.dumps(list(task_ids)), submitted_at),
+            "VALUES (?, ?, ?, ?, ?)",
+            (
+                job_key,
+                handle,
+                json.dumps(list(task_ids)),
+                submitted_at,
+                JobRecordState.SUBMITTED.value,
+            ),
         )
 
     def update_job(self, job_key: str, **fields: Any) -> None:
@@ -318,9 +371,8 @@ class Ledger:
         if not fields:
             return
         assignments = ", ".join(f"{name} = ?" for name in fields)
-        self._db.execute(
-            f"UPDATE jobs SET {assignments} WHERE job_key = ?", (*fields.values(), job_key)
-        )
+        values = [str(v) if isinstance(v, StrEnum) else v for v in fields.values()]
+        self._db.execute(f"UPDATE jobs SET {assignments} WHERE job_key = ?", (*values, job_key))
 
     def jobs(self) -> list[JobRow]:
         rows = self._db.execute(

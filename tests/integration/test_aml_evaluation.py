@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from aml_setup import FAST_JOB_ENV, RG, TERMINAL, WORKSPACE, build
 
+from ansible_collections.openadapt.azure_eval.plugins.module_utils import azure_ml
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.engine import (
     EngineConfig,
     EvaluationEngine,
@@ -453,7 +454,7 @@ def test_quota_lowered_under_the_cluster_runs_on_the_nodes_it_allows(azure, tmp_
 
     def status_watching_the_cluster(handle):
         # What a user would see on the cluster while the run waits for a node.
-        cluster = world.ml_client.compute._operation.get(RG, WORKSPACE, "waa").properties
+        cluster = azure_ml.compute_resource(world.ml_client, "waa").properties
         if cluster.properties.errors:
             blocked.append(cluster.properties.errors[0].error.code)
         return original_status(handle)

@@ -25,7 +25,11 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import
     LedgerMismatch,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.status_file import read_status
-from ansible_collections.openadapt.azure_eval.plugins.module_utils.tier import JobState, JobStatus
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base import (
+    BaseTier,
+    JobState,
+    JobStatus,
+)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.worker_events import (
     format_event,
 )
@@ -113,7 +117,7 @@ def worker_plan(
     return Plan(lines=lines, end_at=t + 1)
 
 
-class ScriptedTier:
+class ScriptedTier(BaseTier):
     name = "scripted"
 
     def __init__(self, clock, planner):

@@ -5,9 +5,9 @@ import subprocess
 
 import pytest
 
-from ansible_collections.openadapt.azure_eval.plugins.module_utils.aml_tier import (
-    _NodeMeter,
-    job_name,
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.aml import job_name
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.common import (
+    NodeMeter,
     worker_command,
 )
 
@@ -43,7 +43,7 @@ def test_job_names_are_valid_aml_names():
 
 def test_node_meter_integrates_node_count_over_time():
     readings = iter([(0, 0), (2, 2), (2, 2), (2, 0), (1, 0)])
-    meter = _NodeMeter(lambda: next(readings), interval=1.0)
+    meter = NodeMeter(lambda: next(readings), interval=1.0)
     meter.sample(0.0)
     meter.sample(0.5)  # within the interval: not read
     meter.sample(1.0)  # 0 nodes during [0, 1]

@@ -14,24 +14,42 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shlex
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import requests
 
 from ansible_collections.openadapt.azure_eval.plugins.module_utils import azure_ml, vm_sizes
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.cost import NodeUsage
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.credentials import (
+    MissingCredentials,
     credential_from_env,
     subscription_from_env,
 )
-from ansible_collections.openadapt.azure_eval.plugins.module_utils.tier import JobState, JobStatus
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures import (
+    IMAGE_NOT_FOUND,
+    INVALID_CONFIGURATION,
+    NESTED_VIRTUALIZATION_UNAVAILABLE,
+    SERVER_ERROR,
+    WORKER_CRASH,
+)
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base import (
+    BaseTier,
+    JobState,
+    JobStatus,
+    TierContext,
+    TierSpec,
+)
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.common import (
+    NodeMeter,
+    RangedLog,
+    UnknownPrice,
+    worker_command,
+)
 
 STD_LOG = "user_logs/std_log.txt"
-_HEREDOC_END = "WAA_WORKER_PY_EOF"
 _JOB_NAME = re.compile(r"[^A-Za-z0-9_-]")
 _STATES = {
     "notstarted": JobState.QUEUED,
@@ -50,19 +68,17 @@ _STATES = {
 }
 
 
-class UnknownPrice(ValueError):
-    pass
-
-
-def worker_command(worker_script: str, job_key: str, task_ids: list[str]) -> str:
-    """The job's command: write the worker script, then run it on the job's tasks."""
-    if _HEREDOC_END in worker_script:
-        raise ValueError("the worker script contains the heredoc terminator")
-    args = shlex.join(["--worker-id", job_key, "--task-ids", ",".join(task_ids)])
-    return (
-        f"cat > waa_worker.py <<'{_HEREDOC_END}'\n{worker_script.rstrip()}\n{_HEREDOC_END}\n"
-        f"python -u waa_worker.py {args}"
-    )
+# Run-history inner error codes (lowercase) and what they mean; the category codes
+# (UserError, SystemError) say only "it failed" and are left to the generic classifier.
+FAILURE_CODES: dict[str, str] = {
+    "imagepulltransienterror": SERVER_ERROR,
+    "registrynotfound": IMAGE_NOT_FOUND,
+    "userprocessfailed": WORKER_CRASH,
+    "jobtimeout": WORKER_CRASH,
+    "nodelost": SERVER_ERROR,
+    "computedeleted": INVALID_CONFIGURATION,
+    "kvmunavailable": NESTED_VIRTUALIZATION_UNAVAILABLE,
+}
 
 
 def job_name(job_key: str) -> str:
@@ -70,42 +86,8 @@ def job_name(job_key: str) -> str:
     return _JOB_NAME.sub("-", job_key).lower()[:255]
 
 
-class _NodeMeter:
-    """Integrates the cluster's allocated node count over time."""
-
-    def __init__(self, read: Callable[[], tuple[int, int]], interval: float):
-        self._read = read
-        self._interval = interval
-        self.node_seconds = 0.0
-        self.nodes = 0
-        self._at: float | None = None
-        self._idle_since: float | None = None
-
-    def sample(self, now: float, *, force: bool = False) -> None:
-        if self._at is not None and not force and now - self._at < self._interval:
-            return
-        nodes, busy = self._read()
-        if self._at is not None:
-            self.node_seconds += self.nodes * max(now - self._at, 0.0)
-        if busy == 0 and nodes > 0:
-            self._idle_since = self._idle_since if self._idle_since is not None else now
-        else:
-            self._idle_since = None
-        self.nodes, self._at = nodes, now
-
-    def idle_for(self, now: float) -> float:
-        return now - self._idle_since if self._idle_since is not None else 0.0
-
-
 @dataclass
-class _LogCursor:
-    url: str | None = None
-    offset: int = 0
-    partial: str = ""
-
-
-@dataclass
-class AmlTier:
+class AmlTier(BaseTier):
     ml_client: Any
     compute: str
     environment: str
@@ -119,8 +101,9 @@ class AmlTier:
     compute_details: dict[str, Any] = field(default_factory=dict)
     name: str = "aml"
     node_sample_interval: float = 5.0
-    _cursors: dict[str, _LogCursor] = field(default_factory=dict)
-    _node_meter: _NodeMeter | None = None
+    failure_codes: ClassVar[Mapping[str, str]] = FAILURE_CODES
+    _cursors: dict[str, RangedLog] = field(default_factory=dict)
+    _node_meter: NodeMeter | None = None
     _http: requests.Session = field(default_factory=requests.Session)
 
     @classmethod
@@ -167,7 +150,7 @@ class AmlTier:
         low_priority = (cluster.tier or "").lower() in ("low_priority", "lowpriority")
         price = prices.get("low_priority" if low_priority else "dedicated")
         if price is None:
-            raise ValueError(
+            raise UnknownPrice(
                 f"no price known for {cluster.size} ({cluster.tier}); cannot account cost"
             )
         self.price_per_node_hour = price
@@ -205,17 +188,14 @@ class AmlTier:
             seconds += above_min * max(idle - meter.idle_for(now), 0.0)
         return NodeUsage(node_seconds=seconds, nodes_held=meter.nodes)
 
-    def _meter(self) -> _NodeMeter:
+    def _meter(self) -> NodeMeter:
         if self._node_meter is None:
-            self._node_meter = _NodeMeter(self._node_count, self.node_sample_interval)
+            self._node_meter = NodeMeter(self._node_count, self.node_sample_interval)
         return self._node_meter
 
     def _node_count(self) -> tuple[int, int]:
         """(allocated nodes, busy nodes) as the cluster reports them."""
-        rest = self.ml_client.compute._operation.get(
-            self.ml_client.resource_group_name, self.ml_client.workspace_name, self.compute
-        )
-        aml = rest.properties.properties
+        aml = azure_ml.compute_resource(self.ml_client, self.compute).properties.properties
         current = vm_sizes.sdk_field(aml, "current_node_count", "currentNodeCount") or 0
         states = vm_sizes.sdk_field(aml, "node_state_counts", "nodeStateCounts") or {}
         if not isinstance(states, dict):
@@ -244,23 +224,20 @@ class AmlTier:
         # A retried submit whose first answer was lost finds the job there already.
         with contextlib.suppress(ResourceExistsError):
             self.ml_client.jobs.create_or_update(job)
-        self._cursors[name] = _LogCursor()
+        self._cursors[name] = RangedLog()
         return name
 
     def status(self, handle: str) -> JobStatus:
         self._meter().sample(time.time())
-        details = self._runs.get_run_details(handle)
-        cursor = self._cursors.setdefault(handle, _LogCursor())
+        details = azure_ml.run_details(self.ml_client, handle)
+        cursor = self._cursors.setdefault(handle, RangedLog())
         log_files = details.log_files or {}
         if cursor.url is None and STD_LOG in log_files:
             cursor.url = log_files[STD_LOG]
         state = _STATES.get((details.status or "").lower(), JobState.RUNNING)
         code = message = None
-        if state is JobState.FAILED and details.error and details.error.error:
-            error = details.error.error
-            inner = getattr(error, "inner_error", None)
-            code = (inner.code if inner and inner.code else None) or error.code
-            message = error.message
+        if state is JobState.FAILED:
+            code, message = azure_ml.run_error(details)
         return JobStatus(
             state=state,
             error_code=code,
@@ -270,23 +247,7 @@ class AmlTier:
         )
 
     def read_new_lines(self, handle: str) -> list[str]:
-        cursor = self._cursors.setdefault(handle, _LogCursor())
-        if cursor.url is None:
-            return []
-        response = self._http.get(
-            cursor.url, headers={"Range": f"bytes={cursor.offset}-"}, timeout=30
-        )
-        if response.status_code == 416 or not response.content:
-            return []
-        response.raise_for_status()
-        body = response.content
-        if response.status_code == 200:  # the server ignored the range: skip what was read
-            body = body[cursor.offset :]
-        cursor.offset += len(body)
-        text = cursor.partial + body.decode("utf-8", errors="replace")
-        lines = text.split("\n")
-        cursor.partial = lines.pop()
-        return [line.rstrip("\r") for line in lines]
+        return self._cursors.setdefault(handle, RangedLog()).read_new_lines(self._http)
 
     def cancel(self, handle: str) -> None:
         from azure.core.exceptions import HttpResponseError
@@ -297,10 +258,8 @@ class AmlTier:
             if err.status_code not in (400, 404, 409):
                 raise
 
-    @property
-    def _runs(self):
-        # The run-history operations ml_client.jobs.stream uses (status, error, log URLs).
-        return self.ml_client.jobs._runs_operations
+    def close(self) -> None:
+        self._http.close()
 
 
 def _timestamp(value: Any) -> float | None:
@@ -311,3 +270,38 @@ def _timestamp(value: Any) -> float | None:
     import datetime as dt
 
     return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
+ARGUMENT_SPEC = dict(
+    resource_group=dict(type="str", required=True),
+    workspace=dict(type="str", required=True),
+    compute=dict(type="str", required=True),
+    environment=dict(type="str", required=True),
+    experiment_name=dict(type="str", default="waa-evaluation"),
+)
+
+
+def build(context: TierContext) -> AmlTier:
+    return AmlTier.from_environment(
+        context.environment,
+        worker_script=context.worker_script,
+        job_environment=dict(context.job_environment),
+        secret_environment=dict(context.secret_environment),
+        job_timeout=context.job_timeout,
+        run_name=context.run_name,
+        **context.options,
+    )
+
+
+def fingerprint(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The workspace, cluster and environment make the run; the experiment is only a folder."""
+    return {k: v for k, v in options.items() if k != "experiment_name"}
+
+
+TIER = TierSpec(
+    name="aml",
+    argument_spec=ARGUMENT_SPEC,
+    build=build,
+    fingerprint=fingerprint,
+    setup_errors=(MissingCredentials, UnknownPrice),
+)
