@@ -545,3 +545,42 @@ def test_sigterm_cancels_running_jobs_and_raises_run_cancelled(tmp_path):
 def test_duplicate_task_ids_are_refused(tmp_path):
     with pytest.raises(ValueError, match="unique"):
         make_engine(tmp_path, lambda k, i, n: worker_plan(k, i), tasks=TASKS + TASKS[:1])
+
+
+def test_a_type_error_inside_the_tier_is_a_crash_of_that_job_not_a_bad_setting(tmp_path):
+    engine, tier, clock = make_engine(tmp_path, lambda key, ids, n: worker_plan(key, ids))
+    calls = {"n": 0}
+    original = tier.status
+
+    def status(handle):
+        calls["n"] += 1
+        if handle == "h-1":  # the first job's status reads keep crashing inside the tier
+            raise TypeError("'NoneType' object is not subscriptable")
+        return original(handle)
+
+    tier.status = status
+    result = engine.run()
+    assert sorted(result.tasks) == sorted(IDS)
+    crashed = [r for r in result.retries if r.job_key.endswith("0001")]
+    assert [(r.kind, r.code) for r in crashed] == [("transient", "WorkerCrash")]
+    assert "TypeError" in crashed[0].reason
+
+
+def test_a_tier_of_fixed_capacity_runs_no_more_jobs_than_its_hosts(tmp_path):
+    engine, tier, clock = make_engine(
+        tmp_path, lambda key, ids, n: worker_plan(key, ids), workers=4
+    )
+    tier.capacity = lambda: 1
+    engine = EvaluationEngine(
+        tier,
+        TASKS,
+        tmp_path / "fixed.db",
+        engine.config,
+        clock=clock,
+        sleep=clock.sleep,
+        handle_signals=False,
+    )
+    seen = []
+    clock.on_sleep = lambda now: seen.append(len(engine._book.active))
+    engine.run()
+    assert max(seen) == 1
