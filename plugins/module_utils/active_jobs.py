@@ -16,9 +16,9 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures impo
     FailureKind,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import (
-    JobRecordState,
     JobRow,
     Ledger,
+    job_ended,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base import (
     JobState,
@@ -157,7 +157,7 @@ class JobBook:
         *,
         cancel: bool,
         handle: str | None = None,
-        state: JobRecordState | None = None,
+        state: JobState | None = None,
         failure: Failure | None = None,
         failure_code: str | None = None,
         reason: str | None = None,
@@ -200,7 +200,7 @@ class JobBook:
         return [
             row
             for row in self.ledger.jobs()
-            if row.job_key not in self.active and not JobRecordState(row.state).ended
+            if row.job_key not in self.active and not job_ended(row.state)
         ]
 
 

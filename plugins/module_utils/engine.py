@@ -10,7 +10,6 @@ to is ``run_summary``'s.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
 import signal
@@ -70,6 +69,8 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.retries impor
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.run_summary import (
     DomainSummary,
     ResultSummary,
+    RetryRecord,
+    RunResult,
     TaskOutcome,
     summarize,
 )
@@ -157,46 +158,6 @@ class EngineConfig:
             raise ValueError("poll_interval must be positive")
         if self.scheduling not in ("dynamic", "static"):
             raise ValueError("scheduling must be 'dynamic' or 'static'")
-
-
-@dataclass(frozen=True)
-class RetryRecord:
-    at: float
-    job_key: str
-    handle: str | None
-    kind: str
-    code: str
-    reason: str
-    requeued_task_ids: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class RunResult:
-    run_id: str
-    tier: str
-    status: str
-    total_tasks: int
-    tasks: dict[str, TaskOutcome]
-    domains: dict[str, DomainSummary]
-    succeeded: int
-    failed: int
-    errored: int
-    success_rate: float
-    mean_score: float
-    retries: list[RetryRecord]
-    jobs_submitted: int
-    duplicates_ignored: int
-    started_at: float
-    finished_at: float
-    makespan_s: float
-    avg_task_duration_s: float | None
-    cost: CostBreakdown
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["cost"] = self.cost.to_dict()
-        data["retries"] = [dataclasses.asdict(r) for r in self.retries]
-        return data
 
 
 # A tier call that keeps failing this many polls in a row counts as a lost job.
@@ -425,7 +386,7 @@ class EvaluationEngine:
             self._note_transient(job_key, None, failure, self._clock(), tuple(chunk))
             return
         self._jobs_submitted += 1
-        self.ledger.update_job(job_key, handle=handle, state=JobRecordState.QUEUED)
+        self.ledger.update_job(job_key, handle=handle, state=JobState.QUEUED)
         # The startup clock starts when the tier accepted the job, after any submit retries.
         self._book.add(
             ActiveJob(
@@ -566,7 +527,7 @@ class EvaluationEngine:
         """A job the engine gives up on: cancel it and requeue what it did not finish."""
         log.warning("job %s: %s", job.job_key, failure.describe())
         self._book.close_job(
-            job.job_key, now, cancel=True, state=JobRecordState.CANCELED, failure=failure
+            job.job_key, now, cancel=True, state=JobState.CANCELED, failure=failure
         )
         self._requeue_unfinished(job, failure, now)
 
@@ -722,7 +683,7 @@ class EvaluationEngine:
             self._clock(),
             cancel=True,
             handle=handle,
-            state=JobRecordState.CANCELED,
+            state=JobState.CANCELED,
             failure_code=CancelCode.BY_ENGINE,
             reason=reason,
         )
@@ -742,7 +703,7 @@ class EvaluationEngine:
                 now,
                 cancel=True,
                 handle=handle,
-                state=JobRecordState.CANCELED,
+                state=JobState.CANCELED,
                 failure_code=CancelCode.ORPHAN,
                 reason="left running by an earlier controller that stopped; cancelled on resume",
             )
@@ -754,7 +715,7 @@ class EvaluationEngine:
                 job.job_key,
                 now,
                 cancel=True,
-                state=JobRecordState.CANCELED,
+                state=JobState.CANCELED,
                 failure_code=CancelCode.BY_ENGINE,
                 reason=reason,
             )

@@ -19,6 +19,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base import JobState
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS run_meta (
     key TEXT PRIMARY KEY,
@@ -87,25 +89,18 @@ class TaskStatus(StrEnum):
 
 
 class JobRecordState(StrEnum):
-    """A job's state in the ledger: the tier's states plus the engine's own two."""
+    """The engine's own states of a job in the ledger, before the tier knows it; afterwards the
+    state is the tier's (``tiers.base.JobState``)."""
 
     SUBMITTED = "SUBMITTED"  # recorded before the submit, so a kill mid-submit leaves a trace
     SUBMIT_FAILED = "SUBMIT_FAILED"
-    QUEUED = "QUEUED"
-    STARTING = "STARTING"
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELED = "CANCELED"
 
-    @property
-    def ended(self) -> bool:
-        return self in (
-            JobRecordState.SUBMIT_FAILED,
-            JobRecordState.COMPLETED,
-            JobRecordState.FAILED,
-            JobRecordState.CANCELED,
-        )
+
+def job_ended(state: str) -> bool:
+    """Whether a job in this ledger state is over."""
+    if state in (JobRecordState.SUBMITTED, JobRecordState.SUBMIT_FAILED):
+        return state == JobRecordState.SUBMIT_FAILED
+    return JobState(state).terminal
 
 
 class CancelCode(StrEnum):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.cost import CostBreakdown
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import (
     Ledger,
     TaskResultRow,
@@ -62,6 +63,46 @@ class ResultSummary:
     def success_rate(self) -> float | None:
         """Of the tasks with a result; None before the first."""
         return self.succeeded / self.completed if self.completed else None
+
+
+@dataclass(frozen=True)
+class RetryRecord:
+    at: float
+    job_key: str
+    handle: str | None
+    kind: str
+    code: str
+    reason: str
+    requeued_task_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    tier: str
+    status: str
+    total_tasks: int
+    tasks: dict[str, TaskOutcome]
+    domains: dict[str, DomainSummary]
+    succeeded: int
+    failed: int
+    errored: int
+    success_rate: float
+    mean_score: float
+    retries: list[RetryRecord]
+    jobs_submitted: int
+    duplicates_ignored: int
+    started_at: float
+    finished_at: float
+    makespan_s: float
+    avg_task_duration_s: float | None
+    cost: CostBreakdown
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["cost"] = self.cost.to_dict()
+        data["retries"] = [dataclasses.asdict(r) for r in self.retries]
+        return data
 
 
 def _counts(outcomes: Sequence[TaskOutcome]) -> tuple[int, int, int]:
