@@ -610,6 +610,20 @@ def killed_midway(tmp_path, planner, kill_at, **config):
     return tier, clock
 
 
+def resume(tmp_path, tier, clock, **config):
+    """The same command run again: a new engine on the same ledger and tier."""
+    engine = EvaluationEngine(
+        tier,
+        TASKS,
+        tmp_path / "ledger.db",
+        EngineConfig(run_id="run", **config),
+        clock=clock,
+        sleep=clock.sleep,
+        handle_signals=False,
+    )
+    return engine.run()
+
+
 def test_resume_takes_the_orphans_results_and_adopts_the_running_ones(tmp_path):
     tier, clock = killed_midway(
         tmp_path, lambda k, i, n: worker_plan(k, i), kill_at=150, workers=2, max_chunk=3
@@ -618,16 +632,7 @@ def test_resume_takes_the_orphans_results_and_adopts_the_running_ones(tmp_path):
     results_before, _, _, _ = ledger_rows(tmp_path)
     assert 1 <= len(results_before) < 8
 
-    resumed = EvaluationEngine(
-        tier,
-        TASKS,
-        tmp_path / "ledger.db",
-        EngineConfig(workers=2, poll_interval=10, max_chunk=3, run_id="run"),
-        clock=clock,
-        sleep=clock.sleep,
-        handle_signals=False,
-    )
-    result = resumed.run()
+    result = resume(tmp_path, tier, clock, workers=2, poll_interval=10, max_chunk=3)
 
     results, jobs, attempts, meta = ledger_rows(tmp_path)
     assert sorted(results) == sorted(IDS) and result.duplicates_ignored == 0
@@ -650,16 +655,7 @@ def test_resume_cancels_an_orphan_that_is_stuck(tmp_path):
 
     tier, clock = killed_midway(tmp_path, plan, kill_at=150, workers=1, max_chunk=3)
     clock.now += 1000  # the controller came back long after the first job went silent
-    resumed = EvaluationEngine(
-        tier,
-        TASKS,
-        tmp_path / "ledger.db",
-        EngineConfig(workers=1, poll_interval=10, stuck_after=600, run_id="run"),
-        clock=clock,
-        sleep=clock.sleep,
-        handle_signals=False,
-    )
-    result = resumed.run()
+    result = resume(tmp_path, tier, clock, workers=1, poll_interval=10, stuck_after=600)
     assert sorted(result.tasks) == sorted(IDS) and result.duplicates_ignored == 0
     assert tier.cancelled == ["h-1"]
     _, jobs, _, _ = ledger_rows(tmp_path)
@@ -676,16 +672,9 @@ def test_a_resumed_runs_report_status_and_cost_cover_every_session(tmp_path):
         return worker_plan(key, ids)
 
     tier, clock = killed_midway(tmp_path, plan, kill_at=200, workers=2, max_chunk=3)
-    resumed = EvaluationEngine(
-        tier,
-        TASKS,
-        tmp_path / "ledger.db",
-        EngineConfig(workers=2, poll_interval=10, run_id="run", status_file=tmp_path / "s.json"),
-        clock=clock,
-        sleep=clock.sleep,
-        handle_signals=False,
+    result = resume(
+        tmp_path, tier, clock, workers=2, poll_interval=10, status_file=tmp_path / "s.json"
     )
-    result = resumed.run()
 
     _, jobs, _, meta = ledger_rows(tmp_path)
     assert result.sessions == 2 and result.jobs_submitted == len(jobs)
