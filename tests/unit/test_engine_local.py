@@ -213,9 +213,10 @@ def test_startup_timeout_cancels_the_silent_worker_and_retries(tmp_path, tier_fa
     result = EvaluationEngine(
         tier, TASKS, tmp_path / "ledger.db", config(startup_timeout=0.7), handle_signals=False
     ).run()
-    [retry] = [r for r in result.retries if r.code == "StartupTimeout"]
     first = job_key_ending(tier.pids(), "-0001")
-    assert retry.job_key == first and retry.requeued_task_ids
+    # On a loaded machine another worker may also start late; the silent one must be caught.
+    [retry] = [r for r in result.retries if r.code == "StartupTimeout" and r.job_key == first]
+    assert retry.requeued_task_ids
     assert wait_group_gone(tier.pids()[first])
     assert len(result.tasks) == len(TASKS)
     assert all(t.attempts == 1 for t in result.tasks.values())
