@@ -258,14 +258,15 @@ def job_key_ending(keys, suffix):
     return key
 
 
-def test_dynamic_chunking_beats_static_sharding_on_a_skewed_set(tmp_path, tier_factory):
+def test_dynamic_chunking_spreads_the_stragglers_static_sharding_stacks(tmp_path, tier_factory):
+    """What makes dynamic scheduling faster, asserted on the jobs it made rather than on a clock
+    (the makespans themselves are measured side by side in benchmarks/scheduling.py)."""
     by_minutes = sorted(task_model.list_tasks(), key=lambda dt: -task_model.modelled_minutes(*dt))
     skewed = by_minutes[:4] + by_minutes[-8:]  # stragglers first: static puts them on one worker
-    # Task time must dominate process start-up (~0.1 s per task) even on a busy machine.
-    env = {"WAA_STANDIN_TIME_SCALE": "0.03"}
-    makespans = {}
+    stragglers = {task_id for _, task_id in skewed[:4]}
+    most_stragglers_in_a_job = {}
     for strategy in ("static", "dynamic"):
-        tier = tier_factory(env=env)
+        tier = tier_factory(env=FAST)
         tier.workdir = tmp_path / strategy
         tier.result_dir, tier.log_dir = tier.workdir / "results", tier.workdir / "logs"
         result = EvaluationEngine(
@@ -276,7 +277,8 @@ def test_dynamic_chunking_beats_static_sharding_on_a_skewed_set(tmp_path, tier_f
             handle_signals=False,
         ).run()
         assert len(result.tasks) == 12
-        makespans[strategy] = result.makespan_s
-    lower_bound = sum(task_model.modelled_duration_s(d, t, 0.03) for d, t in skewed[:2])
-    assert makespans["dynamic"] >= lower_bound
-    assert makespans["dynamic"] < 0.85 * makespans["static"], makespans
+        with Ledger(tmp_path / f"{strategy}.db") as ledger:
+            jobs = [j for j in ledger.jobs() if j.state == "COMPLETED"]
+        most_stragglers_in_a_job[strategy] = max(len(stragglers & set(j.task_ids)) for j in jobs)
+    # static: the first of 3 shards holds all 4; dynamic: chunks of ceil(12 / (2 x 3)) = 2 at most
+    assert most_stragglers_in_a_job == {"static": 4, "dynamic": 2}
