@@ -298,7 +298,9 @@ def _properties(
             "The poolAllocationMode of a Batch account cannot be changed after it is created.",
             target="poolAllocationMode",
         )
-    if mode == "UserSubscription" and not (props.get("keyVaultReference") or old.get("keyVaultReference")):
+    if mode == "UserSubscription" and not (
+        props.get("keyVaultReference") or old.get("keyVaultReference")
+    ):
         raise bad_request(
             "InvalidParameter",
             "A Batch account with poolAllocationMode UserSubscription needs a keyVaultReference "
@@ -326,7 +328,9 @@ def _properties(
         "publicNetworkAccess": props.get("publicNetworkAccess")
         or old.get("publicNetworkAccess")
         or "Enabled",
-        "encryption": props.get("encryption") or old.get("encryption") or {"keySource": "Microsoft.Batch"},
+        "encryption": props.get("encryption")
+        or old.get("encryption")
+        or {"keySource": "Microsoft.Batch"},
         "allowedAuthenticationModes": auth_modes,
     }
 

@@ -60,7 +60,9 @@ def evaluate(formula: str, samples: Samples) -> Result:
         name, sep, expression = statement.partition("=")
         name = name.strip().lstrip("$")
         if not sep or not re.fullmatch(r"[A-Za-z_]\w*", name):
-            raise FormulaError(f"'{statement}' is not an assignment such as $TargetDedicatedNodes = 2")
+            raise FormulaError(
+                f"'{statement}' is not an assignment such as $TargetDedicatedNodes = 2"
+            )
         names[name] = _value(expression, names)
     dedicated = _count(names["TargetDedicatedNodes"], "TargetDedicatedNodes")
     low = _count(names["TargetLowPriorityNodes"], "TargetLowPriorityNodes")

@@ -113,7 +113,9 @@ def quota_error(ctx: Context, pool: dict[str, Any], priority: str) -> dict[str, 
     size = pool_model.size_of(pool["properties"])
     prefix = account["id"].lower() + "/pools/"
     in_use = [
-        n for n in node_pool.active(ctx) if n["compute_id"].lower().startswith(prefix) and "batch" in n
+        n
+        for n in node_pool.active(ctx)
+        if n["compute_id"].lower().startswith(prefix) and "batch" in n
     ]
     if priority == "LowPriority":
         used = sum(n["vcpus"] for n in in_use if n["priority"] == "LowPriority")
@@ -266,7 +268,9 @@ class NodeLifecycle:
     def _pick_to_remove(nodes: list[dict[str, Any]]) -> dict[str, Any]:
         # Nodes doing nothing go first: not yet started, unusable, idle, then running ones.
         order = {"creating": 0, "starting": 0, "unusable": 0, "startTaskFailed": 0, "idle": 1}
-        return sorted(nodes, key=lambda n: (order.get(n["batch"]["state"], 2), -n["acquired_at"]))[0]
+        return sorted(nodes, key=lambda n: (order.get(n["batch"]["state"], 2), -n["acquired_at"]))[
+            0
+        ]
 
     def _provision(self, pool: dict[str, Any], priority: str, target: int, now: float) -> dict:
         spec = pool_model.node_spec(pool, priority, target)
@@ -365,7 +369,9 @@ class NodeLifecycle:
     ) -> None:
         info = node["batch"]
         previous = info["start_task"]
-        fault = _take_fault(self.ctx, "start_task_fails", pool["name"]) if previous is None else None
+        fault = (
+            _take_fault(self.ctx, "start_task_fails", pool["name"]) if previous is None else None
+        )
         command = start_task["commandLine"]
         if fault or (previous and previous.get("faulted")):
             command = "echo 'start task failed (injected fault)' >&2; exit 1"
@@ -373,7 +379,10 @@ class NodeLifecycle:
         env = containers.container_environment(
             self.ctx.settings.state_dir,
             workdir,
-            {s["name"]: str(s.get("value", "")) for s in start_task.get("environmentSettings") or []},
+            {
+                s["name"]: str(s.get("value", ""))
+                for s in start_task.get("environmentSettings") or []
+            },
             node_environment(self.ctx, pool, node),
         )
         stderr = node_dir(self.ctx, node) / "startup" / "stderr.txt"

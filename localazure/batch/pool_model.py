@@ -30,7 +30,11 @@ _IMAGE_ID = re.compile(
     r"(?:images/[^/]+|galleries/[^/]+/images/[^/]+(?:/versions/[^/]+)?)$",
     re.IGNORECASE,
 )
-SECURITY_TYPES = {"standard": "Standard", "trustedlaunch": "TrustedLaunch", "confidentialvm": "ConfidentialVM"}
+SECURITY_TYPES = {
+    "standard": "Standard",
+    "trustedlaunch": "TrustedLaunch",
+    "confidentialvm": "ConfidentialVM",
+}
 DEALLOCATION_OPTIONS = ("requeue", "terminate", "taskCompletion", "retainedData")
 
 
@@ -60,6 +64,10 @@ def size_of(props: dict[str, Any]) -> VmSize:
             "vmSize",
         )
     return size
+
+
+def is_custom_image_id(value: str) -> bool:
+    return bool(_IMAGE_ID.match(value or ""))
 
 
 def _check_image(image: dict[str, Any]) -> None:
@@ -137,9 +145,7 @@ def duration_s(value: str | None, default: str, target: str) -> float:
 def check_scale(scale: dict[str, Any], size: VmSize) -> None:
     fixed, auto = scale.get("fixedScale"), scale.get("autoScale")
     if fixed and auto:
-        raise invalid(
-            "scaleSettings may hold fixedScale or autoScale, not both.", "scaleSettings"
-        )
+        raise invalid("scaleSettings may hold fixedScale or autoScale, not both.", "scaleSettings")
     if auto:
         if not auto.get("formula"):
             raise invalid("autoScale.formula is required.", "scaleSettings.autoScale.formula")
@@ -154,7 +160,9 @@ def check_scale(scale: dict[str, Any], size: VmSize) -> None:
     for name in ("targetDedicatedNodes", "targetLowPriorityNodes"):
         value = fixed.get(name, 0)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise invalid(f"{name} must be a whole number >= 0.", f"scaleSettings.fixedScale.{name}")
+            raise invalid(
+                f"{name} must be a whole number >= 0.", f"scaleSettings.fixedScale.{name}"
+            )
     if fixed.get("targetLowPriorityNodes") and not size.low_priority_capable:
         raise invalid(
             f"The VM size {size.name} does not support Spot/low-priority nodes.",
@@ -190,7 +198,9 @@ def validate(props: dict[str, Any], identity_ids: set[str]) -> VmSize:
     check_scale(props.get("scaleSettings") or {}, size)
     slots = props.get("taskSlotsPerNode", 1)
     if slots != 1:
-        raise invalid("The emulator runs one task per node: taskSlotsPerNode must be 1.", "taskSlotsPerNode")
+        raise invalid(
+            "The emulator runs one task per node: taskSlotsPerNode must be 1.", "taskSlotsPerNode"
+        )
     return size
 
 
@@ -222,14 +232,19 @@ def vm_configuration(pool: dict[str, Any]) -> dict[str, Any]:
 
 
 def container_images(pool: dict[str, Any]) -> list[str]:
-    return list((vm_configuration(pool).get("containerConfiguration") or {}).get("containerImageNames") or [])
+    return list(
+        (vm_configuration(pool).get("containerConfiguration") or {}).get("containerImageNames")
+        or []
+    )
 
 
 def registry_identity(pool: dict[str, Any], image_ref: str) -> str | None:
     """The principal a node pulls ``image_ref`` as: the identity the pool's container
     registry entry for that registry names (None: anonymously)."""
     server = image_ref.split("/", 1)[0].lower() if "/" in image_ref else "docker.io"
-    for registry in (vm_configuration(pool).get("containerConfiguration") or {}).get("containerRegistries") or []:
+    for registry in (vm_configuration(pool).get("containerConfiguration") or {}).get(
+        "containerRegistries"
+    ) or []:
         if (registry.get("registryServer") or "docker.io").lower() != server:
             continue
         reference = (registry.get("identityReference") or {}).get("resourceId")

@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from localazure.settings import REDIRECTED_SUFFIXES
+from localazure.arm.resources import LOCATIONS
+from localazure.settings import REDIRECTED_SUFFIXES, REGIONAL_SUFFIXES
 
 _VALIDITY = dt.timedelta(days=825)
 
@@ -82,6 +83,9 @@ def _issue_server(tls_dir: Path, host: str, ca_cert, ca_key) -> None:
         x509.DNSName("*" + suffix if suffix.startswith(".") else suffix)
         for suffix in REDIRECTED_SUFFIXES
     ]
+    names += [
+        x509.DNSName(f"*.{region}{suffix}") for suffix in REGIONAL_SUFFIXES for region in LOCATIONS
+    ]
     try:
         names.append(x509.IPAddress(ipaddress.ip_address(host)))
     except ValueError:
@@ -113,7 +117,7 @@ def _issue_server(tls_dir: Path, host: str, ca_cert, ca_key) -> None:
 
 def _server_identity(host: str) -> str:
     """What the server certificate was issued for; a change re-issues it."""
-    return "|".join((host, *REDIRECTED_SUFFIXES))
+    return "|".join((host, *REDIRECTED_SUFFIXES, *REGIONAL_SUFFIXES, *LOCATIONS))
 
 
 def ensure_certificates(tls_dir: Path, host: str) -> tuple[Path, Path]:
