@@ -6,6 +6,8 @@ get with ``ocp-range``/``Range``, properties, list). Every request is authentica
 
 from __future__ import annotations
 
+import email.utils
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -36,8 +38,6 @@ _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 
 
 def _json_body(raw: bytes) -> dict[str, Any]:
-    import json
-
     try:
         body = json.loads(raw) if raw else {}
     except ValueError:
@@ -47,8 +47,20 @@ def _json_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _created(url: str) -> Response:
-    return empty(201, headers={"Location": url, "DataServiceId": url, "ETag": '"0x1"'})
+def http_date(ts: float) -> str:
+    return email.utils.formatdate(ts, usegmt=True)
+
+
+def _created(url: str, now: float) -> Response:
+    return empty(
+        201,
+        headers={
+            "Location": url,
+            "DataServiceId": url,
+            "ETag": '"0x1"',
+            "Last-Modified": http_date(now),
+        },
+    )
 
 
 def register(router: Router, ctx: Context) -> None:
@@ -203,7 +215,7 @@ def register(router: Router, ctx: Context) -> None:
             if ctx.store.get(jobs.JOB_KIND, jobs.job_key(account["id"], job["id"])):
                 raise BatchError(409, "JobExists", "The specified job already exists.")
             jobs.save_job(ctx, job, now)
-        return _created(f"{base}/jobs/{job['id']}")
+        return _created(f"{base}/jobs/{job['id']}", now)
 
     async def list_jobs(request: Request, login_host: str) -> Response:
         account, base = await context_of(request, login_host)
@@ -261,7 +273,7 @@ def register(router: Router, ctx: Context) -> None:
         with ctx.store.transaction():
             task = _new_task(account, jobs.get_job(ctx, account["id"], job), body, now)
             jobs.save_task(ctx, task, now)
-        return _created(f"{base}/jobs/{task['job_id']}/tasks/{task['id']}")
+        return _created(f"{base}/jobs/{task['job_id']}/tasks/{task['id']}", now)
 
     async def add_task_collection(request: Request, login_host: str, job: str) -> Response:
         account, base = await context_of(request, login_host)
@@ -342,11 +354,11 @@ def register(router: Router, ctx: Context) -> None:
 
     def file_headers(base: str, record: dict[str, Any], name: str, size: int, mtime: float) -> dict:
         return {
-            "ocp-creation-time": iso(record["creationTime"]),
+            "ocp-creation-time": http_date(record["creationTime"]),
             "ocp-batch-file-isdirectory": "False",
             "ocp-batch-file-url": f"{base}/jobs/{record['job_id']}/tasks/{record['id']}/files/{name}",
             "ocp-batch-file-mode": "0o100644",
-            "Last-Modified": iso(mtime),
+            "Last-Modified": http_date(mtime),
             "Content-Type": "application/octet-stream",
             "x-localazure-file-length": str(size),
         }

@@ -62,9 +62,10 @@ def live(ctx: Context, pool_id: str, priority: str | None = None) -> list[dict[s
 
 
 def state(node: dict[str, Any]) -> str:
+    """The node's state as the data plane spells it (``waitingforstarttask``)."""
     if node["released_at"] is not None:
-        return "preempted" if node["release_reason"] == "preempted" else "leavingPool"
-    return node["batch"]["state"]
+        return "preempted" if node["release_reason"] == "preempted" else "leavingpool"
+    return node["batch"]["state"].lower()
 
 
 def schedulable(ctx: Context, pool_id: str) -> list[dict[str, Any]]:
@@ -253,8 +254,8 @@ class NodeLifecycle:
                 node["batch"]["removal"] = operation["nodeDeallocationOption"]
                 node_pool.release(ctx, node, now, "scaled down")
                 nodes.remove(node)
-            if operation["state"] != "resizing":
-                continue
+            if operation["state"] != "resizing" and operation["errors"]:
+                continue  # a resize that ended short keeps what it got; a lost node is replaced
             while len(nodes) < target:
                 error = quota_error(ctx, pool, priority)
                 if error is not None:
