@@ -93,9 +93,10 @@ def _eval(node: ast.AST, names: dict[str, float], source: str) -> float:
             raise FormulaError(f"unknown variable '{node.id}' in '{source}'")
         return float(names[node.id])
     if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-        return _OPS[type(node.op)](
-            _eval(node.left, names, source), _eval(node.right, names, source)
-        )
+        left, right = _eval(node.left, names, source), _eval(node.right, names, source)
+        if isinstance(node.op, ast.Div) and right == 0:
+            raise FormulaError(f"division by zero in '{source}'")
+        return _OPS[type(node.op)](left, right)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
         return -_eval(node.operand, names, source)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
