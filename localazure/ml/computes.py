@@ -26,12 +26,11 @@ from starlette.responses import Response
 from localazure.arm.resources import (
     check_location,
     delete_tree,
+    in_subscription,
     now_iso,
     resource_or_404,
-    subscription_id_or_404,
     system_data,
 )
-from localazure.authorization.access import require
 from localazure.core import operations
 from localazure.core.context import Context
 from localazure.core.errors import AzureError, bad_request
@@ -226,9 +225,8 @@ def register(router: Router, ctx: Context) -> None:
     ) -> Response:
         api_version = require_api_version(request)
         caller = request.state.caller
-        ws = workspaces.load(ctx, sub, rg, workspace)
+        ws = request.state.parent
         rid = compute_id(ws, name)
-        require(ctx, caller, WRITE, rid)
         if not _NAME.match(name):
             raise bad_request(
                 "BadArgument",
@@ -289,14 +287,12 @@ def register(router: Router, ctx: Context) -> None:
         request: Request, sub: str, rg: str, workspace: str, name: str
     ) -> Response:
         require_api_version(request)
-        ws = workspaces.load(ctx, sub, rg, workspace)
-        require(ctx, request.state.caller, READ, compute_id(ws, name))
+        ws = request.state.parent
         return json_response(view(ctx, load(ctx, ws, name)))
 
     async def list_computes(request: Request, sub: str, rg: str, workspace: str) -> Response:
         require_api_version(request)
-        ws = workspaces.load(ctx, sub, rg, workspace)
-        require(ctx, request.state.caller, READ, ws["id"])
+        ws = request.state.parent
         items = ctx.store.list_resources(type=COMPUTE_TYPE, parent=ws["id"])
         return json_response(list_page([view(ctx, item) for item in items]))
 
@@ -304,8 +300,7 @@ def register(router: Router, ctx: Context) -> None:
         request: Request, sub: str, rg: str, workspace: str, name: str
     ) -> Response:
         api_version = require_api_version(request)
-        ws = workspaces.load(ctx, sub, rg, workspace)
-        require(ctx, request.state.caller, DELETE, compute_id(ws, name))
+        ws = request.state.parent
         action = request.query_params.get("underlyingResourceAction", "Delete")
         _choice(action, ("Delete", "Detach"), "underlyingResourceAction")
         resource = load(ctx, ws, name)
@@ -322,34 +317,34 @@ def register(router: Router, ctx: Context) -> None:
         request: Request, sub: str, rg: str, workspace: str, name: str
     ) -> Response:
         require_api_version(request)
-        ws = workspaces.load(ctx, sub, rg, workspace)
-        require(ctx, request.state.caller, LIST_NODES, compute_id(ws, name))
+        ws = request.state.parent
         resource = load(ctx, ws, name)
         return json_response({"nodes": list_nodes_wire(ctx, resource["id"]), "nextLink": None})
 
     async def list_sizes(request: Request, sub: str, location: str) -> Response:
         require_api_version(request)
-        subscription_id_or_404(ctx, sub)
-        require(ctx, request.state.caller, SIZES_READ, f"/subscriptions/{ctx.subscription_id}")
         check_location(location, "vmSizes")
         return json_response(list_page([vm_size_entry(size) for size in vm_catalog.CATALOG]))
 
     async def list_usages(request: Request, sub: str, location: str) -> Response:
         require_api_version(request)
-        subscription_id_or_404(ctx, sub)
-        require(ctx, request.state.caller, USAGES_READ, f"/subscriptions/{ctx.subscription_id}")
         location = check_location(location, "usages")
         return json_response({"value": usages(ctx, location), "nextLink": None})
 
     computes = WORKSPACE_PATH + "/computes"
-    router.add("PUT", computes + "/{name}", put_compute)
-    router.add("GET", computes + "/{name}", get_compute)
-    router.add("DELETE", computes + "/{name}", delete_compute)
-    router.add("GET", computes, list_computes)
-    router.add("POST", computes + "/{name}/listNodes", list_nodes)
+    in_ws, in_sub = workspaces.in_workspace(ctx), in_subscription(ctx)
+    one = computes + "/{name}"
+    compute = "{parent}/computes/{name}"
+    router.add("PUT", one, put_compute, parent=in_ws, action=WRITE, scope=compute)
+    router.add("GET", one, get_compute, parent=in_ws, action=READ, scope=compute)
+    router.add("DELETE", one, delete_compute, parent=in_ws, action=DELETE, scope=compute)
+    router.add("GET", computes, list_computes, parent=in_ws, action=READ)
+    router.add(
+        "POST", one + "/listNodes", list_nodes, parent=in_ws, action=LIST_NODES, scope=compute
+    )
     regional = f"/subscriptions/{{sub}}/providers/{NAMESPACE}/locations/{{location}}"
-    router.add("GET", regional + "/vmSizes", list_sizes)
-    router.add("GET", regional + "/usages", list_usages)
+    router.add("GET", regional + "/vmSizes", list_sizes, parent=in_sub, action=SIZES_READ)
+    router.add("GET", regional + "/usages", list_usages, parent=in_sub, action=USAGES_READ)
 
 
 def usages(ctx: Context, location: str) -> list[dict[str, Any]]:

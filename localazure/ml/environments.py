@@ -19,7 +19,6 @@ from starlette.responses import Response
 
 from localazure.acr.images import parse_reference
 from localazure.arm.resources import resource_or_404, system_data
-from localazure.authorization.access import require
 from localazure.core.context import Context
 from localazure.core.errors import AzureError, bad_request
 from localazure.core.http import json_body, json_response, list_page, require_api_version
@@ -137,9 +136,8 @@ def register(router: Router, ctx: Context) -> None:
     ) -> Response:
         require_api_version(request)
         caller = request.state.caller
-        ws = workspaces.load(ctx, sub, rg, workspace)
+        ws = request.state.parent
         rid = version_id(ws, name, version)
-        require(ctx, caller, VERSION_WRITE, rid)
         _check_name(name, "name")
         _check_name(version, "version")
         body = await json_body(request)
@@ -173,9 +171,8 @@ def register(router: Router, ctx: Context) -> None:
         request: Request, sub: str, rg: str, workspace: str, name: str, version: str
     ) -> Response:
         require_api_version(request)
-        ws = workspaces.load(ctx, sub, rg, workspace)
+        ws = request.state.parent
         rid = version_id(ws, name, version)
-        require(ctx, request.state.caller, VERSION_READ, rid)
         label = f"{ws['name']}/environments/{name}/versions/{version}"
         return json_response(resource_or_404(ctx, rid, ENVIRONMENT_TYPE, label, _rg(ws)))
 
@@ -183,9 +180,8 @@ def register(router: Router, ctx: Context) -> None:
         request: Request, sub: str, rg: str, workspace: str, name: str
     ) -> Response:
         require_api_version(request)
-        ws = workspaces.load(ctx, sub, rg, workspace)
+        ws = request.state.parent
         cid = environment_id(ws, name)
-        require(ctx, request.state.caller, VERSION_READ, cid)
         items = ctx.store.list_resources(type=ENVIRONMENT_VERSION_TYPE, parent=cid)
         items.sort(key=lambda v: v["systemData"]["createdAt"], reverse=True)
         top = request.query_params.get("$top")
@@ -198,8 +194,7 @@ def register(router: Router, ctx: Context) -> None:
     ) -> Response:
         require_api_version(request)
         caller = request.state.caller
-        ws = workspaces.load(ctx, sub, rg, workspace)
-        require(ctx, caller, WRITE, environment_id(ws, name))
+        ws = request.state.parent
         _check_name(name, "name")
         given = (await json_body(request)).get("properties") or {}
         with ctx.store.transaction():
@@ -219,23 +214,39 @@ def register(router: Router, ctx: Context) -> None:
         request: Request, sub: str, rg: str, workspace: str, name: str
     ) -> Response:
         require_api_version(request)
-        ws = workspaces.load(ctx, sub, rg, workspace)
+        ws = request.state.parent
         cid = environment_id(ws, name)
-        require(ctx, request.state.caller, READ, cid)
         label = f"{ws['name']}/environments/{name}"
         return json_response(resource_or_404(ctx, cid, ENVIRONMENT_TYPE, label, _rg(ws)))
 
     async def list_containers(request: Request, sub: str, rg: str, workspace: str) -> Response:
         require_api_version(request)
-        ws = workspaces.load(ctx, sub, rg, workspace)
-        require(ctx, request.state.caller, READ, ws["id"])
+        ws = request.state.parent
         items = ctx.store.list_resources(type=ENVIRONMENT_TYPE, parent=ws["id"])
         return json_response(list_page(items))
 
     envs = WORKSPACE_PATH + "/environments"
-    router.add("PUT", envs + "/{name}/versions/{version}", put_version)
-    router.add("GET", envs + "/{name}/versions/{version}", get_version)
-    router.add("GET", envs + "/{name}/versions", list_versions)
-    router.add("PUT", envs + "/{name}", put_container)
-    router.add("GET", envs + "/{name}", get_container)
-    router.add("GET", envs, list_containers)
+    in_ws = workspaces.in_workspace(ctx)
+    container = "{parent}/environments/{name}"
+    version = container + "/versions/{version}"
+    versions = envs + "/{name}/versions"
+    router.add(
+        "PUT",
+        versions + "/{version}",
+        put_version,
+        parent=in_ws,
+        action=VERSION_WRITE,
+        scope=version,
+    )
+    router.add(
+        "GET",
+        versions + "/{version}",
+        get_version,
+        parent=in_ws,
+        action=VERSION_READ,
+        scope=version,
+    )
+    router.add("GET", versions, list_versions, parent=in_ws, action=VERSION_READ, scope=container)
+    router.add("PUT", envs + "/{name}", put_container, parent=in_ws, action=WRITE, scope=container)
+    router.add("GET", envs + "/{name}", get_container, parent=in_ws, action=READ, scope=container)
+    router.add("GET", envs, list_containers, parent=in_ws, action=READ)

@@ -36,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from localazure.arm.resources import now_iso, resource_or_404, system_data
-from localazure.authorization.access import covers, require
+from localazure.authorization.access import covers
 from localazure.core import operations
 from localazure.core.context import Context
 from localazure.core.errors import AzureError, bad_request
@@ -289,9 +289,8 @@ def register(router: Router, ctx: Context) -> None:
     async def put_job(request: Request, sub: str, rg: str, workspace: str, name: str) -> Response:
         require_api_version(request)
         caller = request.state.caller
-        ws = workspaces.load(ctx, sub, rg, workspace)
+        ws = request.state.parent
         rid = job_id(ws, name)
-        require(ctx, caller, WRITE, rid)
         body = await json_body(request)
         props = body.get("properties") or {}
         with ctx.store.transaction():
@@ -357,16 +356,14 @@ def register(router: Router, ctx: Context) -> None:
 
     async def get_job(request: Request, sub: str, rg: str, workspace: str, name: str) -> Response:
         require_api_version(request)
-        ws = workspaces.load(ctx, sub, rg, workspace)
+        ws = request.state.parent
         rid = job_id(ws, name)
-        require(ctx, request.state.caller, READ, rid)
         resource = resource_or_404(ctx, rid, JOB_TYPE, f"{ws['name']}/jobs/{name}", rg)
         return json_response(view(resource, get_run(ctx, rid)))
 
     async def list_jobs(request: Request, sub: str, rg: str, workspace: str) -> Response:
         require_api_version(request)
-        ws = workspaces.load(ctx, sub, rg, workspace)
-        require(ctx, request.state.caller, READ, ws["id"])
+        ws = request.state.parent
         wanted = (request.query_params.get("listViewType") or "ActiveOnly").lower()
         items = []
         for resource in ctx.store.list_resources(type=JOB_TYPE, parent=ws["id"]):
@@ -381,9 +378,8 @@ def register(router: Router, ctx: Context) -> None:
         request: Request, sub: str, rg: str, workspace: str, name: str
     ) -> Response:
         api_version = require_api_version(request)
-        ws = workspaces.load(ctx, sub, rg, workspace)
+        ws = request.state.parent
         rid = job_id(ws, name)
-        require(ctx, request.state.caller, CANCEL, rid)
         resource_or_404(ctx, rid, JOB_TYPE, f"{ws['name']}/jobs/{name}", rg)
         with ctx.store.transaction():
             run = get_run(ctx, rid)
@@ -396,10 +392,12 @@ def register(router: Router, ctx: Context) -> None:
         return empty(202, headers=operations.headers(ctx, op, api_version))
 
     jobs = WORKSPACE_PATH + "/jobs"
-    router.add("PUT", jobs + "/{name}", put_job)
-    router.add("GET", jobs + "/{name}", get_job)
-    router.add("GET", jobs, list_jobs)
-    router.add("POST", jobs + "/{name}/cancel", cancel_job)
+    in_ws = workspaces.in_workspace(ctx)
+    job = "{parent}/jobs/{name}"
+    router.add("PUT", jobs + "/{name}", put_job, parent=in_ws, action=WRITE, scope=job)
+    router.add("GET", jobs + "/{name}", get_job, parent=in_ws, action=READ, scope=job)
+    router.add("GET", jobs, list_jobs, parent=in_ws, action=READ)
+    router.add("POST", jobs + "/{name}/cancel", cancel_job, parent=in_ws, action=CANCEL, scope=job)
 
 
 @operations.on_complete("ml.job.cancel")

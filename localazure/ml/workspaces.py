@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -23,14 +24,15 @@ from starlette.responses import Response
 from localazure.arm.resources import (
     check_location,
     delete_tree,
+    in_resource_group,
+    in_subscription,
     now_iso,
     provider_id,
     resource_group_or_404,
     resource_or_404,
-    subscription_id_or_404,
     system_data,
 )
-from localazure.authorization.access import covers, require
+from localazure.authorization.access import covers
 from localazure.core import operations
 from localazure.core.context import Context
 from localazure.core.errors import bad_request
@@ -65,6 +67,15 @@ def load(ctx: Context, sub: str, rg: str, name: str) -> dict[str, Any]:
     """The workspace, or ARM's 404 (for the resource group first, as ARM answers)."""
     resource_group_or_404(ctx, sub, rg)
     return resource_or_404(ctx, workspace_id(ctx, rg, name), WORKSPACE_TYPE, name, rg)
+
+
+def in_workspace(ctx: Context) -> Callable[..., dict[str, Any]]:
+    """The parent resolver of routes under a workspace (see ``core.router``)."""
+
+    def resolve(sub: str, rg: str, workspace: str, **_: str) -> dict[str, Any]:
+        return load(ctx, sub, rg, workspace)
+
+    return resolve
 
 
 def discovery_url(ctx: Context) -> str:
@@ -167,8 +178,7 @@ def register(router: Router, ctx: Context) -> None:
     async def put_workspace(request: Request, sub: str, rg: str, workspace: str) -> Response:
         api_version = require_api_version(request)
         caller = request.state.caller
-        require(ctx, caller, WRITE, workspace_id(ctx, rg, workspace))
-        group = resource_group_or_404(ctx, sub, rg)
+        group = request.state.parent
         _check_name(workspace)
         body = await json_body(request)
         _check_identity(body.get("identity"))
@@ -212,13 +222,11 @@ def register(router: Router, ctx: Context) -> None:
 
     async def get_workspace(request: Request, sub: str, rg: str, workspace: str) -> Response:
         require_api_version(request)
-        require(ctx, request.state.caller, READ, workspace_id(ctx, rg, workspace))
         return json_response(load(ctx, sub, rg, workspace))
 
     async def patch_workspace(request: Request, sub: str, rg: str, workspace: str) -> Response:
         require_api_version(request)
         caller = request.state.caller
-        require(ctx, caller, WRITE, workspace_id(ctx, rg, workspace))
         resource = load(ctx, sub, rg, workspace)
         body = await json_body(request)
         if "tags" in body:
@@ -231,8 +239,6 @@ def register(router: Router, ctx: Context) -> None:
 
     async def delete_workspace(request: Request, sub: str, rg: str, workspace: str) -> Response:
         api_version = require_api_version(request)
-        require(ctx, request.state.caller, DELETE, workspace_id(ctx, rg, workspace))
-        resource_group_or_404(ctx, sub, rg)
         existing = ctx.store.get_resource(workspace_id(ctx, rg, workspace))
         if existing is None:
             return empty(204)
@@ -247,26 +253,31 @@ def register(router: Router, ctx: Context) -> None:
 
     async def list_in_group(request: Request, sub: str, rg: str) -> Response:
         require_api_version(request)
-        group = resource_group_or_404(ctx, sub, rg)
-        require(ctx, request.state.caller, READ, group["id"])
+        group = request.state.parent
         items = ctx.store.list_resources(type=WORKSPACE_TYPE, parent=group["id"])
         return json_response(list_page(items))
 
     async def list_in_subscription(request: Request, sub: str) -> Response:
         require_api_version(request)
-        subscription_id_or_404(ctx, sub)
-        require(ctx, request.state.caller, READ, f"/subscriptions/{ctx.subscription_id}")
         return json_response(list_page(ctx.store.list_resources(type=WORKSPACE_TYPE)))
 
     async def discovery(request: Request) -> Response:
         return json_response(discovery_document(ctx))
 
     path = RG_PREFIX + "/workspaces/{workspace}"
-    router.add("PUT", path, put_workspace)
-    router.add("GET", path, get_workspace)
-    router.add("PATCH", path, patch_workspace)
-    router.add("DELETE", path, delete_workspace)
-    router.add("GET", RG_PREFIX + "/workspaces", list_in_group)
-    router.add("GET", f"/subscriptions/{{sub}}/providers/{WORKSPACE_TYPE}", list_in_subscription)
+    in_group, in_sub = in_resource_group(ctx), in_subscription(ctx)
+    scope = "{parent}/providers/" + WORKSPACE_TYPE + "/{workspace}"
+    router.add("PUT", path, put_workspace, parent=in_group, action=WRITE, scope=scope)
+    router.add("GET", path, get_workspace, parent=in_group, action=READ, scope=scope)
+    router.add("PATCH", path, patch_workspace, parent=in_group, action=WRITE, scope=scope)
+    router.add("DELETE", path, delete_workspace, parent=in_group, action=DELETE, scope=scope)
+    router.add("GET", RG_PREFIX + "/workspaces", list_in_group, parent=in_group, action=READ)
+    router.add(
+        "GET",
+        f"/subscriptions/{{sub}}/providers/{WORKSPACE_TYPE}",
+        list_in_subscription,
+        parent=in_sub,
+        action=READ,
+    )
     # The SDK fetches the discovery document without credentials, as it does from Azure.
     router.add("GET", "/discovery", discovery, auth="none")
