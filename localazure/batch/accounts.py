@@ -21,13 +21,13 @@ from starlette.responses import Response
 from localazure.arm.resources import (
     check_location,
     delete_tree,
+    in_resource_group,
+    in_subscription,
     now_iso,
     provider_id,
     resource_group_or_404,
-    subscription_id_or_404,
     system_data,
 )
-from localazure.authorization.access import require
 from localazure.batch import ACCOUNT_TYPE, DNS_SUFFIX, NAMESPACE
 from localazure.core import operations
 from localazure.core.context import Context
@@ -363,8 +363,7 @@ def register(router: Router, ctx: Context) -> None:
     async def put_account(request: Request, sub: str, rg: str, name: str) -> Response:
         require_api_version(request)
         caller = request.state.caller
-        require(ctx, caller, WRITE, account_id(ctx, rg, name))
-        group = resource_group_or_404(ctx, sub, rg)
+        group = request.state.parent
         _check_name(name)
         body = await json_body(request)
         rid = account_id(ctx, group["name"], name)
@@ -399,13 +398,11 @@ def register(router: Router, ctx: Context) -> None:
 
     async def get_account(request: Request, sub: str, rg: str, name: str) -> Response:
         require_api_version(request)
-        require(ctx, request.state.caller, READ, account_id(ctx, rg, name))
         return json_response(view(ctx, load(ctx, sub, rg, name)))
 
     async def patch_account(request: Request, sub: str, rg: str, name: str) -> Response:
         require_api_version(request)
         caller = request.state.caller
-        require(ctx, caller, WRITE, account_id(ctx, rg, name))
         account = load(ctx, sub, rg, name)
         body = await json_body(request)
         with ctx.store.transaction():
@@ -426,7 +423,6 @@ def register(router: Router, ctx: Context) -> None:
 
     async def delete_account(request: Request, sub: str, rg: str, name: str) -> Response:
         version = require_api_version(request)
-        require(ctx, request.state.caller, DELETE, account_id(ctx, rg, name))
         account = load(ctx, sub, rg, name)
         return operations.accepted(
             ctx,
@@ -439,28 +435,23 @@ def register(router: Router, ctx: Context) -> None:
 
     async def list_in_group(request: Request, sub: str, rg: str) -> Response:
         require_api_version(request)
-        group = resource_group_or_404(ctx, sub, rg)
-        require(ctx, request.state.caller, READ, group["id"])
+        group = request.state.parent
         items = ctx.store.list_resources(type=ACCOUNT_TYPE, parent=group["id"])
         return json_response(list_page([view(ctx, a) for a in items]))
 
     async def list_in_subscription(request: Request, sub: str) -> Response:
         require_api_version(request)
-        subscription_id_or_404(ctx, sub)
-        require(ctx, request.state.caller, READ, f"/subscriptions/{ctx.subscription_id}")
         items = ctx.store.list_resources(type=ACCOUNT_TYPE)
         return json_response(list_page([view(ctx, a) for a in items]))
 
     async def list_keys(request: Request, sub: str, rg: str, name: str) -> Response:
         require_api_version(request)
-        require(ctx, request.state.caller, LIST_KEYS, account_id(ctx, rg, name))
         account = load(ctx, sub, rg, name)
         _require_shared_key_mode(account)
         return json_response(_keys_body(account, keys(ctx, account)))
 
     async def regenerate_keys(request: Request, sub: str, rg: str, name: str) -> Response:
         require_api_version(request)
-        require(ctx, request.state.caller, REGENERATE_KEYS, account_id(ctx, rg, name))
         account = load(ctx, sub, rg, name)
         _require_shared_key_mode(account)
         key_name = (await json_body(request)).get("keyName")
@@ -476,11 +467,30 @@ def register(router: Router, ctx: Context) -> None:
         return json_response(_keys_body(account, stored))
 
     prefix = f"/subscriptions/{{sub}}/resourceGroups/{{rg}}/providers/{ACCOUNT_TYPE}"
-    router.add("PUT", prefix + "/{name}", put_account)
-    router.add("GET", prefix + "/{name}", get_account)
-    router.add("PATCH", prefix + "/{name}", patch_account)
-    router.add("DELETE", prefix + "/{name}", delete_account)
-    router.add("POST", prefix + "/{name}/listKeys", list_keys)
-    router.add("POST", prefix + "/{name}/regenerateKeys", regenerate_keys)
-    router.add("GET", prefix, list_in_group)
-    router.add("GET", f"/subscriptions/{{sub}}/providers/{ACCOUNT_TYPE}", list_in_subscription)
+    in_group, in_sub = in_resource_group(ctx), in_subscription(ctx)
+    one = prefix + "/{name}"
+    scope = "{parent}/providers/" + ACCOUNT_TYPE + "/{name}"
+    for method, handler, action in (
+        ("PUT", put_account, WRITE),
+        ("GET", get_account, READ),
+        ("PATCH", patch_account, WRITE),
+        ("DELETE", delete_account, DELETE),
+    ):
+        router.add(method, one, handler, parent=in_group, action=action, scope=scope)
+    router.add("POST", one + "/listKeys", list_keys, parent=in_group, action=LIST_KEYS, scope=scope)
+    router.add(
+        "POST",
+        one + "/regenerateKeys",
+        regenerate_keys,
+        parent=in_group,
+        action=REGENERATE_KEYS,
+        scope=scope,
+    )
+    router.add("GET", prefix, list_in_group, parent=in_group, action=READ)
+    router.add(
+        "GET",
+        f"/subscriptions/{{sub}}/providers/{ACCOUNT_TYPE}",
+        list_in_subscription,
+        parent=in_sub,
+        action=READ,
+    )

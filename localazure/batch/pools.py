@@ -15,7 +15,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from localazure.arm.resources import delete_tree
-from localazure.authorization.access import require
 from localazure.batch import NAMESPACE, POOL_TYPE, accounts, nodes, pool_model, pool_views
 from localazure.batch.pool_model import invalid
 from localazure.core import operations
@@ -84,7 +83,6 @@ def register(router: Router, ctx: Context) -> None:
     async def put_pool(request: Request, sub: str, rg: str, account: str, name: str) -> Response:
         require_api_version(request)
         acct = accounts.load(ctx, sub, rg, account)
-        require(ctx, request.state.caller, WRITE, f"{acct['id']}/pools/{name}")
         pool_model.check_pool_name(name)
         body = await json_body(request)
         props = copy.deepcopy(body.get("properties") or {})
@@ -133,7 +131,6 @@ def register(router: Router, ctx: Context) -> None:
     async def patch_pool(request: Request, sub: str, rg: str, account: str, name: str) -> Response:
         require_api_version(request)
         acct, pool = load(sub, rg, account, name)
-        require(ctx, request.state.caller, WRITE, pool["id"])
         body = await json_body(request)
         props = body.get("properties") or {}
         for field in IMMUTABLE:
@@ -163,7 +160,6 @@ def register(router: Router, ctx: Context) -> None:
     async def get_pool(request: Request, sub: str, rg: str, account: str, name: str) -> Response:
         require_api_version(request)
         _, pool = load(sub, rg, account, name)
-        require(ctx, request.state.caller, READ, pool["id"])
         return json_response(
             pool_views.mgmt_view(ctx, pool), headers={"ETag": pool_views.pool_etag(pool)}
         )
@@ -171,14 +167,12 @@ def register(router: Router, ctx: Context) -> None:
     async def list_pools(request: Request, sub: str, rg: str, account: str) -> Response:
         require_api_version(request)
         acct = accounts.load(ctx, sub, rg, account)
-        require(ctx, request.state.caller, READ, acct["id"])
         items = ctx.store.list_resources(type=POOL_TYPE, parent=acct["id"])
         return json_response(list_page([pool_views.mgmt_view(ctx, p) for p in items]))
 
     async def delete_pool(request: Request, sub: str, rg: str, account: str, name: str) -> Response:
         version = require_api_version(request)
         acct, pool = load(sub, rg, account, name)
-        require(ctx, request.state.caller, DELETE, pool["id"])
         return operations.accepted(
             ctx,
             version,
@@ -191,7 +185,6 @@ def register(router: Router, ctx: Context) -> None:
     async def stop_resize(request: Request, sub: str, rg: str, account: str, name: str) -> Response:
         require_api_version(request)
         _, pool = load(sub, rg, account, name)
-        require(ctx, request.state.caller, WRITE, pool["id"])
         stop_pool_resize(ctx, pool)
         return json_response(pool_views.mgmt_view(ctx, pool))
 
@@ -200,7 +193,6 @@ def register(router: Router, ctx: Context) -> None:
     ) -> Response:
         require_api_version(request)
         _, pool = load(sub, rg, account, name)
-        require(ctx, request.state.caller, WRITE, pool["id"])
         scale = pool["properties"].get("scaleSettings") or {}
         if scale.get("autoScale"):
             dedicated, low = nodes.counts(ctx, pool["id"])
@@ -215,13 +207,21 @@ def register(router: Router, ctx: Context) -> None:
         f"/subscriptions/{{sub}}/resourceGroups/{{rg}}/providers/{NAMESPACE}/batchAccounts/"
         "{account}/pools"
     )
-    router.add("PUT", prefix + "/{name}", put_pool)
-    router.add("PATCH", prefix + "/{name}", patch_pool)
-    router.add("GET", prefix + "/{name}", get_pool)
-    router.add("DELETE", prefix + "/{name}", delete_pool)
-    router.add("POST", prefix + "/{name}/stopResize", stop_resize)
-    router.add("POST", prefix + "/{name}/disableAutoScale", disable_auto_scale)
-    router.add("GET", prefix, list_pools)
+
+    def in_account(sub: str, rg: str, account: str, **_: str) -> dict[str, Any]:
+        return accounts.load(ctx, sub, rg, account)
+
+    one, scope = prefix + "/{name}", "{parent}/pools/{name}"
+    for method, path, handler, action in (
+        ("PUT", one, put_pool, WRITE),
+        ("PATCH", one, patch_pool, WRITE),
+        ("GET", one, get_pool, READ),
+        ("DELETE", one, delete_pool, DELETE),
+        ("POST", one + "/stopResize", stop_resize, WRITE),
+        ("POST", one + "/disableAutoScale", disable_auto_scale, WRITE),
+    ):
+        router.add(method, path, handler, parent=in_account, action=action, scope=scope)
+    router.add("GET", prefix, list_pools, parent=in_account, action=READ)
 
 
 def stop_pool_resize(ctx: Context, pool: dict[str, Any]) -> None:
