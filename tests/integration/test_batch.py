@@ -449,3 +449,15 @@ def test_entra_token_for_the_batch_audience_is_accepted(batch):
     wrong = batch.emulator.credential().get_token(batch.emulator.endpoint + "/.default").token
     answer = requests.get(url, headers={"Authorization": f"Bearer {wrong}"}, timeout=10)
     assert answer.status_code == 401 and answer.json()["code"] == "AuthenticationFailed"
+
+
+def test_shared_workload_faults_strike_tasks_by_job_and_task_id(batch):
+    batch.grant_pull()
+    batch.pool()
+    batch.wait_nodes("idle")
+    batch.emulator.admin("POST", "ml/faults", {"fault": "crash", "job": "^run1/crashes$", "after_s": 0.5})
+    batch.job()
+    batch.task("crashes", "sleep 30")
+    task = batch.wait_task("crashes")
+    assert task.execution_info.exit_code == 137
+    assert task.execution_info.failure_info.code == "FailureExitCode"
