@@ -455,7 +455,9 @@ def test_shared_workload_faults_strike_tasks_by_job_and_task_id(batch):
     batch.grant_pull()
     batch.pool()
     batch.wait_nodes("idle")
-    batch.emulator.admin("POST", "ml/faults", {"fault": "crash", "job": "^run1/crashes$", "after_s": 0.5})
+    batch.emulator.admin(
+        "POST", "ml/faults", {"fault": "crash", "job": "^run1/crashes$", "after_s": 0.5}
+    )
     batch.job()
     batch.task("crashes", "sleep 30")
     task = batch.wait_task("crashes")
