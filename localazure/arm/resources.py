@@ -24,6 +24,12 @@ LOCATIONS = {
 }
 
 
+def regional_wildcards(suffixes: tuple[str, ...]) -> tuple[str, ...]:
+    """``*.<region><suffix>`` for every emulated region: the certificate names that cover hosts
+    with a region label (``<account>.eastus.batch.azure.com``; a wildcard covers one label)."""
+    return tuple(f"*.{region}{suffix}" for suffix in suffixes for region in LOCATIONS)
+
+
 def normalise_location(location: str | None) -> str:
     return (location or "").replace(" ", "").lower()
 
