@@ -28,6 +28,7 @@ from localazure.arm.resources import (
     resource_group_or_404,
     system_data,
 )
+from localazure.authorization.access import covers
 from localazure.batch import ACCOUNT_TYPE, DNS_SUFFIX, NAMESPACE
 from localazure.core import operations
 from localazure.core.context import Context
@@ -338,20 +339,18 @@ def _properties(
 # -- routes ---------------------------------------------------------------------------------------
 
 
-def _delete_account(ctx: Context, params: dict[str, Any]) -> None:
+@operations.on_complete("batch-delete")
+def _delete_resource(ctx: Context, params: dict[str, Any]) -> None:
+    """The end of a Batch account's or pool's delete operation."""
     if ctx.store.get_resource(params["id"]) is not None:
         delete_tree(ctx, params["id"])
 
 
-operations.on_complete("batch-account-delete")(_delete_account)
-
-
 def drop_under(ctx: Context, resource_id: str) -> None:
     """Delete hook: keys, quota and the system identity of deleted accounts go with them."""
-    target = resource_id.rstrip("/").lower()
     for account in ctx.store.list_resources(type=ACCOUNT_TYPE):
         key = account["id"].lower()
-        if key == target or key.startswith(target + "/"):
+        if covers(resource_id, key):
             ctx.store.delete(KEYS_KIND, key)
             ctx.store.delete(QUOTA_KIND, key)
             principal = (account.get("identity") or {}).get("principalId")
@@ -429,7 +428,7 @@ def register(router: Router, ctx: Context) -> None:
             version,
             namespace=NAMESPACE,
             location=account["location"],
-            kind="batch-account-delete",
+            kind="batch-delete",
             params={"id": account["id"]},
         )
 

@@ -186,11 +186,7 @@ def get_task(ctx: Context, account_id: str, job_id: str, task_id: str) -> dict[s
 
 def tasks_of(ctx: Context, account_id: str, job_id: str | None = None) -> list[dict[str, Any]]:
     prefix = account_id.lower() + "|" + (job_id.lower() + "|" if job_id else "")
-    return [
-        t
-        for t in ctx.store.values(TASK_KIND, prefix)
-        if t["job_id"].lower() == (job_id or t["job_id"]).lower()
-    ]
+    return ctx.store.values(TASK_KIND, prefix)
 
 
 def all_tasks(ctx: Context) -> list[dict[str, Any]]:

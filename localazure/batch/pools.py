@@ -14,7 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from localazure.arm.resources import delete_tree
+from localazure.authorization.access import covers
 from localazure.batch import NAMESPACE, POOL_TYPE, accounts, nodes, pool_model, pool_views
 from localazure.batch.pool_model import invalid
 from localazure.core import operations
@@ -56,25 +56,16 @@ def _identity_ids(identity: dict[str, Any] | None) -> set[str]:
     return {i.lower() for i in ((identity or {}).get("userAssignedIdentities") or {})}
 
 
-def _delete_pool(ctx: Context, params: dict[str, Any]) -> None:
-    if ctx.store.get_resource(params["id"]) is not None:
-        delete_tree(ctx, params["id"])
-
-
-operations.on_complete("batch-pool-delete")(_delete_pool)
-
-
 def drop_under(ctx: Context, resource_id: str) -> None:
-    target = resource_id.rstrip("/").lower()
     for key, _ in ctx.store.items(pool_model.RESIZE_KIND):
-        if key == target or key.startswith(target + "/"):
+        if covers(resource_id, key):
             ctx.store.delete(pool_model.RESIZE_KIND, key)
             ctx.store.delete("batch-autoscale-run", key)
 
 
 def register(router: Router, ctx: Context) -> None:
-    def load(sub: str, rg: str, account_name: str, name: str) -> tuple[dict, dict]:
-        account = accounts.load(ctx, sub, rg, account_name)
+    def load(request: Request, name: str) -> tuple[dict, dict]:
+        account = request.state.parent
         pool = ctx.store.get_resource(f"{account['id']}/pools/{name}")
         if pool is None:
             raise pool_not_found(name)
@@ -82,7 +73,7 @@ def register(router: Router, ctx: Context) -> None:
 
     async def put_pool(request: Request, sub: str, rg: str, account: str, name: str) -> Response:
         require_api_version(request)
-        acct = accounts.load(ctx, sub, rg, account)
+        acct = request.state.parent
         pool_model.check_pool_name(name)
         body = await json_body(request)
         props = copy.deepcopy(body.get("properties") or {})
@@ -130,7 +121,7 @@ def register(router: Router, ctx: Context) -> None:
 
     async def patch_pool(request: Request, sub: str, rg: str, account: str, name: str) -> Response:
         require_api_version(request)
-        acct, pool = load(sub, rg, account, name)
+        acct, pool = load(request, name)
         body = await json_body(request)
         props = body.get("properties") or {}
         for field in IMMUTABLE:
@@ -159,32 +150,32 @@ def register(router: Router, ctx: Context) -> None:
 
     async def get_pool(request: Request, sub: str, rg: str, account: str, name: str) -> Response:
         require_api_version(request)
-        _, pool = load(sub, rg, account, name)
+        _, pool = load(request, name)
         return json_response(
             pool_views.mgmt_view(ctx, pool), headers={"ETag": pool_views.pool_etag(pool)}
         )
 
     async def list_pools(request: Request, sub: str, rg: str, account: str) -> Response:
         require_api_version(request)
-        acct = accounts.load(ctx, sub, rg, account)
+        acct = request.state.parent
         items = ctx.store.list_resources(type=POOL_TYPE, parent=acct["id"])
         return json_response(list_page([pool_views.mgmt_view(ctx, p) for p in items]))
 
     async def delete_pool(request: Request, sub: str, rg: str, account: str, name: str) -> Response:
         version = require_api_version(request)
-        acct, pool = load(sub, rg, account, name)
+        acct, pool = load(request, name)
         return operations.accepted(
             ctx,
             version,
             namespace=NAMESPACE,
             location=acct["location"],
-            kind="batch-pool-delete",
+            kind="batch-delete",
             params={"id": pool["id"]},
         )
 
     async def stop_resize(request: Request, sub: str, rg: str, account: str, name: str) -> Response:
         require_api_version(request)
-        _, pool = load(sub, rg, account, name)
+        _, pool = load(request, name)
         stop_pool_resize(ctx, pool)
         return json_response(pool_views.mgmt_view(ctx, pool))
 
@@ -192,7 +183,7 @@ def register(router: Router, ctx: Context) -> None:
         request: Request, sub: str, rg: str, account: str, name: str
     ) -> Response:
         require_api_version(request)
-        _, pool = load(sub, rg, account, name)
+        _, pool = load(request, name)
         scale = pool["properties"].get("scaleSettings") or {}
         if scale.get("autoScale"):
             dedicated, low = nodes.counts(ctx, pool["id"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 
+from localazure.authorization.access import covers
 from localazure.batch import DNS_SUFFIX, accounts, admin, dataplane, jobs, pools
 from localazure.batch.task_runner import BatchRunner
 from localazure.core.context import Context
@@ -44,11 +45,8 @@ class BatchService(BaseService):
             self._loop.stop()
 
     def on_delete(self, ctx: Context, resource_id: str) -> None:
-        target = resource_id.rstrip("/").lower()
         for job in ctx.store.values(jobs.JOB_KIND):
-            if job["account_id"].lower() == target or job["account_id"].lower().startswith(
-                target + "/"
-            ):
+            if covers(resource_id, job["account_id"]):
                 for task in jobs.tasks_of(ctx, job["account_id"], job["id"]):
                     jobs.remove_files(ctx, task)
                     ctx.store.delete(jobs.TASK_KIND, task["key"])

@@ -463,3 +463,18 @@ def test_shared_workload_faults_strike_tasks_by_job_and_task_id(batch):
     task = batch.wait_task("crashes")
     assert task.execution_info.exit_code == 137
     assert task.execution_info.failure_info.code == "FailureExitCode"
+
+
+def test_deleting_pool_and_account_releases_nodes_and_drops_jobs(batch):
+    batch.grant_pull()
+    batch.pool()
+    batch.wait_nodes("idle")
+    batch.job()
+    batch.mgmt.pool.begin_delete(RG, ACCOUNT, "waa").result()
+    assert list(batch.mgmt.pool.list_by_batch_account(RG, ACCOUNT)) == []
+    report = batch.emulator.admin("GET", "batch/nodes?pool=waa")
+    assert report["value"] and all(n["released_at"] for n in report["value"])
+    batch.mgmt.batch_account.begin_delete(RG, ACCOUNT).result()
+    with pytest.raises(HttpResponseError) as caught:
+        batch.mgmt.batch_account.get(RG, ACCOUNT)
+    assert caught.value.status_code == 404
