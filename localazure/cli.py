@@ -15,8 +15,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from localazure.arm.resources import regional_wildcards
 from localazure.core.tls import ensure_certificates
-from localazure.settings import REDIRECTED_SUFFIXES, Settings
+from localazure.settings import REDIRECTED_SUFFIXES, REGIONAL_SUFFIXES, Settings
 
 STARTUP_TIMEOUT_S = 30
 
@@ -74,7 +75,7 @@ def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
         print(f"localazure is already running at {settings.endpoint}")
         return 0
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    ensure_certificates(settings.tls_dir, settings.host)
+    ensure_certificates(settings.tls_dir, settings.host, regional_wildcards(REGIONAL_SUFFIXES))
     log = open(settings.log_file, "ab")  # noqa: SIM115 - handed to the child process
     env = {
         **os.environ,

@@ -7,13 +7,16 @@ import logging
 import uvicorn
 
 from localazure.app import create_app
+from localazure.arm.resources import regional_wildcards
 from localazure.core.context import Context
 from localazure.core.tls import ensure_certificates
-from localazure.settings import Settings
+from localazure.settings import REGIONAL_SUFFIXES, Settings
 
 
 def serve(settings: Settings) -> None:
-    cert, key = ensure_certificates(settings.tls_dir, settings.host)
+    cert, key = ensure_certificates(
+        settings.tls_dir, settings.host, regional_wildcards(REGIONAL_SUFFIXES)
+    )
     ctx = Context.create(settings)
     app = create_app(ctx)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from localazure.acr.service import ContainerRegistryService
 from localazure.authorization.service import AuthorizationService
+from localazure.batch.service import BatchService
 from localazure.core.service import Service
 from localazure.identity.service import IdentityService
 from localazure.ml.service import MachineLearningService
@@ -23,4 +24,5 @@ def all_services() -> list[Service]:
         PublicRegistryService(),
         ContainerRegistryService(),
         MachineLearningService(),
+        BatchService(),
     ]

@@ -92,6 +92,10 @@ PROVIDERS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
         "locations/vmSizes": (EVERY_REGION, ("2025-06-01", "2024-10-01", "2024-04-01")),
         "locations/usages": (EVERY_REGION, ("2025-06-01", "2024-10-01", "2024-04-01")),
     },
+    "Microsoft.Batch": {
+        "batchAccounts": (EVERY_REGION, ("2024-07-01", "2024-02-01", "2023-11-01")),
+        "batchAccounts/pools": (EVERY_REGION, ("2024-07-01", "2024-02-01", "2023-11-01")),
+    },
 }
 _IMPLEMENTED = {ns.lower(): ns for ns in PROVIDERS}
 

@@ -75,13 +75,14 @@ def _load_ca(tls_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKe
     return cert, key
 
 
-def _issue_server(tls_dir: Path, host: str, ca_cert, ca_key) -> None:
+def _issue_server(tls_dir: Path, host: str, extra_names: tuple[str, ...], ca_cert, ca_key) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = [x509.DNSName("localhost")]
     names += [
         x509.DNSName("*" + suffix if suffix.startswith(".") else suffix)
         for suffix in REDIRECTED_SUFFIXES
     ]
+    names += [x509.DNSName(name) for name in extra_names]
     try:
         names.append(x509.IPAddress(ipaddress.ip_address(host)))
     except ValueError:
@@ -108,16 +109,19 @@ def _issue_server(tls_dir: Path, host: str, ca_cert, ca_key) -> None:
     )
     (tls_dir / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     _write_private(tls_dir / "server-key.pem", _pem_key(key))
-    (tls_dir / "server.host").write_text(_server_identity(host))
+    (tls_dir / "server.host").write_text(_server_identity(host, extra_names))
 
 
-def _server_identity(host: str) -> str:
+def _server_identity(host: str, extra_names: tuple[str, ...]) -> str:
     """What the server certificate was issued for; a change re-issues it."""
-    return "|".join((host, *REDIRECTED_SUFFIXES))
+    return "|".join((host, *REDIRECTED_SUFFIXES, *extra_names))
 
 
-def ensure_certificates(tls_dir: Path, host: str) -> tuple[Path, Path]:
-    """Create the CA once and a server certificate for ``host``; return (cert, key) paths."""
+def ensure_certificates(
+    tls_dir: Path, host: str, extra_names: tuple[str, ...] = ()
+) -> tuple[Path, Path]:
+    """Create the CA once and a server certificate for ``host``, the redirected suffixes and
+    ``extra_names`` (DNS names, wildcards allowed); return (cert, key) paths."""
     tls_dir.mkdir(parents=True, exist_ok=True)
     if (tls_dir / "ca.pem").exists() and (tls_dir / "ca-key.pem").exists():
         ca_cert, ca_key = _load_ca(tls_dir)
@@ -127,7 +131,7 @@ def ensure_certificates(tls_dir: Path, host: str) -> tuple[Path, Path]:
     if (
         not (tls_dir / "server.pem").exists()
         or not host_file.exists()
-        or (host_file.read_text() != _server_identity(host))
+        or (host_file.read_text() != _server_identity(host, extra_names))
     ):
-        _issue_server(tls_dir, host, ca_cert, ca_key)
+        _issue_server(tls_dir, host, extra_names, ca_cert, ca_key)
     return tls_dir / "server.pem", tls_dir / "server-key.pem"

@@ -251,6 +251,12 @@ def _provision(ctx: Context, cluster: PoolSpec, now: float, provision_s: float) 
     return node
 
 
+def provision(ctx: Context, spec: PoolSpec, now: float) -> dict[str, Any]:
+    """A new node for a pool that keeps its own node count (a Batch pool's resize): its
+    provisioning starts now and takes the simulated provisioning time."""
+    return _provision(ctx, spec, now, timing(ctx).provision())
+
+
 def _allocation_blocked(ctx: Context, cluster: PoolSpec) -> bool:
     """Record (or clear) the cluster's resize error; True when quota blocks one more node."""
     error = quota_error(ctx, cluster.location, cluster.size, cluster.priority, cluster.size.vcpus)
