@@ -10,6 +10,7 @@ from localazure.arm import catalog
 from localazure.core.context import Context
 from localazure.core.errors import AzureError, bad_request, not_found, resource_group_not_found
 
+
 def regional_wildcards(suffixes: tuple[str, ...]) -> tuple[str, ...]:
     """``*.<region><suffix>`` for every region of the catalogue: the certificate names that cover
     hosts with a region label (``<account>.eastus.batch.azure.com``; a wildcard covers one label)."""
