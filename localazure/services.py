@@ -11,11 +11,13 @@ from localazure.authorization import service as authorization
 from localazure.ml import service as ml
 from localazure.msi import service as msi
 from localazure.publicregistry import service as publicregistry
+from localazure.storage import service as storage
 
 SERVICES: list = [
     authorization,
     msi,
     publicregistry,
     acr,
+    storage,
     ml,
 ]

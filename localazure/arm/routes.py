@@ -34,6 +34,7 @@ PROVIDERS = (
     "Microsoft.Batch",
     "Microsoft.Compute",
     "Microsoft.Network",
+    "Microsoft.Storage",
 )
 
 

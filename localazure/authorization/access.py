@@ -34,10 +34,13 @@ def covers(scope: str, resource_id: str) -> bool:
     return _covers(normalise_scope(scope), normalise_scope(resource_id))
 
 
-def _allows(permissions: dict[str, Any], action: str) -> bool:
+def _allows(permissions: dict[str, Any], action: str, data: bool = False) -> bool:
+    """``data``: match the role's data actions (blob reads and writes) instead of its actions;
+    Owner's ``*`` covers no data action, as in Azure."""
     action = action.lower()
-    granted = any(fnmatch.fnmatchcase(action, a.lower()) for a in permissions["actions"])
-    denied = any(fnmatch.fnmatchcase(action, a.lower()) for a in permissions["notActions"])
+    allowed, excluded = ("dataActions", "notDataActions") if data else ("actions", "notActions")
+    granted = any(fnmatch.fnmatchcase(action, a.lower()) for a in permissions.get(allowed, []))
+    denied = any(fnmatch.fnmatchcase(action, a.lower()) for a in permissions.get(excluded, []))
     return granted and not denied
 
 
@@ -49,13 +52,15 @@ def assignments_for(ctx: Context, object_id: str) -> list[dict[str, Any]]:
     ]
 
 
-def is_allowed(ctx: Context, object_id: str, action: str, resource_id: str) -> bool:
+def is_allowed(
+    ctx: Context, object_id: str, action: str, resource_id: str, *, data: bool = False
+) -> bool:
     for assignment in assignments_for(ctx, object_id):
         props = assignment["properties"]
         if not _covers(props["scope"], resource_id):
             continue
         role = BY_ID.get(role_guid_from_definition_id(props["roleDefinitionId"]))
-        if role and _allows(role[1], action):
+        if role and _allows(role[1], action, data):
             return True
     return False
 

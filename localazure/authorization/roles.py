@@ -90,6 +90,49 @@ _BUILT_IN: dict[str, dict[str, Any]] = {
             "Microsoft.MachineLearningServices/workspaces/computes/*/delete",
         ],
     },
+    "Storage Blob Data Reader": {
+        "id": "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
+        "description": "Allows for read access to Azure Storage blob containers and data",
+        "actions": [
+            "Microsoft.Storage/storageAccounts/blobServices/containers/read",
+            "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action",
+        ],
+        "notActions": [],
+        "dataActions": ["Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read"],
+        "notDataActions": [],
+    },
+    "Storage Blob Data Contributor": {
+        "id": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
+        "description": "Allows for read, write and delete access to Azure Storage blob "
+        "containers and data",
+        "actions": [
+            "Microsoft.Storage/storageAccounts/blobServices/containers/delete",
+            "Microsoft.Storage/storageAccounts/blobServices/containers/read",
+            "Microsoft.Storage/storageAccounts/blobServices/containers/write",
+            "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action",
+        ],
+        "notActions": [],
+        "dataActions": [
+            "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/delete",
+            "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read",
+            "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write",
+            "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/move/action",
+            "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/add/action",
+        ],
+        "notDataActions": [],
+    },
+    "Storage Blob Data Owner": {
+        "id": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
+        "description": "Allows for full access to Azure Storage blob containers and data, "
+        "including assigning POSIX access control.",
+        "actions": [
+            "Microsoft.Storage/storageAccounts/blobServices/containers/*",
+            "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action",
+        ],
+        "notActions": [],
+        "dataActions": ["Microsoft.Storage/storageAccounts/blobServices/containers/blobs/*"],
+        "notDataActions": [],
+    },
 }
 
 BY_NAME = {name.lower(): (name, spec) for name, spec in _BUILT_IN.items()}
@@ -111,8 +154,8 @@ def definition_body(subscription_id: str, scope: str, name: str, spec: dict[str,
                 {
                     "actions": spec["actions"],
                     "notActions": spec["notActions"],
-                    "dataActions": [],
-                    "notDataActions": [],
+                    "dataActions": spec.get("dataActions", []),
+                    "notDataActions": spec.get("notDataActions", []),
                 }
             ],
             "createdOn": "2018-03-13T20:15:35.9320000Z",
