@@ -10,7 +10,9 @@ what lets a client resume an interrupted upload (Get Block List shows what alrea
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
+import re
 import secrets
 import shutil
 import time
@@ -32,6 +34,7 @@ MAX_PUT_BLOB_BYTES = 5000 * 1024 * 1024
 MAX_BLOCKS = 50_000
 MAX_UNCOMMITTED_BLOCKS = 100_000
 _READ_CHUNK = 1024 * 1024
+CONTAINER_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 
 
 class BlobStateError(Exception):
@@ -51,6 +54,10 @@ class WrittenBlock:
 
 def http_date(ts: float) -> str:
     return formatdate(ts, usegmt=True)
+
+
+def iso_date(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
 
 
 def new_etag() -> str:

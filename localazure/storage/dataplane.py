@@ -24,7 +24,7 @@ from starlette.responses import Response, StreamingResponse
 
 from localazure.core.context import Context
 from localazure.core.router import Router
-from localazure.storage import BLOB_SUFFIX, blobs
+from localazure.storage import BLOB_SUFFIX, blobs, containers
 from localazure.storage.accounts import find_account
 from localazure.storage.auth import Principal, StorageAuthError, authenticate, authorize
 from localazure.storage.blobs import BlobStateError, http_date
@@ -37,13 +37,11 @@ CONTAINER_DELETE = f"{CONTAINERS}/delete"
 BLOB_READ = f"{CONTAINERS}/blobs/read"
 BLOB_WRITE = f"{CONTAINERS}/blobs/write"
 BLOB_DELETE = f"{CONTAINERS}/blobs/delete"
-CONTAINER_TYPE = CONTAINERS
 SERVICE_READ = "Microsoft.Storage/storageAccounts/blobServices/read"
 MAX_LIST_RESULTS = 5000
 MAX_RANGE_MD5_BYTES = 4 * 1024 * 1024
 MAX_BLOCK_LIST_BYTES = 16 * 1024 * 1024
 _META_PREFIX = "x-ms-meta-"
-_CONTAINER_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 # Blob content properties: (header on writes, header on reads, record field).
 _CONTENT_PROPERTIES = (
     ("x-ms-blob-content-type", "content-type", "content_type"),
@@ -470,32 +468,19 @@ class BlobService:
 
     async def create_container(self, request, principal, account, container, _blob) -> Response:
         authorize(self.ctx, principal, CONTAINER_WRITE, self.scope(account, container), data=False)
-        if not _CONTAINER_NAME.match(container):
+        if not containers.name_is_valid(container):
             raise StorageError(
                 400,
                 "InvalidResourceName",
                 "The specifed resource name contains invalid characters.",
             )
-        public_access = request.headers.get("x-ms-blob-public-access")
-        if public_access and not account["properties"].get("allowBlobPublicAccess"):
-            raise StorageError(
-                409,
-                "PublicAccessNotPermitted",
-                "Public access is not permitted on this storage account.",
-            )
-        with self.ctx.store.transaction():
-            record = blobs.create_container(
-                self.ctx, account["name"], container, _metadata(request), public_access
-            )
-            # A container is also an ARM resource: role assignments can be scoped to it.
-            self.ctx.store.put_resource(
-                {
-                    "id": self.scope(account, container),
-                    "name": container,
-                    "type": CONTAINER_TYPE,
-                    "properties": {"publicAccess": public_access or "None"},
-                }
-            )
+        record = containers.create(
+            self.ctx,
+            account,
+            container,
+            _metadata(request),
+            request.headers.get("x-ms-blob-public-access"),
+        )
         return Response(
             b"",
             status_code=201,
@@ -519,9 +504,7 @@ class BlobService:
     async def delete_container(self, request, principal, account, container, _) -> Response:
         authorize(self.ctx, principal, CONTAINER_DELETE, self.scope(account, container), data=False)
         self._container(account, container)
-        with self.ctx.store.transaction():
-            blobs.delete_container(self.ctx, account["name"], container)
-            self.ctx.store.delete_resource(self.scope(account, container))
+        containers.delete(self.ctx, account, container)
         return Response(b"", status_code=202)
 
     async def list_blobs(self, request, principal, account, container, _) -> Response:

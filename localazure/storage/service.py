@@ -7,11 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 from localazure.core.context import Context
-from localazure.storage import BLOB_SUFFIX, accounts, blobs, dataplane
+from localazure.storage import BLOB_SUFFIX, accounts, blobs, containers, dataplane
 
 
 def register(app: Any, ctx: Context) -> None:
     accounts.register(app.router, ctx)
+    containers.register(app.router, ctx)
     dataplane.register(app.host_router(BLOB_SUFFIX), ctx)
     ctx.delete_hooks.append(
         lambda ctx, resource_id: accounts.forget_accounts(

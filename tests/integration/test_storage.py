@@ -382,3 +382,26 @@ def test_blob_data_role_definitions_exist(storage):
         found = list(client.role_definitions.list(scope, filter=f"roleName eq '{name}'"))
         assert [d.name for d in found] == [guid]
         assert found[0].permissions[0].data_actions
+
+
+def test_containers_through_the_management_api_are_the_data_planes(storage):
+    storage.create("mgmtcont01")
+    created = storage.client.blob_containers.create(
+        GROUP, "mgmtcont01", "golden", {"metadata": {"image": "waa"}}
+    )
+    assert created.name == "golden" and created.public_access in ("None", None)
+    service = storage.blob_service("mgmtcont01")
+    assert service.get_container_client("golden").get_container_properties().metadata == {
+        "image": "waa"
+    }
+    service.create_container("second")
+    listed = [c.name for c in storage.client.blob_containers.list(GROUP, "mgmtcont01")]
+    assert listed == ["golden", "second"]
+    storage.client.blob_containers.delete(GROUP, "mgmtcont01", "golden")
+    with pytest.raises(ResourceNotFoundError):
+        service.get_container_client("golden").get_container_properties()
+    with pytest.raises(HttpResponseError) as err:
+        storage.client.blob_containers.create(
+            GROUP, "mgmtcont01", "public", {"public_access": "Container"}
+        )
+    assert err.value.error.code == "PublicAccessNotPermitted"
