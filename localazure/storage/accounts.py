@@ -17,10 +17,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from localazure.arm.catalog import check_location, normalise_location
 from localazure.arm.resources import (
-    check_location,
     delete_tree,
-    normalise_location,
     now_iso,
     provider_id,
     resource_group_or_404,
@@ -372,7 +371,7 @@ def register(router: Router, ctx: Context) -> None:
                 )
             account = existing
         else:
-            location = check_location(body.get("location"), "storageAccounts")
+            location = check_location(body.get("location"), ACCOUNT_TYPE)
             taken = find_account(ctx, name)
             if taken:
                 raise conflict(

@@ -1,25 +1,25 @@
-"""Registers Azure Storage with the emulator: the management routes on ARM, the Blob data plane
-on ``*.blob.core.windows.net``, and the delete hook that drops an account's keys and content with
-its resource."""
+"""Azure Storage as an emulated service: the management routes on ARM (accounts, keys, blob
+service settings, containers), the Blob data plane on ``*.blob.core.windows.net``, and the delete
+hook that drops an account's keys and content with its resource."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from localazure.core.context import Context
+from localazure.core.router import Routes
+from localazure.core.service import BaseService
 from localazure.storage import BLOB_SUFFIX, accounts, blobs, containers, dataplane
 
 
-def register(app: Any, ctx: Context) -> None:
-    accounts.register(app.router, ctx)
-    containers.register(app.router, ctx)
-    dataplane.register(app.host_router(BLOB_SUFFIX), ctx)
-    ctx.delete_hooks.append(
-        lambda ctx, resource_id: accounts.forget_accounts(
-            ctx, resource_id, blobs.drop_account_content
-        )
-    )
+class StorageService(BaseService):
+    name = "storage"
 
+    def register(self, routes: Routes, ctx: Context) -> None:
+        accounts.register(routes.arm, ctx)
+        containers.register(routes.arm, ctx)
+        dataplane.register(routes.host(BLOB_SUFFIX), ctx)
 
-def bootstrap(ctx: Context) -> None:
-    blobs.remove_orphaned_files(ctx)
+    def bootstrap(self, ctx: Context) -> None:
+        blobs.remove_orphaned_files(ctx)
+
+    def on_delete(self, ctx: Context, resource_id: str) -> None:
+        accounts.forget_accounts(ctx, resource_id, blobs.drop_account_content)
