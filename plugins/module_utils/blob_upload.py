@@ -119,8 +119,10 @@ def plan(container_client, src: Path, prefix: str) -> list[FilePlan]:
             props = container_client.get_blob_client(entry.blob).get_blob_properties()
         except ResourceNotFoundError:
             props = None
-        if props is not None and props.size == entry.size and (
-            (props.metadata or {}).get(CHECKSUM_KEY) == sha
+        if (
+            props is not None
+            and props.size == entry.size
+            and ((props.metadata or {}).get(CHECKSUM_KEY) == sha)
         ):
             entry.action = "unchanged"
         plans.append(entry)
@@ -162,8 +164,13 @@ def upload_file(
         return
     done = {"blocks": entry.blocks_reused, "bytes": entry.size - entry.bytes_sent}
     lock = threading.Lock()
-    progress(event="file_started", blob=entry.blob, size=entry.size, blocks=blocks,
-             blocks_reused=entry.blocks_reused)
+    progress(
+        event="file_started",
+        blob=entry.blob,
+        size=entry.size,
+        blocks=blocks,
+        blocks_reused=entry.blocks_reused,
+    )
 
     def send(index: int) -> None:
         with open(entry.path, "rb") as source:
@@ -174,8 +181,14 @@ def upload_file(
             done["blocks"] += 1
             done["bytes"] += len(data)
             snapshot = dict(done)
-        progress(event="block", blob=entry.blob, blocks_done=snapshot["blocks"],
-                 blocks=blocks, bytes_done=snapshot["bytes"], size=entry.size)
+        progress(
+            event="block",
+            blob=entry.blob,
+            blocks_done=snapshot["blocks"],
+            blocks=blocks,
+            bytes_done=snapshot["bytes"],
+            size=entry.size,
+        )
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         for future in [pool.submit(send, i) for i in missing]:

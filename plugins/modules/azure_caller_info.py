@@ -86,8 +86,7 @@ class AzureRMCallerInfo(AzureRMModuleBase):
             object_id=claims["oid"],
             tenant_id=claims.get("tid", ""),
             app_id=app_id,
-            principal_type="User" if claims.get("scp") or claims.get("upn")
-            else "ServicePrincipal",
+            principal_type="User" if claims.get("scp") or claims.get("upn") else "ServicePrincipal",
         )
         return self.results
 

@@ -44,7 +44,9 @@ def test_progress_appends_json_lines(tmp_path):
     progress = blob_upload.Progress(str(tmp_path / "p" / "progress.jsonl"), logged.append)
     progress(event="block", blocks_done=1)
     progress(event="file_committed")
-    lines = [json.loads(line) for line in (tmp_path / "p" / "progress.jsonl").read_text().splitlines()]
+    lines = [
+        json.loads(line) for line in (tmp_path / "p" / "progress.jsonl").read_text().splitlines()
+    ]
     assert [line["event"] for line in lines] == ["block", "file_committed"]
     assert len(logged) == 2 and all("ts" in line for line in lines)
 
