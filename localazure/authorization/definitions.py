@@ -96,6 +96,15 @@ def _checked_guid(role_id: str) -> str:
     return role_id.lower()
 
 
+def _refuse_built_in(role_id: str, verb: str) -> None:
+    if roles.built_in(role_id) is not None:
+        raise AzureError(
+            403,
+            "RoleDefinitionUpdateNotAllowed",
+            f"The built-in role definition '{role_id}' cannot be {verb}.",
+        )
+
+
 def _requested_role(ctx: Context, guid: str, body: dict[str, Any]) -> dict[str, Any]:
     props = body.get("properties")
     props = props if isinstance(props, dict) else {}
@@ -162,12 +171,7 @@ def register(router: Router, ctx: Context) -> None:
         scope, guid = normalise_scope(scope), _checked_guid(role_id)
         home = _home(ctx, scope)
         caller = request.state.caller
-        if roles.built_in(guid) is not None:
-            raise AzureError(
-                403,
-                "RoleDefinitionUpdateNotAllowed",
-                f"The built-in role definition '{guid}' cannot be changed.",
-            )
+        _refuse_built_in(guid, "changed")
         wanted = _requested_role(ctx, guid, await json_body(request))
         for assignable in [scope or "/", *wanted["assignableScopes"]]:
             require(
@@ -194,12 +198,7 @@ def register(router: Router, ctx: Context) -> None:
         scope = normalise_scope(scope)
         home = _home(ctx, scope)
         caller = request.state.caller
-        if roles.built_in(role_id) is not None:
-            raise AzureError(
-                403,
-                "RoleDefinitionUpdateNotAllowed",
-                f"The built-in role definition '{role_id}' cannot be deleted.",
-            )
+        _refuse_built_in(role_id, "deleted")
         record = ctx.store.get(roles.CUSTOM_ROLE_KIND, role_id.lower())
         if record is None:
             return empty(204)

@@ -50,3 +50,16 @@ def require_api_version(request: Request) -> str:
 
 def list_page(items: list[Any]) -> dict[str, Any]:
     return {"value": items}
+
+
+def enum_value(requested: Any, allowed: tuple[str, ...], name: str) -> str:
+    """``requested`` as Azure spells it among ``allowed`` (case-insensitive), or ARM's
+    deserialization error."""
+    found = next((value for value in allowed if value.lower() == str(requested).lower()), None)
+    if found is None:
+        raise bad_request(
+            "InvalidRequestContent",
+            f"The request content was invalid and could not be deserialized: 'Requested value "
+            f"'{requested}' was not found.' ({name} is one of {', '.join(allowed)}).",
+        )
+    return found
