@@ -224,6 +224,13 @@ def _blob_headers(blob: dict[str, Any], *, ranged: bool) -> dict[str, str]:
     return headers
 
 
+def _written(record: dict[str, Any], status: int = 200, **extra: str) -> Response:
+    """The empty answer of a write: the new ETag and Last-Modified, and ``extra`` headers."""
+    headers = {"ETag": record["etag"], "Last-Modified": http_date(record["last_modified"])}
+    headers.update({k.replace("_", "-"): v for k, v in extra.items()})
+    return Response(b"", status_code=status, headers=headers)
+
+
 def _blob_properties_xml(parent: ET.Element, blob: dict[str, Any]) -> None:
     props = _sub(parent, "Properties")
     _sub(props, "Creation-Time", http_date(blob["created"]))
@@ -481,21 +488,14 @@ class BlobService:
             _metadata(request),
             request.headers.get("x-ms-blob-public-access"),
         )
-        return Response(
-            b"",
-            status_code=201,
-            headers={"ETag": record["etag"], "Last-Modified": http_date(record["last_modified"])},
-        )
+        return _written(record, 201)
 
     async def set_container_metadata(self, request, principal, account, container, _) -> Response:
         authorize(self.ctx, principal, CONTAINER_WRITE, self.scope(account, container), data=False)
         record = blobs.set_container_metadata(
             self.ctx, account["name"], self._container(account, container), _metadata(request)
         )
-        return Response(
-            b"",
-            headers={"ETag": record["etag"], "Last-Modified": http_date(record["last_modified"])},
-        )
+        return _written(record)
 
     async def get_container_properties(self, request, principal, account, container, _) -> Response:
         authorize(self.ctx, principal, CONTAINER_READ, self.scope(account, container), data=False)
@@ -567,16 +567,7 @@ class BlobService:
         except BaseException:
             blobs.discard_block_file(self.ctx, account["name"], written.file)
             raise
-        return Response(
-            b"",
-            status_code=201,
-            headers={
-                "ETag": record["etag"],
-                "Last-Modified": http_date(record["last_modified"]),
-                "Content-MD5": written.md5,
-                "x-ms-request-server-encrypted": "true",
-            },
-        )
+        return _written(record, 201, Content_MD5=written.md5, x_ms_request_server_encrypted="true")
 
     async def put_block(self, request, principal, account, container, blob) -> Response:
         authorize(self.ctx, principal, BLOB_WRITE, self.scope(account, container, blob), data=True)
@@ -635,15 +626,7 @@ class BlobService:
         record = blobs.commit_block_list(
             self.ctx, account["name"], container, blob, requested, properties
         )
-        return Response(
-            b"",
-            status_code=201,
-            headers={
-                "ETag": record["etag"],
-                "Last-Modified": http_date(record["last_modified"]),
-                "x-ms-request-server-encrypted": "true",
-            },
-        )
+        return _written(record, 201, x_ms_request_server_encrypted="true")
 
     async def set_blob_properties(self, request, principal, account, container, blob) -> Response:
         authorize(self.ctx, principal, BLOB_WRITE, self.scope(account, container, blob), data=True)
@@ -652,10 +635,7 @@ class BlobService:
         # As in Azure, a content property the request leaves out is cleared.
         changes = _content_properties(request, fallback_content_type=False)
         record = blobs.update_blob(self.ctx, account["name"], container, record, changes)
-        return Response(
-            b"",
-            headers={"ETag": record["etag"], "Last-Modified": http_date(record["last_modified"])},
-        )
+        return _written(record)
 
     async def set_blob_metadata(self, request, principal, account, container, blob) -> Response:
         authorize(self.ctx, principal, BLOB_WRITE, self.scope(account, container, blob), data=True)
@@ -664,14 +644,7 @@ class BlobService:
         record = blobs.update_blob(
             self.ctx, account["name"], container, record, {"metadata": _metadata(request)}
         )
-        return Response(
-            b"",
-            headers={
-                "ETag": record["etag"],
-                "Last-Modified": http_date(record["last_modified"]),
-                "x-ms-request-server-encrypted": "true",
-            },
-        )
+        return _written(record, x_ms_request_server_encrypted="true")
 
     async def delete_blob(self, request, principal, account, container, blob) -> Response:
         authorize(self.ctx, principal, BLOB_DELETE, self.scope(account, container, blob), data=True)
