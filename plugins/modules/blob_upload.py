@@ -11,10 +11,10 @@ version_added: "0.2.0"
 description:
   - Uploads every regular file under I(src) (or the single file I(src)) as a block blob named
     I(prefix) plus its path relative to I(src), with azure-storage-blob.
-  - Idempotent by content: each blob carries its file's SHA-256 in its metadata (C(sha256)); a
+  - Idempotent by content. Each blob carries its file's SHA-256 in its metadata (C(sha256)); a
     blob of the same size and checksum is not uploaded again, so a second run reports
     C(changed=false).
-  - Resumable: block ids derive from the file's checksum and the block's index. A run that was
+  - Resumable. Block ids derive from the file's checksum and the block's index. A run that was
     interrupted left its blocks staged (uncommitted) in the service; the next run reads the
     blob's block list, sends only the missing blocks and commits. Blocks staged for a file that
     has changed since are never reused.
