@@ -70,7 +70,7 @@ options:
   permission_wait_s:
     description:
       - How long to wait for a fresh role assignment to take effect on the data plane (Azure
-        takes up to a few minutes): requests refused with C(AuthorizationPermissionMismatch)
+        takes up to a few minutes), so requests refused with C(AuthorizationPermissionMismatch)
         are retried until then.
     type: int
     default: 300
