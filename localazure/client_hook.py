@@ -13,6 +13,13 @@ Two jobs, both additive (nothing installed is edited):
    imports read their sources from the public registries' own names. TLS stays verified: the emulator's certificate names them
    and is trusted only through ``REQUESTS_CA_BUNDLE``.
 
+3. When ``AZURE_DISABLE_INSTANCE_DISCOVERY`` is ``true`` (``localazure env`` sets it), make
+   azure-identity's ``ClientSecretCredential`` skip MSAL's instance discovery unless told
+   otherwise. azcollection's storage modules build that credential themselves for
+   ``auth_mode: login`` without the option, and the discovery asks login.microsoftonline.com
+   about the emulator's authority, which it cannot answer. Real Azure is unaffected: the
+   variable is only set for the emulator.
+
 Only the standard library is imported here, so the hook costs nothing when unused.
 """
 
@@ -26,6 +33,7 @@ import sys
 from urllib.parse import urlsplit
 
 _CLOUD_MODULE = "azure.cli.core.cloud"
+_IDENTITY_MODULE = "azure.identity._credentials.client_secret"
 
 
 def _attach_metadata_discovery(module) -> None:
@@ -40,9 +48,31 @@ def _attach_metadata_discovery(module) -> None:
     module.get_cloud_from_metadata_endpoint = get_cloud_from_metadata_endpoint
 
 
+def _default_no_instance_discovery(module) -> None:
+    credential = module.ClientSecretCredential
+    if getattr(credential, "_localazure", False):
+        return
+    original_init = credential.__init__
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("disable_instance_discovery", True)
+        original_init(self, *args, **kwargs)
+
+    credential.__init__ = __init__
+    credential._localazure = True
+
+
+def _patches() -> dict:
+    patches = {_CLOUD_MODULE: _attach_metadata_discovery}
+    if os.environ.get("AZURE_DISABLE_INSTANCE_DISCOVERY", "").lower() == "true":
+        patches[_IDENTITY_MODULE] = _default_no_instance_discovery
+    return patches
+
+
 class _PatchOnImport(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path, target=None):
-        if fullname != _CLOUD_MODULE:
+        patch = _patches().get(fullname)
+        if patch is None:
             return None
         sys.meta_path.remove(self)
         try:
@@ -55,7 +85,7 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
 
         def exec_module(module):
             original_exec(module)
-            _attach_metadata_discovery(module)
+            patch(module)
 
         spec.loader.exec_module = exec_module
         return spec
@@ -78,11 +108,11 @@ def _install_resolver(suffixes: list[str], endpoint: str) -> None:
 
 
 def install() -> None:
+    for name, patch in _patches().items():
+        if name in sys.modules:
+            patch(sys.modules[name])
     if not any(isinstance(f, _PatchOnImport) for f in sys.meta_path):
-        if _CLOUD_MODULE in sys.modules:
-            _attach_metadata_discovery(sys.modules[_CLOUD_MODULE])
-        else:
-            sys.meta_path.insert(0, _PatchOnImport())
+        sys.meta_path.insert(0, _PatchOnImport())
     suffixes = [
         s.strip().lower() for s in os.environ.get("LOCALAZURE_DNS", "").split(",") if s.strip()
     ]

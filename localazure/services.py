@@ -13,6 +13,7 @@ from localazure.identity.service import IdentityService
 from localazure.ml.service import MachineLearningService
 from localazure.msi.service import ManagedIdentityService
 from localazure.publicregistry.service import PublicRegistryService
+from localazure.storage.service import StorageService
 
 
 def all_services() -> list[Service]:
@@ -23,6 +24,7 @@ def all_services() -> list[Service]:
         ManagedIdentityService(),
         PublicRegistryService(),
         ContainerRegistryService(),
+        StorageService(),
         MachineLearningService(),
         BatchService(),
     ]

@@ -79,6 +79,12 @@ PROVIDERS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     "Microsoft.ManagedIdentity": {
         "userAssignedIdentities": (EVERY_REGION, ("2024-11-30", "2023-01-31", "2018-11-30")),
     },
+    "Microsoft.Storage": {
+        "storageAccounts": (EVERY_REGION, ("2023-05-01", "2023-01-01", "2022-09-01")),
+        "storageAccounts/blobServices": (EVERY_REGION, ("2023-05-01", "2023-01-01")),
+        "storageAccounts/blobServices/containers": (EVERY_REGION, ("2023-05-01", "2023-01-01")),
+        "checkNameAvailability": (GLOBAL, ("2023-05-01", "2023-01-01")),
+    },
     "Microsoft.ContainerRegistry": {
         "registries": (EVERY_REGION, ("2023-07-01", "2023-01-01-preview", "2019-05-01")),
         "checkNameAvailability": (GLOBAL, ("2023-07-01", "2019-05-01")),
