@@ -26,48 +26,41 @@ from localazure.core import faults, operations
 from localazure.core.context import Context
 from localazure.core.errors import AzureError
 from localazure.core.http import json_response
-from localazure.core.router import Router
-from localazure.identity import principals
-from localazure.identity import routes as identity_routes
-from localazure.identity.tokens import ARM_AUDIENCES
+from localazure.core.router import Routes
+from localazure.core.service import Service
+from localazure.core.tokens import ARM_AUDIENCES
 from localazure.metadata import routes as metadata_routes
-from localazure.services import SERVICES
+from localazure.services import all_services
 from localazure.settings import REDIRECTED_SUFFIXES
 
 log = logging.getLogger("localazure")
 
 
 class LocalAzure:
-    def __init__(self, ctx: Context):
+    def __init__(self, ctx: Context, services: list[Service] | None = None):
         self.ctx = ctx
-        self.router = Router()
-        # host suffix -> (router, name of the path parameter that receives the host's first label)
-        self.host_routers: dict[str, Router] = {}
+        self.routes = Routes()
+        self.services = all_services() if services is None else services
         # ARM accepts its own endpoint as an audience, as management.azure.com does.
         self.arm_audiences = (*ARM_AUDIENCES, ctx.endpoint)
-        operations.register(self.router, ctx)
-        metadata_routes.register(self.router, ctx)
-        identity_routes.register(self.router, ctx)
-        arm_routes.register(self.router, ctx, self.dispatch_internal)
-        admin_routes.register(self.router, ctx, self.reset)
-        for service in SERVICES:
-            service.register(self, ctx)
+        operations.register(self.routes.arm, ctx)
+        metadata_routes.register(self.routes.arm, ctx)
+        arm_routes.register(self.routes.arm, ctx, self.dispatch_internal)
+        admin_routes.register(self.routes.arm, ctx, self.reset)
+        for service in self.services:
+            service.register(self.routes, ctx)
+        ctx.delete_hooks = [service.on_delete for service in self.services]
         self.bootstrap()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def bootstrap(self) -> None:
-        principals.ensure_development_principal(self.ctx)
-        for service in SERVICES:
-            if hasattr(service, "bootstrap"):
-                service.bootstrap(self.ctx)
+        for service in self.services:
+            service.bootstrap(self.ctx)
 
     def reset(self) -> None:
         self.ctx.store.reset()
         self.bootstrap()
-
-    def host_router(self, suffix: str) -> Router:
-        return self.host_routers.setdefault(suffix, Router())
 
     # -- ASGI ---------------------------------------------------------------------------------
 
@@ -137,14 +130,14 @@ class LocalAzure:
         await response(scope, receive, send)
 
     async def _route(self, request: Request, host: str) -> Response:
-        for suffix, router in self.host_routers.items():
+        for suffix, router in self.routes.hosts.items():
             if host.endswith(suffix):
                 route, params, matched = router.match(request.method, request.url.path)
                 if route is None:
                     raise AzureError(404, "NAME_UNKNOWN", "the requested resource was not found")
                 params = {"login_host": host, **params}
                 return await route.handler(request, **params)
-        route, params, matched = self.router.match(request.method, request.url.path)
+        route, params, matched = self.routes.arm.match(request.method, request.url.path)
         if route is None:
             if matched:
                 raise AzureError(
@@ -200,12 +193,12 @@ class LocalAzure:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                for start, _stop in self.ctx.background:
-                    start()
+                for service in self.services:
+                    service.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                for _start, stop in self.ctx.background:
-                    stop()
+                for service in reversed(self.services):
+                    service.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -1,21 +1,26 @@
-"""The emulated resource providers beyond ARM core and identity, in registration order.
+"""The emulated services beyond ARM core, in registration order (each a ``core.service.Service``).
 
-Each module has ``register(app, ctx)`` (routes on ``app.router`` or ``app.host_router(...)``)
-and may have ``bootstrap(ctx)`` (state that must exist after a start or reset).
+A new service is one package with a ``service.py`` defining its ``Service`` class, added here.
 """
 
 from __future__ import annotations
 
-from localazure.acr import service as acr
-from localazure.authorization import service as authorization
-from localazure.ml import service as ml
-from localazure.msi import service as msi
-from localazure.publicregistry import service as publicregistry
+from localazure.acr.service import ContainerRegistryService
+from localazure.authorization.service import AuthorizationService
+from localazure.core.service import Service
+from localazure.identity.service import IdentityService
+from localazure.ml.service import MachineLearningService
+from localazure.msi.service import ManagedIdentityService
+from localazure.publicregistry.service import PublicRegistryService
 
-SERVICES: list = [
-    authorization,
-    msi,
-    publicregistry,
-    acr,
-    ml,
-]
+
+def all_services() -> list[Service]:
+    """Fresh instances: a service may hold runtime state (ML's scheduler) for one application."""
+    return [
+        IdentityService(),
+        AuthorizationService(),
+        ManagedIdentityService(),
+        PublicRegistryService(),
+        ContainerRegistryService(),
+        MachineLearningService(),
+    ]

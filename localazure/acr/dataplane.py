@@ -35,8 +35,8 @@ from localazure.authorization.access import PULL, PUSH, is_allowed
 from localazure.core.context import Context
 from localazure.core.errors import AzureError
 from localazure.core.router import Router
+from localazure.core.tokens import ARM_AUDIENCES
 from localazure.identity import principals
-from localazure.identity.tokens import ARM_AUDIENCES
 
 DELETE = "Microsoft.ContainerRegistry/registries/artifacts/delete"
 ACR_AUDIENCE = "https://containerregistry.azure.net"

@@ -34,8 +34,8 @@ from localazure.core.context import Context
 from localazure.core.errors import AzureError, bad_request, conflict
 from localazure.core.http import empty, json_body, json_response, list_page, require_api_version
 from localazure.core.router import Router
+from localazure.core.tokens import Caller
 from localazure.identity import principals
-from localazure.identity.tokens import Caller
 
 CREDENTIALS_KIND = "acr-credentials"
 READ = f"{REGISTRY_TYPE}/read"

@@ -1,19 +1,23 @@
-"""Registers Azure Container Registry with the emulator: the management routes on ARM, the data
-plane on ``*.azurecr.io``, and the delete hook that drops registry state with its resource."""
+"""Azure Container Registry as an emulated service: the management routes on ARM, the data plane
+on ``*.azurecr.io``, and the delete hook that drops registry state with its resource."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from localazure.acr import LOGIN_SUFFIX, dataplane, registries, tokens
 from localazure.core.context import Context
+from localazure.core.router import Routes
+from localazure.core.service import BaseService
 
 
-def register(app: Any, ctx: Context) -> None:
-    registries.register(app.router, ctx)
-    dataplane.register(app.host_router(LOGIN_SUFFIX), ctx)
-    ctx.delete_hooks.append(registries.forget_registries)
+class ContainerRegistryService(BaseService):
+    name = "acr"
 
+    def register(self, routes: Routes, ctx: Context) -> None:
+        registries.register(routes.arm, ctx)
+        dataplane.register(routes.host(LOGIN_SUFFIX), ctx)
 
-def bootstrap(ctx: Context) -> None:
-    tokens.ensure_signing_key(ctx)
+    def bootstrap(self, ctx: Context) -> None:
+        tokens.ensure_signing_key(ctx)
+
+    def on_delete(self, ctx: Context, resource_id: str) -> None:
+        registries.forget_registries(ctx, resource_id)

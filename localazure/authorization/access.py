@@ -11,7 +11,7 @@ from typing import Any
 from localazure.authorization.roles import BY_ID, role_guid_from_definition_id
 from localazure.core.context import Context
 from localazure.core.errors import authorization_failed
-from localazure.identity.tokens import Caller
+from localazure.core.tokens import Caller
 
 ASSIGNMENT_KIND = "role-assignment"
 PULL = "Microsoft.ContainerRegistry/registries/pull/read"

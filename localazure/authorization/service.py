@@ -1,24 +1,26 @@
-"""Microsoft.Authorization: built-in role definitions and role assignments, enforced on ARM.
+"""Microsoft.Authorization as an emulated service: built-in role definitions and role
+assignments.
 
 ``bootstrap`` makes the development service principal Owner of the subscription through a real
 role assignment, so that every other principal gets only what is assigned to it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from localazure.authorization import assignments, definitions
 from localazure.core.context import Context
-
-if TYPE_CHECKING:
-    from localazure.app import LocalAzure
-
-
-def register(app: LocalAzure, ctx: Context) -> None:
-    definitions.register(app.router, ctx)
-    assignments.register(app.router, ctx)
-    ctx.delete_hooks.append(assignments.drop_assignments_under)
+from localazure.core.router import Routes
+from localazure.core.service import BaseService
 
 
-def bootstrap(ctx: Context) -> None:
-    assignments.ensure_development_owner(ctx)
+class AuthorizationService(BaseService):
+    name = "authorization"
+
+    def register(self, routes: Routes, ctx: Context) -> None:
+        definitions.register(routes.arm, ctx)
+        assignments.register(routes.arm, ctx)
+
+    def bootstrap(self, ctx: Context) -> None:
+        assignments.ensure_development_owner(ctx)
+
+    def on_delete(self, ctx: Context, resource_id: str) -> None:
+        assignments.drop_assignments_under(ctx, resource_id)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from localazure.core.store import Store
-from localazure.identity.tokens import TokenIssuer
+from localazure.core.tokens import TokenIssuer
 from localazure.settings import Settings
 
 
@@ -17,12 +17,10 @@ class Context:
     store: Store
     issuer: TokenIssuer
     clock: Callable[[], float] = field(default=time.time)
-    # Services register background work (simulated containers, scale-down) here so that the
-    # server can start and stop it with its own lifespan.
-    background: list = field(default_factory=list)
-    # Services register fn(ctx, resource_id) here to drop their own records when a resource (or
-    # the resource group holding it) is deleted.
-    delete_hooks: list = field(default_factory=list)
+    # fn(ctx, resource_id) of every service (``Service.on_delete``), set by the application:
+    # ``arm.resources.delete_tree`` calls them so that services drop their own records when a
+    # resource (or the resource group holding it) is deleted.
+    delete_hooks: list[Callable[[Context, str], None]] = field(default_factory=list)
 
     @classmethod
     def create(cls, settings: Settings) -> Context:

@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from starlette.requests import Request
 from starlette.responses import Response
 
 Handler = Callable[..., Awaitable[Response]]
@@ -76,5 +75,14 @@ class Router:
         return None, {}, path_matched
 
 
-async def call(route: Route, request: Request, params: dict[str, str]) -> Response:
-    return await route.handler(request, **params)
+class Routes:
+    """Where services register their routes: ``arm`` for ``management.azure.com`` (and the
+    emulator's own endpoint), ``host(suffix)`` for a data plane served on its own host names
+    (``<registry>.azurecr.io``, ``mcr.microsoft.com``)."""
+
+    def __init__(self) -> None:
+        self.arm = Router()
+        self.hosts: dict[str, Router] = {}
+
+    def host(self, suffix: str) -> Router:
+        return self.hosts.setdefault(suffix, Router())

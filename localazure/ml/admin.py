@@ -16,7 +16,6 @@ DELETE /_localazure/ml/faults                 clear them
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,16 +24,14 @@ from localazure.admin.routes import PREFIX
 from localazure.core.context import Context
 from localazure.core.errors import bad_request
 from localazure.core.http import empty, json_body, json_response
+from localazure.core.router import Router
 from localazure.ml import containers
 from localazure.ml import nodes as node_pool
-
-if TYPE_CHECKING:
-    from localazure.app import LocalAzure
 
 ML_PREFIX = PREFIX + "/ml"
 
 
-def register(app: LocalAzure, ctx: Context) -> None:
+def register(router: Router, ctx: Context) -> None:
     async def get_nodes(request: Request) -> Response:
         compute = request.query_params.get("compute")
         return json_response(node_pool.report(ctx, ctx.clock(), compute))
@@ -73,11 +70,11 @@ def register(app: LocalAzure, ctx: Context) -> None:
         containers.clear_faults(ctx)
         return empty(204)
 
-    app.router.add("GET", ML_PREFIX + "/nodes", get_nodes, auth="none")
-    app.router.add("GET", ML_PREFIX + "/settings", get_settings, auth="none")
-    app.router.add("PUT", ML_PREFIX + "/settings", put_settings, auth="none")
-    app.router.add("GET", ML_PREFIX + "/quota", get_quota, auth="none")
-    app.router.add("PUT", ML_PREFIX + "/quota", put_quota, auth="none")
-    app.router.add("POST", ML_PREFIX + "/faults", add_fault, auth="none")
-    app.router.add("GET", ML_PREFIX + "/faults", list_faults, auth="none")
-    app.router.add("DELETE", ML_PREFIX + "/faults", clear_faults, auth="none")
+    router.add("GET", ML_PREFIX + "/nodes", get_nodes, auth="none")
+    router.add("GET", ML_PREFIX + "/settings", get_settings, auth="none")
+    router.add("PUT", ML_PREFIX + "/settings", put_settings, auth="none")
+    router.add("GET", ML_PREFIX + "/quota", get_quota, auth="none")
+    router.add("PUT", ML_PREFIX + "/quota", put_quota, auth="none")
+    router.add("POST", ML_PREFIX + "/faults", add_fault, auth="none")
+    router.add("GET", ML_PREFIX + "/faults", list_faults, auth="none")
+    router.add("DELETE", ML_PREFIX + "/faults", clear_faults, auth="none")

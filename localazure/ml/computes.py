@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -37,6 +37,7 @@ from localazure.core import operations
 from localazure.core.context import Context
 from localazure.core.errors import AzureError, bad_request
 from localazure.core.http import json_body, json_response, list_page, require_api_version
+from localazure.core.router import Router
 from localazure.core.store import parent_of
 from localazure.ml import (
     COMPUTE_TYPE,
@@ -48,9 +49,6 @@ from localazure.ml import (
 )
 from localazure.ml import nodes as node_pool
 from localazure.ml.vm_sizes import VmSize
-
-if TYPE_CHECKING:
-    from localazure.app import LocalAzure
 
 READ = f"{COMPUTE_TYPE}/read"
 WRITE = f"{COMPUTE_TYPE}/write"
@@ -239,7 +237,7 @@ def _delete_compute(ctx: Context, params: dict[str, Any]) -> None:
     delete_tree(ctx, params["id"])
 
 
-def register(app: LocalAzure, ctx: Context) -> None:
+def register(router: Router, ctx: Context) -> None:
     async def put_compute(
         request: Request, sub: str, rg: str, workspace: str, name: str
     ) -> Response:
@@ -363,14 +361,14 @@ def register(app: LocalAzure, ctx: Context) -> None:
         return json_response({"value": usages(ctx, location), "nextLink": None})
 
     computes = WORKSPACE_PATH + "/computes"
-    app.router.add("PUT", computes + "/{name}", put_compute)
-    app.router.add("GET", computes + "/{name}", get_compute)
-    app.router.add("DELETE", computes + "/{name}", delete_compute)
-    app.router.add("GET", computes, list_computes)
-    app.router.add("POST", computes + "/{name}/listNodes", list_nodes)
+    router.add("PUT", computes + "/{name}", put_compute)
+    router.add("GET", computes + "/{name}", get_compute)
+    router.add("DELETE", computes + "/{name}", delete_compute)
+    router.add("GET", computes, list_computes)
+    router.add("POST", computes + "/{name}/listNodes", list_nodes)
     regional = f"/subscriptions/{{sub}}/providers/{NAMESPACE}/locations/{{location}}"
-    app.router.add("GET", regional + "/vmSizes", list_sizes)
-    app.router.add("GET", regional + "/usages", list_usages)
+    router.add("GET", regional + "/vmSizes", list_sizes)
+    router.add("GET", regional + "/usages", list_usages)
 
 
 def usages(ctx: Context, location: str) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ is refused with a clear error, since the emulator builds no images.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,10 +23,8 @@ from localazure.authorization.access import require
 from localazure.core.context import Context
 from localazure.core.errors import AzureError, bad_request
 from localazure.core.http import json_body, json_response, list_page, require_api_version
+from localazure.core.router import Router
 from localazure.ml import ENVIRONMENT_TYPE, ENVIRONMENT_VERSION_TYPE, WORKSPACE_PATH, workspaces
-
-if TYPE_CHECKING:
-    from localazure.app import LocalAzure
 
 READ = f"{ENVIRONMENT_TYPE}/read"
 WRITE = f"{ENVIRONMENT_TYPE}/write"
@@ -133,7 +131,7 @@ def find_version(ctx: Context, version_arm_id: str) -> dict[str, Any] | None:
     return resource
 
 
-def register(app: LocalAzure, ctx: Context) -> None:
+def register(router: Router, ctx: Context) -> None:
     async def put_version(
         request: Request, sub: str, rg: str, workspace: str, name: str, version: str
     ) -> Response:
@@ -235,9 +233,9 @@ def register(app: LocalAzure, ctx: Context) -> None:
         return json_response(list_page(items))
 
     envs = WORKSPACE_PATH + "/environments"
-    app.router.add("PUT", envs + "/{name}/versions/{version}", put_version)
-    app.router.add("GET", envs + "/{name}/versions/{version}", get_version)
-    app.router.add("GET", envs + "/{name}/versions", list_versions)
-    app.router.add("PUT", envs + "/{name}", put_container)
-    app.router.add("GET", envs + "/{name}", get_container)
-    app.router.add("GET", envs, list_containers)
+    router.add("PUT", envs + "/{name}/versions/{version}", put_version)
+    router.add("GET", envs + "/{name}/versions/{version}", get_version)
+    router.add("GET", envs + "/{name}/versions", list_versions)
+    router.add("PUT", envs + "/{name}", put_container)
+    router.add("GET", envs + "/{name}", get_container)
+    router.add("GET", envs, list_containers)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -41,6 +41,7 @@ from localazure.core import operations
 from localazure.core.context import Context
 from localazure.core.errors import AzureError, bad_request
 from localazure.core.http import empty, json_body, json_response, require_api_version
+from localazure.core.router import Router
 from localazure.ml import (
     COMPUTE_TYPE,
     JOB_TYPE,
@@ -51,9 +52,6 @@ from localazure.ml import (
     parse_duration,
     workspaces,
 )
-
-if TYPE_CHECKING:
-    from localazure.app import LocalAzure
 
 READ = f"{JOB_TYPE}/read"
 WRITE = f"{JOB_TYPE}/write"
@@ -287,7 +285,7 @@ def _new_run(
     }
 
 
-def register(app: LocalAzure, ctx: Context) -> None:
+def register(router: Router, ctx: Context) -> None:
     async def put_job(request: Request, sub: str, rg: str, workspace: str, name: str) -> Response:
         require_api_version(request)
         caller = request.state.caller
@@ -398,10 +396,10 @@ def register(app: LocalAzure, ctx: Context) -> None:
         return empty(202, headers=operations.headers(ctx, op, api_version))
 
     jobs = WORKSPACE_PATH + "/jobs"
-    app.router.add("PUT", jobs + "/{name}", put_job)
-    app.router.add("GET", jobs + "/{name}", get_job)
-    app.router.add("GET", jobs, list_jobs)
-    app.router.add("POST", jobs + "/{name}/cancel", cancel_job)
+    router.add("PUT", jobs + "/{name}", put_job)
+    router.add("GET", jobs + "/{name}", get_job)
+    router.add("GET", jobs, list_jobs)
+    router.add("POST", jobs + "/{name}/cancel", cancel_job)
 
 
 @operations.on_complete("ml.job.cancel")

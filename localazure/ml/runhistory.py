@@ -22,7 +22,7 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -32,11 +32,9 @@ from localazure.authorization.access import require
 from localazure.core.context import Context
 from localazure.core.errors import AzureError, not_found
 from localazure.core.http import json_body, json_response
-from localazure.identity.tokens import ML_AUDIENCES
+from localazure.core.router import Router
+from localazure.core.tokens import ML_AUDIENCES
 from localazure.ml import NAMESPACE, WORKSPACE_TYPE, jobs, workspaces
-
-if TYPE_CHECKING:
-    from localazure.app import LocalAzure
 
 RUNS_READ = f"{WORKSPACE_TYPE}/experiments/runs/read"
 RUNS_WRITE = f"{WORKSPACE_TYPE}/experiments/runs/write"
@@ -226,7 +224,7 @@ def _blob_error(
     )
 
 
-def register(app: LocalAzure, ctx: Context) -> None:
+def register(router: Router, ctx: Context) -> None:
     signer = LogSigner(ctx.settings.state_dir / "ml-log-signing-key")
     audiences = (*ML_AUDIENCES, ctx.endpoint)
 
@@ -298,12 +296,12 @@ def register(app: LocalAzure, ctx: Context) -> None:
             return _blob_error(404, "BlobNotFound", "The specified blob does not exist.")
         return _ranged(request, target)
 
-    app.router.add("GET", HISTORY_PATH + "/runs/{run_id}/details", get_details, auth="custom")
-    app.router.add("GET", HISTORY_PATH + "/runs/{run_id}", get_run, auth="custom")
+    router.add("GET", HISTORY_PATH + "/runs/{run_id}/details", get_details, auth="custom")
+    router.add("GET", HISTORY_PATH + "/runs/{run_id}", get_run, auth="custom")
     run_in_experiment = HISTORY_PATH + "/experiments/{experiment}/runs/{run_id}"
-    app.router.add("GET", run_in_experiment, get_run_in_experiment, auth="custom")
-    app.router.add("PATCH", run_in_experiment, patch_run, auth="custom")
-    app.router.add(
+    router.add("GET", run_in_experiment, get_run_in_experiment, auth="custom")
+    router.add("PATCH", run_in_experiment, patch_run, auth="custom")
+    router.add(
         "GET,HEAD",
         "/mlstorage/{workspace_uuid}/ExperimentRun/{dcid}/{folder}/{file}",
         read_log,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -35,11 +35,9 @@ from localazure.core import operations
 from localazure.core.context import Context
 from localazure.core.errors import bad_request
 from localazure.core.http import empty, json_body, json_response, list_page, require_api_version
+from localazure.core.router import Router
 from localazure.identity import principals
 from localazure.ml import NAMESPACE, RG_PREFIX, WORKSPACE_TYPE
-
-if TYPE_CHECKING:
-    from localazure.app import LocalAzure
 
 READ = f"{WORKSPACE_TYPE}/read"
 WRITE = f"{WORKSPACE_TYPE}/write"
@@ -165,7 +163,7 @@ def drop_principals_under(ctx: Context, resource_id: str) -> None:
             principals.delete(ctx, principal_of(workspace))
 
 
-def register(app: LocalAzure, ctx: Context) -> None:
+def register(router: Router, ctx: Context) -> None:
     async def put_workspace(request: Request, sub: str, rg: str, workspace: str) -> Response:
         api_version = require_api_version(request)
         caller = request.state.caller
@@ -264,14 +262,11 @@ def register(app: LocalAzure, ctx: Context) -> None:
         return json_response(discovery_document(ctx))
 
     path = RG_PREFIX + "/workspaces/{workspace}"
-    app.router.add("PUT", path, put_workspace)
-    app.router.add("GET", path, get_workspace)
-    app.router.add("PATCH", path, patch_workspace)
-    app.router.add("DELETE", path, delete_workspace)
-    app.router.add("GET", RG_PREFIX + "/workspaces", list_in_group)
-    app.router.add(
-        "GET", f"/subscriptions/{{sub}}/providers/{WORKSPACE_TYPE}", list_in_subscription
-    )
+    router.add("PUT", path, put_workspace)
+    router.add("GET", path, get_workspace)
+    router.add("PATCH", path, patch_workspace)
+    router.add("DELETE", path, delete_workspace)
+    router.add("GET", RG_PREFIX + "/workspaces", list_in_group)
+    router.add("GET", f"/subscriptions/{{sub}}/providers/{WORKSPACE_TYPE}", list_in_subscription)
     # The SDK fetches the discovery document without credentials, as it does from Azure.
-    app.router.add("GET", "/discovery", discovery, auth="none")
-    ctx.delete_hooks.append(drop_principals_under)
+    router.add("GET", "/discovery", discovery, auth="none")

@@ -1,160 +1,19 @@
-"""User-assigned managed identities
-(``.../providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}``).
-
-Creating one creates its service principal in the directory (``principalId``, ``clientId``);
-deleting it, or the resource group holding it, deletes that principal. Role assignments naming a
-deleted principal stay, as in Azure, where they show as "Identity not found"."""
+"""Microsoft.ManagedIdentity as an emulated service: user-assigned identities (see
+``identities``), whose principals go with them when they or their resource group are deleted."""
 
 from __future__ import annotations
 
-import re
-from typing import TYPE_CHECKING, Any
-
-from starlette.requests import Request
-from starlette.responses import Response
-
-from localazure.arm.resources import (
-    check_location,
-    delete_tree,
-    provider_id,
-    resource_group_or_404,
-    resource_or_404,
-    subscription_id_or_404,
-    system_data,
-)
-from localazure.authorization.access import require
 from localazure.core.context import Context
-from localazure.core.errors import bad_request
-from localazure.core.http import empty, json_body, json_response, list_page, require_api_version
-from localazure.identity import principals
-
-if TYPE_CHECKING:
-    from localazure.app import LocalAzure
-
-NAMESPACE = "Microsoft.ManagedIdentity"
-IDENTITY_TYPE = f"{NAMESPACE}/userAssignedIdentities"
-READ = f"{IDENTITY_TYPE}/read"
-WRITE = f"{IDENTITY_TYPE}/write"
-DELETE = f"{IDENTITY_TYPE}/delete"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,127}$")
+from localazure.core.router import Routes
+from localazure.core.service import BaseService
+from localazure.msi import identities
 
 
-def identity_id(ctx: Context, resource_group: str, name: str) -> str:
-    return provider_id(ctx, resource_group, NAMESPACE, "userAssignedIdentities", name)
+class ManagedIdentityService(BaseService):
+    name = "msi"
 
+    def register(self, routes: Routes, ctx: Context) -> None:
+        identities.register(routes.arm, ctx)
 
-def _check_name(name: str) -> None:
-    if not _NAME.match(name):
-        raise bad_request(
-            "InvalidResourceName",
-            f"Resource name '{name}' is invalid. The name must be 3 to 128 characters long, start "
-            "with a letter or number, and contain only letters, numbers, hyphens and underscores.",
-        )
-
-
-def drop_principals_under(ctx: Context, resource_id: str) -> None:
-    """Delete hook: a deleted identity (or resource group) takes its principals with it."""
-    target = resource_id.rstrip("/").lower()
-    for identity in ctx.store.list_resources(type=IDENTITY_TYPE):
-        key = identity["id"].lower()
-        if key == target or key.startswith(target + "/"):
-            principals.delete(ctx, identity["properties"]["principalId"])
-
-
-def register(app: LocalAzure, ctx: Context) -> None:
-    def load(sub: str, rg: str, name: str) -> dict[str, Any]:
-        resource_group_or_404(ctx, sub, rg)
-        return resource_or_404(ctx, identity_id(ctx, rg, name), IDENTITY_TYPE, name, rg)
-
-    async def put_identity(request: Request, sub: str, rg: str, name: str) -> Response:
-        require_api_version(request)
-        caller = request.state.caller
-        require(ctx, caller, WRITE, identity_id(ctx, rg, name))
-        group = resource_group_or_404(ctx, sub, rg)
-        _check_name(name)
-        body = await json_body(request)
-        rid = identity_id(ctx, group["name"], name)
-        with ctx.store.transaction():
-            existing = ctx.store.get_resource(rid)
-            if existing is None:
-                location = check_location(body.get("location"), IDENTITY_TYPE)
-                principal = principals.create_managed_identity(ctx, name, rid)
-                properties = {
-                    "tenantId": ctx.settings.tenant_id,
-                    "principalId": principal["objectId"],
-                    "clientId": principal["appId"],
-                    "isolationScope": "None",
-                }
-            else:
-                location = existing["location"]
-                requested = check_location(body.get("location") or location, IDENTITY_TYPE)
-                if requested != location:
-                    raise bad_request(
-                        "InvalidResourceLocation",
-                        f"The resource '{existing['name']}' already exists in location "
-                        f"'{location}' in resource group '{group['name']}'. A resource with the "
-                        f"same name cannot be created in location '{requested}'. Please select "
-                        "a new resource name.",
-                    )
-                properties = existing["properties"]
-            identity = {
-                "id": existing["id"] if existing else rid,
-                "name": existing["name"] if existing else name,
-                "type": IDENTITY_TYPE,
-                "location": location,
-                "tags": body.get("tags") or {},
-                "properties": properties,
-                "systemData": system_data(existing, caller),
-            }
-            ctx.store.put_resource(identity)
-        return json_response(identity, 200 if existing else 201)
-
-    async def get_identity(request: Request, sub: str, rg: str, name: str) -> Response:
-        require_api_version(request)
-        require(ctx, request.state.caller, READ, identity_id(ctx, rg, name))
-        return json_response(load(sub, rg, name))
-
-    async def patch_identity(request: Request, sub: str, rg: str, name: str) -> Response:
-        require_api_version(request)
-        caller = request.state.caller
-        require(ctx, caller, WRITE, identity_id(ctx, rg, name))
-        identity = load(sub, rg, name)
-        body = await json_body(request)
-        if "tags" in body:
-            identity["tags"] = body["tags"] or {}
-        identity["systemData"] = system_data(identity, caller)
-        ctx.store.put_resource(identity)
-        return json_response(identity)
-
-    async def delete_identity(request: Request, sub: str, rg: str, name: str) -> Response:
-        require_api_version(request)
-        require(ctx, request.state.caller, DELETE, identity_id(ctx, rg, name))
-        resource_group_or_404(ctx, sub, rg)
-        existing = ctx.store.get_resource(identity_id(ctx, rg, name))
-        if existing is None:
-            return empty(204)
-        delete_tree(ctx, existing["id"])
-        return empty(200)
-
-    async def list_in_group(request: Request, sub: str, rg: str) -> Response:
-        require_api_version(request)
-        group = resource_group_or_404(ctx, sub, rg)
-        require(ctx, request.state.caller, READ, group["id"])
-        items = ctx.store.list_resources(type=IDENTITY_TYPE, parent=group["id"])
-        return json_response(list_page(items))
-
-    async def list_in_subscription(request: Request, sub: str) -> Response:
-        require_api_version(request)
-        subscription_id_or_404(ctx, sub)
-        scope = f"/subscriptions/{ctx.subscription_id}"
-        require(ctx, request.state.caller, READ, scope)
-        return json_response(list_page(ctx.store.list_resources(type=IDENTITY_TYPE)))
-
-    rg_prefix = f"/subscriptions/{{sub}}/resourceGroups/{{rg}}/providers/{IDENTITY_TYPE}"
-    app.router.add("PUT", rg_prefix + "/{name}", put_identity)
-    app.router.add("GET", rg_prefix + "/{name}", get_identity)
-    app.router.add("PATCH", rg_prefix + "/{name}", patch_identity)
-    app.router.add("DELETE", rg_prefix + "/{name}", delete_identity)
-    app.router.add("GET", rg_prefix, list_in_group)
-    app.router.add("GET", f"/subscriptions/{{sub}}/providers/{IDENTITY_TYPE}", list_in_subscription)
-    ctx.delete_hooks.append(drop_principals_under)
+    def on_delete(self, ctx: Context, resource_id: str) -> None:
+        identities.drop_principals_under(ctx, resource_id)

@@ -9,7 +9,7 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.mgmt.resource import ResourceManagementClient
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from localazure.identity.tokens import TokenIssuer
+from localazure.core.tokens import TokenIssuer
 
 
 def _get_groups(emulator, token: str | None) -> requests.Response:
