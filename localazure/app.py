@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from localazure.admin import routes as admin_routes
 from localazure.admin.routes import PREFIX as ADMIN_PREFIX
+from localazure.arm import catalog
 from localazure.arm import routes as arm_routes
 from localazure.core import faults, operations
 from localazure.core.context import Context
@@ -145,7 +146,7 @@ class LocalAzure:
                     "MethodNotAllowed",
                     f"The requested resource does not support http method '{request.method}'.",
                 )
-            raise AzureError(
+            raise catalog.unrouted_error(request.url.path) or AzureError(
                 404,
                 "InvalidResourceType",
                 f"The resource type could not be found for path '{request.url.path}'.",

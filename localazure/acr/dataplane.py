@@ -28,27 +28,18 @@ from urllib.parse import parse_qs, quote
 from starlette.requests import Request
 from starlette.responses import Response
 
-from localazure.acr import images, tokens
+from localazure.acr import images, permissions, tokens
 from localazure.acr.registries import admin_credentials_match
 from localazure.acr.tokens import Scope
-from localazure.authorization.access import PULL, PUSH, is_allowed
 from localazure.core.context import Context
 from localazure.core.errors import AzureError
 from localazure.core.router import Router
 from localazure.core.tokens import ARM_AUDIENCES
 from localazure.identity import principals
 
-DELETE = "Microsoft.ContainerRegistry/registries/artifacts/delete"
 ACR_AUDIENCE = "https://containerregistry.azure.net"
 # A refresh token used as a password (``az acr login --expose-token``) comes with this user name.
 TOKEN_USER = "00000000-0000-0000-0000-000000000000"
-_ROLE_ACTION = {
-    "pull": PULL,
-    "metadata_read": PULL,
-    "push": PUSH,
-    "metadata_write": PUSH,
-    "delete": DELETE,
-}
 _ANONYMOUS_ACTIONS = ("pull", "metadata_read")
 _AUTH_MESSAGE = (
     "authentication required, visit https://aka.ms/acr/authorization for more information."
@@ -219,16 +210,16 @@ def register(router: Router, ctx: Context) -> None:
             )
 
         def by_role(scope: Scope, action: str) -> bool:
-            def can(role_action: str) -> bool:
-                return is_allowed(ctx, principal.subject, role_action, registry["id"])
+            def can(operation: str) -> bool:
+                return permissions.permits(ctx, principal.subject, operation, registry["id"])
 
             if scope.type == "registry":
-                return scope.name == "catalog" and can(PULL)
+                return scope.name == "catalog" and can("catalog")
             if scope.type != "repository":
                 return False
             if action == "*":
-                return all(can(a) for a in (PULL, PUSH, DELETE))
-            return action in _ROLE_ACTION and can(_ROLE_ACTION[action])
+                return all(can(a) for a in ("pull", "push", "delete"))
+            return action in permissions.GRANTS and action != "catalog" and can(action)
 
         return by_role
 

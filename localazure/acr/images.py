@@ -15,9 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from localazure.acr import LOGIN_SUFFIX, REGISTRY_TYPE, catalog
+from localazure.acr import LOGIN_SUFFIX, REGISTRY_TYPE, catalog, permissions
 from localazure.arm.resources import now_iso
-from localazure.authorization.access import PULL, is_allowed
 from localazure.core.context import Context
 
 REPOSITORY_KIND = "acr-repository"
@@ -280,7 +279,8 @@ def resolve_image(ctx: Context, image_ref: str, puller_object_id: str | None) ->
         )
     anonymous_ok = bool(registry["properties"].get("anonymousPullEnabled"))
     if not anonymous_ok and (
-        puller_object_id is None or not is_allowed(ctx, puller_object_id, PULL, registry["id"])
+        puller_object_id is None
+        or not permissions.permits(ctx, puller_object_id, "pull", registry["id"])
     ):
         who = f"identity '{puller_object_id}'" if puller_object_id else "an anonymous client"
         raise ImagePullError(

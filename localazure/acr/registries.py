@@ -16,11 +16,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from localazure.acr import LOGIN_SUFFIX, NAMESPACE, REGISTRY_TYPE, catalog, images
+from localazure.acr import LOGIN_SUFFIX, NAMESPACE, REGISTRY_TYPE, catalog, images, permissions
+from localazure.arm.catalog import check_location, normalise_location
 from localazure.arm.resources import (
-    check_location,
     delete_tree,
-    normalise_location,
     now_iso,
     provider_id,
     resource_group_or_404,
@@ -28,10 +27,10 @@ from localazure.arm.resources import (
     subscription_id_or_404,
     system_data,
 )
-from localazure.authorization.access import PULL, is_allowed, require
+from localazure.authorization.access import is_allowed, require
 from localazure.core import operations
 from localazure.core.context import Context
-from localazure.core.errors import AzureError, bad_request, conflict
+from localazure.core.errors import AzureError, authorization_failed, bad_request, conflict
 from localazure.core.http import empty, json_body, json_response, list_page, require_api_version
 from localazure.core.router import Router
 from localazure.core.tokens import Caller
@@ -320,7 +319,10 @@ def _import_source(ctx: Context, caller: Caller, source: Any) -> dict[str, Any]:
                     "rejected.",
                 )
         else:
-            require(ctx, caller, PULL, source_registry["id"])
+            if not permissions.permits(ctx, caller.object_id, "pull", source_registry["id"]):
+                raise authorization_failed(
+                    caller.object_id, permissions.PULL, source_registry["id"]
+                )
     return {"image": str(ref), "registryId": source_registry["id"] if source_registry else None}
 
 
@@ -481,7 +483,7 @@ def register(router: Router, ctx: Context) -> None:
             _replace_identity(ctx, existing, body.get("identity"))
             ctx.store.put_resource(existing)
             return json_response(existing)
-        location = check_location(body.get("location"), "registries")
+        location = check_location(body.get("location"), REGISTRY_TYPE)
         taken = images.find_registry(ctx, name)
         if taken:
             raise conflict(

@@ -8,35 +8,6 @@ from typing import Any
 from localazure.core.context import Context
 from localazure.core.errors import AzureError, bad_request, not_found, resource_group_not_found
 
-LOCATIONS = {
-    "eastus": "East US",
-    "eastus2": "East US 2",
-    "westus2": "West US 2",
-    "westus3": "West US 3",
-    "centralus": "Central US",
-    "northeurope": "North Europe",
-    "westeurope": "West Europe",
-    "uksouth": "UK South",
-    "southeastasia": "Southeast Asia",
-    "australiaeast": "Australia East",
-    "japaneast": "Japan East",
-}
-
-
-def normalise_location(location: str | None) -> str:
-    return (location or "").replace(" ", "").lower()
-
-
-def check_location(location: str | None, what: str) -> str:
-    loc = normalise_location(location)
-    if loc not in LOCATIONS:
-        raise bad_request(
-            "LocationNotAvailableForResourceType",
-            f"The provided location '{location}' is not available for resource type '{what}'. "
-            f"List of available regions for the resource type is '{','.join(LOCATIONS)}'.",
-        )
-    return loc
-
 
 def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")

@@ -10,9 +10,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from localazure.arm import catalog
+from localazure.arm.catalog import check_location
 from localazure.arm.resources import (
-    LOCATIONS,
-    check_location,
     delete_tree,
     resource_group_or_404,
     rg_id,
@@ -25,16 +25,6 @@ from localazure.core.http import empty, json_body, json_response, list_page, req
 from localazure.core.router import Router
 
 _RG_NAME = re.compile(r"^[-\w\._\(\)]{1,90}$")
-PROVIDERS = (
-    "Microsoft.Resources",
-    "Microsoft.ContainerRegistry",
-    "Microsoft.Authorization",
-    "Microsoft.ManagedIdentity",
-    "Microsoft.MachineLearningServices",
-    "Microsoft.Batch",
-    "Microsoft.Compute",
-    "Microsoft.Network",
-)
 
 
 @operations.on_complete("resourcegroup.delete")
@@ -75,10 +65,10 @@ def register(router: Router, ctx: Context, dispatch) -> None:
                         "id": f"/subscriptions/{ctx.subscription_id}/locations/{name}",
                         "name": name,
                         "displayName": display,
-                        "regionalDisplayName": f"(US) {display}",
-                        "metadata": {"regionType": "Physical"},
+                        "regionalDisplayName": f"({geography}) {display}",
+                        "metadata": {"regionType": "Physical", "geographyGroup": geography},
                     }
-                    for name, display in LOCATIONS.items()
+                    for name, (display, geography) in catalog.REGIONS.items()
                 ]
             )
         )
@@ -108,7 +98,7 @@ def register(router: Router, ctx: Context, dispatch) -> None:
             )
         location = existing["location"] if existing else None
         if not existing:
-            location = check_location(body.get("location"), "resourceGroups")
+            location = check_location(body.get("location"), "Microsoft.Resources/resourceGroups")
         group = {
             "id": rg_id(ctx, existing["name"] if existing else rg),
             "name": existing["name"] if existing else rg,
@@ -171,32 +161,33 @@ def register(router: Router, ctx: Context, dispatch) -> None:
         ]
         return json_response(list_page(_filtered(items, request)))
 
-    def _provider(ns: str) -> dict[str, Any]:
-        return {
-            "id": f"/subscriptions/{ctx.subscription_id}/providers/{ns}",
-            "namespace": ns,
-            "registrationState": "Registered",
-            "registrationPolicy": "RegistrationRequired",
-            "resourceTypes": [],
-        }
-
     async def list_providers(request: Request, sub: str) -> Response:
         subscription_id_or_404(ctx, sub)
-        return json_response(list_page([_provider(ns) for ns in PROVIDERS]))
+        namespaces = sorted(catalog.published_namespaces().values(), key=str.lower)
+        items = [catalog.provider_body(ctx.subscription_id, ns) for ns in namespaces]
+        return json_response(list_page(items))
 
     async def get_provider(request: Request, sub: str, ns: str) -> Response:
         subscription_id_or_404(ctx, sub)
-        known = {p.lower(): p for p in PROVIDERS}
-        if ns.lower() not in known:
-            raise AzureError(
-                404,
-                "InvalidResourceNamespace",
-                f"The resource namespace '{ns}' is invalid.",
-            )
-        return json_response(_provider(known[ns.lower()]))
+        published = catalog.published_namespaces().get(ns.lower())
+        if published is None:
+            raise catalog.invalid_namespace(ns)
+        return json_response(catalog.provider_body(ctx.subscription_id, published))
 
     async def register_provider(request: Request, sub: str, ns: str) -> Response:
-        return await get_provider(request, sub, ns)
+        subscription_id_or_404(ctx, sub)
+        published = catalog.published_namespaces().get(ns.lower())
+        if published is None:
+            raise catalog.invalid_namespace(ns)
+        if not catalog.implemented(published):
+            # Azure would register it; localazure cannot serve it, so it stays NotRegistered.
+            raise AzureError(
+                409,
+                "NamespaceNotEmulated",
+                f"localazure does not emulate the resource provider '{published}'; it stays "
+                "NotRegistered and its requests answer MissingSubscriptionRegistration.",
+            )
+        return json_response(catalog.provider_body(ctx.subscription_id, published))
 
     async def batch(request: Request) -> Response:
         body = await json_body(request)

@@ -1,21 +1,18 @@
-"""Access checks: does a principal hold an action at a scope, through a role assignment at that
-scope or any parent scope? Used by the registry data plane (pull needs AcrPull or above) and by
-the simulated workloads that pull images."""
+"""Access checks: does a principal hold an action (or a data action) at a scope, through a role
+assignment at that scope or any parent scope? Used by every RBAC-checked route, the registry
+data plane and the simulated workloads that pull images."""
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from typing import Any
 
-from localazure.authorization.roles import BY_ID, role_guid_from_definition_id
+from localazure.authorization import roles
 from localazure.core.context import Context
 from localazure.core.errors import authorization_failed
 from localazure.core.tokens import Caller
 
 ASSIGNMENT_KIND = "role-assignment"
-PULL = "Microsoft.ContainerRegistry/registries/pull/read"
-PUSH = "Microsoft.ContainerRegistry/registries/push/write"
 
 
 def normalise_scope(scope: str) -> str:
@@ -34,13 +31,6 @@ def covers(scope: str, resource_id: str) -> bool:
     return _covers(normalise_scope(scope), normalise_scope(resource_id))
 
 
-def _allows(permissions: dict[str, Any], action: str) -> bool:
-    action = action.lower()
-    granted = any(fnmatch.fnmatchcase(action, a.lower()) for a in permissions["actions"])
-    denied = any(fnmatch.fnmatchcase(action, a.lower()) for a in permissions["notActions"])
-    return granted and not denied
-
-
 def assignments_for(ctx: Context, object_id: str) -> list[dict[str, Any]]:
     return [
         a
@@ -49,13 +39,17 @@ def assignments_for(ctx: Context, object_id: str) -> list[dict[str, Any]]:
     ]
 
 
-def is_allowed(ctx: Context, object_id: str, action: str, resource_id: str) -> bool:
+def is_allowed(
+    ctx: Context, object_id: str, action: str, resource_id: str, *, data: bool = False
+) -> bool:
+    """Whether a role assigned to ``object_id`` at ``resource_id`` or above grants ``action``
+    (a data action when ``data``)."""
     for assignment in assignments_for(ctx, object_id):
         props = assignment["properties"]
         if not _covers(props["scope"], resource_id):
             continue
-        role = BY_ID.get(role_guid_from_definition_id(props["roleDefinitionId"]))
-        if role and _allows(role[1], action):
+        role = roles.find(ctx, roles.role_guid_from_definition_id(props["roleDefinitionId"]))
+        if role and roles.allows(role, action, data=data):
             return True
     return False
 

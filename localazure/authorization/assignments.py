@@ -13,9 +13,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from localazure.arm.resources import now_iso, resource_group_or_404, subscription_id_or_404
+from localazure.authorization import roles
 from localazure.authorization.access import ASSIGNMENT_KIND, covers, normalise_scope, require
 from localazure.authorization.definitions import role_definition_id
-from localazure.authorization.roles import BY_ID, BY_NAME
 from localazure.core.context import Context
 from localazure.core.errors import bad_request, conflict, not_found, resource_not_found
 from localazure.core.http import empty, json_body, json_response, list_page, require_api_version
@@ -106,7 +106,9 @@ def _role_guid(ctx: Context, role_definition: str) -> str:
             "InvalidRoleDefinitionId", f"The role definition ID '{role_definition}' is not valid."
         )
     subscription, guid = match.groups()
-    if guid.lower() not in BY_ID or (subscription and subscription.lower() != ctx.subscription_id):
+    if roles.find(ctx, guid) is None or (
+        subscription and subscription.lower() != ctx.subscription_id
+    ):
         raise bad_request(
             "RoleDefinitionDoesNotExist",
             f"The specified role definition with ID '{guid}' does not exist.",
@@ -239,10 +241,10 @@ def grant(
     """Assign a built-in role without the API's checks, for the emulator's own set-up and for
     services that grant roles as Azure does on their behalf. Idempotent: an equal grant is
     returned as it is."""
-    role = BY_NAME.get(role_name.lower())
+    role = roles.built_in_by_name(role_name)
     if role is None:
-        raise ValueError(f"'{role_name}' is not a built-in role of localazure")
-    definition = role_definition_id(ctx.subscription_id, role[1]["id"])
+        raise ValueError(f"'{role_name}' is not an Azure built-in role")
+    definition = role_definition_id(ctx.subscription_id, role["name"])
     principal_id = principal_id.lower()
     for existing in ctx.store.values(ASSIGNMENT_KIND):
         if _same_grant(existing, normalise_scope(scope), principal_id, definition):

@@ -1,126 +1,94 @@
-"""Built-in role definitions, with Azure's real ids, actions and data actions."""
+"""Role definitions: Azure's whole built-in catalogue (``data/builtin_roles.json``, with its
+source and licence in ``data/README.md``) and the custom roles created through the API, and the
+evaluation of a role's permissions against an action or a data action."""
 
 from __future__ import annotations
 
+import fnmatch
+import json
+from functools import cache
+from pathlib import Path
 from typing import Any
 
+from localazure.core.context import Context
+
 ROLE_DEFINITION_TYPE = "Microsoft.Authorization/roleDefinitions"
-
-_BUILT_IN: dict[str, dict[str, Any]] = {
-    "Owner": {
-        "id": "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
-        "description": "Grants full access to manage all resources, including the ability to "
-        "assign roles in Azure RBAC.",
-        "actions": ["*"],
-        "notActions": [],
-    },
-    "Contributor": {
-        "id": "b24988ac-6180-42a0-ab88-20f7382dd24c",
-        "description": "Grants full access to manage all resources, but does not allow you to "
-        "assign roles in Azure RBAC, manage assignments in Azure Blueprints, or share image "
-        "galleries.",
-        "actions": ["*"],
-        "notActions": [
-            "Microsoft.Authorization/*/Delete",
-            "Microsoft.Authorization/*/Write",
-            "Microsoft.Authorization/elevateAccess/Action",
-            "Microsoft.Blueprint/blueprintAssignments/write",
-            "Microsoft.Blueprint/blueprintAssignments/delete",
-            "Microsoft.Compute/galleries/share/action",
-        ],
-    },
-    "Reader": {
-        "id": "acdd72a7-3385-48ef-bd42-f606fba81ae7",
-        "description": "View all resources, but does not allow you to make any changes.",
-        "actions": ["*/read"],
-        "notActions": [],
-    },
-    "User Access Administrator": {
-        "id": "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9",
-        "description": "Lets you manage user access to Azure resources.",
-        "actions": ["*/read", "Microsoft.Authorization/*", "Microsoft.Support/*"],
-        "notActions": [],
-    },
-    "AcrPull": {
-        "id": "7f951dda-4ed3-4680-a7ca-43fe172d538d",
-        "description": "acr pull",
-        "actions": ["Microsoft.ContainerRegistry/registries/pull/read"],
-        "notActions": [],
-    },
-    "AcrPush": {
-        "id": "8311e382-0749-4cb8-b61a-304f252e45ec",
-        "description": "acr push",
-        "actions": [
-            "Microsoft.ContainerRegistry/registries/pull/read",
-            "Microsoft.ContainerRegistry/registries/push/write",
-        ],
-        "notActions": [],
-    },
-    "AcrDelete": {
-        "id": "c2f4ef07-c644-48eb-af81-4b1b4947fb11",
-        "description": "acr delete",
-        "actions": ["Microsoft.ContainerRegistry/registries/artifacts/delete"],
-        "notActions": [],
-    },
-    "Managed Identity Operator": {
-        "id": "f1a07417-d97a-45cb-824c-7a7467783830",
-        "description": "Read and Assign User Assigned Identity",
-        "actions": [
-            "Microsoft.ManagedIdentity/userAssignedIdentities/*/read",
-            "Microsoft.ManagedIdentity/userAssignedIdentities/*/assign/action",
-            "Microsoft.Authorization/*/read",
-            "Microsoft.Resources/subscriptions/resourceGroups/read",
-        ],
-        "notActions": [],
-    },
-    "AzureML Data Scientist": {
-        "id": "f6c7c914-8db3-469d-8ca1-694a8f32e121",
-        "description": "Can perform all actions within an Azure Machine Learning workspace, "
-        "except for creating or deleting compute resources and modifying the workspace itself.",
-        "actions": [
-            "Microsoft.MachineLearningServices/workspaces/*/read",
-            "Microsoft.MachineLearningServices/workspaces/*/action",
-            "Microsoft.MachineLearningServices/workspaces/*/delete",
-            "Microsoft.MachineLearningServices/workspaces/*/write",
-        ],
-        "notActions": [
-            "Microsoft.MachineLearningServices/workspaces/delete",
-            "Microsoft.MachineLearningServices/workspaces/write",
-            "Microsoft.MachineLearningServices/workspaces/computes/*/write",
-            "Microsoft.MachineLearningServices/workspaces/computes/*/delete",
-        ],
-    },
-}
-
-BY_NAME = {name.lower(): (name, spec) for name, spec in _BUILT_IN.items()}
-BY_ID = {spec["id"]: (name, spec) for name, spec in _BUILT_IN.items()}
+CUSTOM_ROLE_KIND = "role-definition"
+BUILT_IN_ROLE = "BuiltInRole"
+CUSTOM_ROLE = "CustomRole"
+_CATALOGUE = Path(__file__).with_name("data") / "builtin_roles.json"
 
 
-def definition_body(subscription_id: str, scope: str, name: str, spec: dict[str, Any]) -> dict:
-    """The role definition as ARM returns it at ``scope`` (``/subscriptions/...`` by default)."""
-    return {
-        "id": f"{scope.rstrip('/')}/providers/{ROLE_DEFINITION_TYPE}/{spec['id']}",
-        "name": spec["id"],
-        "type": ROLE_DEFINITION_TYPE,
-        "properties": {
-            "roleName": name,
-            "type": "BuiltInRole",
-            "description": spec["description"],
-            "assignableScopes": ["/"],
-            "permissions": [
-                {
-                    "actions": spec["actions"],
-                    "notActions": spec["notActions"],
-                    "dataActions": [],
-                    "notDataActions": [],
-                }
-            ],
-            "createdOn": "2018-03-13T20:15:35.9320000Z",
-            "updatedOn": "2024-01-01T00:00:00.0000000Z",
-            "createdBy": None,
-            "updatedBy": None,
-        },
+@cache
+def _built_in() -> dict[str, dict[str, Any]]:
+    roles = json.loads(_CATALOGUE.read_text(encoding="utf-8"))
+    return {role["name"].lower(): {**role, "roleType": BUILT_IN_ROLE} for role in roles}
+
+
+@cache
+def _built_in_by_name() -> dict[str, dict[str, Any]]:
+    return {role["roleName"].lower(): role for role in _built_in().values()}
+
+
+def built_in_roles() -> list[dict[str, Any]]:
+    return list(_built_in().values())
+
+
+def built_in(guid: str) -> dict[str, Any] | None:
+    return _built_in().get(guid.lower())
+
+
+def built_in_by_name(role_name: str) -> dict[str, Any] | None:
+    return _built_in_by_name().get(role_name.lower())
+
+
+def custom_roles(ctx: Context) -> list[dict[str, Any]]:
+    return list(ctx.store.values(CUSTOM_ROLE_KIND))
+
+
+def find(ctx: Context, guid: str) -> dict[str, Any] | None:
+    """A role by id: built-in, or custom (stored with the same keys plus ``roleType``)."""
+    return built_in(guid) or ctx.store.get(CUSTOM_ROLE_KIND, guid.lower())
+
+
+def definition_body(scope: str, role: dict[str, Any]) -> dict[str, Any]:
+    """The role definition as ARM returns it, with its id under ``scope`` (``/subscriptions/...``
+    or ``/`` for the tenant root)."""
+    properties = {
+        "roleName": role["roleName"],
+        "type": role["roleType"],
+        "description": role["description"],
+        "assignableScopes": role["assignableScopes"],
+        "permissions": role["permissions"],
+        "createdOn": role["createdOn"],
+        "updatedOn": role["updatedOn"],
+        "createdBy": role.get("createdBy"),
+        "updatedBy": role.get("updatedBy"),
     }
+    return {
+        "id": f"{scope.rstrip('/')}/providers/{ROLE_DEFINITION_TYPE}/{role['name']}",
+        "name": role["name"],
+        "type": ROLE_DEFINITION_TYPE,
+        "properties": properties,
+    }
+
+
+def _matches(patterns: list[str], operation: str) -> bool:
+    return any(fnmatch.fnmatchcase(operation, pattern.lower()) for pattern in patterns)
+
+
+def allows(role: dict[str, Any], operation: str, *, data: bool = False) -> bool:
+    """True when one of the role's permission blocks grants ``operation`` and does not exclude
+    it: ``actions``/``notActions`` for a control-plane action, ``dataActions``/``notDataActions``
+    for a data action (Azure keeps the two apart: ``*`` in ``actions`` grants no data action).
+    Permission conditions are not evaluated."""
+    operation = operation.lower()
+    granted, excluded = ("dataActions", "notDataActions") if data else ("actions", "notActions")
+    return any(
+        _matches(block.get(granted) or [], operation)
+        and not _matches(block.get(excluded) or [], operation)
+        for block in role["permissions"]
+    )
 
 
 def role_guid_from_definition_id(definition_id: str) -> str:

@@ -24,8 +24,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from localazure.arm.catalog import check_location
 from localazure.arm.resources import (
-    check_location,
     delete_tree,
     now_iso,
     resource_or_404,
@@ -350,14 +350,14 @@ def register(router: Router, ctx: Context) -> None:
         require_api_version(request)
         subscription_id_or_404(ctx, sub)
         require(ctx, request.state.caller, SIZES_READ, f"/subscriptions/{ctx.subscription_id}")
-        check_location(location, "vmSizes")
+        check_location(location, f"{NAMESPACE}/locations/vmSizes")
         return json_response(list_page([size.wire() for size in vm_sizes.CATALOG]))
 
     async def list_usages(request: Request, sub: str, location: str) -> Response:
         require_api_version(request)
         subscription_id_or_404(ctx, sub)
         require(ctx, request.state.caller, USAGES_READ, f"/subscriptions/{ctx.subscription_id}")
-        location = check_location(location, "usages")
+        location = check_location(location, f"{NAMESPACE}/locations/usages")
         return json_response({"value": usages(ctx, location), "nextLink": None})
 
     computes = WORKSPACE_PATH + "/computes"

@@ -20,8 +20,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from localazure.arm.catalog import check_location
 from localazure.arm.resources import (
-    check_location,
     delete_tree,
     now_iso,
     provider_id,

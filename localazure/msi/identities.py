@@ -13,8 +13,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from localazure.arm.catalog import check_location
 from localazure.arm.resources import (
-    check_location,
     delete_tree,
     provider_id,
     resource_group_or_404,
@@ -35,6 +35,7 @@ READ = f"{IDENTITY_TYPE}/read"
 WRITE = f"{IDENTITY_TYPE}/write"
 DELETE = f"{IDENTITY_TYPE}/delete"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,127}$")
+ISOLATION_SCOPES = ("None", "Regional")
 
 
 def identity_id(ctx: Context, resource_group: str, name: str) -> str:
@@ -48,6 +49,24 @@ def _check_name(name: str) -> None:
             f"Resource name '{name}' is invalid. The name must be 3 to 128 characters long, start "
             "with a letter or number, and contain only letters, numbers, hyphens and underscores.",
         )
+
+
+def _isolation_scope(body: dict[str, Any], current: str) -> str:
+    """``properties.isolationScope`` of a PUT or PATCH body (api-version 2024-11-30 and later),
+    ``current`` when the body does not set it."""
+    props = body.get("properties")
+    requested = props.get("isolationScope") if isinstance(props, dict) else None
+    if requested is None:
+        return current
+    scope = next((s for s in ISOLATION_SCOPES if s.lower() == str(requested).lower()), None)
+    if scope is None:
+        raise bad_request(
+            "InvalidRequestContent",
+            f"The request content was invalid and could not be deserialized: 'Requested value "
+            f"'{requested}' was not found.' (isolationScope is one of "
+            f"{', '.join(ISOLATION_SCOPES)}).",
+        )
+    return scope
 
 
 def drop_principals_under(ctx: Context, resource_id: str) -> None:
@@ -81,7 +100,7 @@ def register(router: Router, ctx: Context) -> None:
                     "tenantId": ctx.settings.tenant_id,
                     "principalId": principal["objectId"],
                     "clientId": principal["appId"],
-                    "isolationScope": "None",
+                    "isolationScope": _isolation_scope(body, "None"),
                 }
             else:
                 location = existing["location"]
@@ -94,7 +113,12 @@ def register(router: Router, ctx: Context) -> None:
                         f"same name cannot be created in location '{requested}'. Please select "
                         "a new resource name.",
                     )
-                properties = existing["properties"]
+                properties = {
+                    **existing["properties"],
+                    "isolationScope": _isolation_scope(
+                        body, existing["properties"].get("isolationScope", "None")
+                    ),
+                }
             identity = {
                 "id": existing["id"] if existing else rid,
                 "name": existing["name"] if existing else name,
@@ -120,6 +144,8 @@ def register(router: Router, ctx: Context) -> None:
         body = await json_body(request)
         if "tags" in body:
             identity["tags"] = body["tags"] or {}
+        props = identity["properties"]
+        props["isolationScope"] = _isolation_scope(body, props.get("isolationScope", "None"))
         identity["systemData"] = system_data(identity, caller)
         ctx.store.put_resource(identity)
         return json_response(identity)

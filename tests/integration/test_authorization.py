@@ -35,6 +35,9 @@ BUILT_IN_IDS = {
     "Contributor": "b24988ac-6180-42a0-ab88-20f7382dd24c",
     "Owner": "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
     "User Access Administrator": "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9",
+    "Disk Backup Reader": "3e5e47e6-65f7-47ef-90b5-e5dd4d455f24",
+    "Container Registry Repository Reader": "b93aa761-3e63-49ed-ac28-beffa264f7ac",
+    "Storage Blob Data Reader": "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
 }
 IDENTITY_API_VERSION = "2023-01-31"
 
@@ -113,6 +116,29 @@ def test_built_in_roles_carry_azure_ids(sub):
     built_in = list(sub.auth.role_definitions.list(sub.group, filter="type eq 'BuiltInRole'"))
     assert set(BUILT_IN_IDS.values()) <= {d.name for d in built_in}
     assert list(sub.auth.role_definitions.list(sub.id, filter="type eq 'CustomRole'")) == []
+
+
+def test_whole_built_in_catalogue_is_listed_with_data_actions(sub):
+    built_in = {d.name: d for d in sub.auth.role_definitions.list(sub.id)}
+    assert len(built_in) > 900
+    assert {d.role_type for d in built_in.values()} == {"BuiltInRole"}
+    blob_reader = built_in[BUILT_IN_IDS["Storage Blob Data Reader"]].permissions[0]
+    assert blob_reader.data_actions == [
+        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read"
+    ]
+    disk = built_in[BUILT_IN_IDS["Disk Backup Reader"]]
+    assert disk.role_name == "Disk Backup Reader"
+    assert "Microsoft.Compute/disks/beginGetAccess/action" in disk.permissions[0].actions
+
+
+def test_any_built_in_role_can_be_assigned(sub):
+    _, principal = sub.identity("backup")
+    created = sub.assign(sub.group, principal, "Disk Backup Reader")
+    assert created.role_definition_id == sub.role("Disk Backup Reader")
+    listed = sub.auth.role_assignments.list_for_scope(
+        sub.group, filter=f"principalId eq '{principal}'"
+    )
+    assert [a.role_definition_id for a in listed] == [sub.role("Disk Backup Reader")]
 
 
 def test_role_definitions_are_read_by_guid_and_by_id(sub):
@@ -334,3 +360,171 @@ def test_azcollection_role_assignment_is_idempotent(sub):
     assert first["id"] == second["id"]
     stored = sub.auth.role_assignments.get_by_id(first["id"])
     assert (stored.principal_id, stored.scope) == (principal, sub.group)
+
+
+def test_repository_data_actions_open_registry_content(sub, monkeypatch):
+    registries = sub.emulator.mgmt_client(ContainerRegistryManagementClient)
+    registry = registries.registries.begin_create(
+        "rbac", "rbacdata", {"location": "eastus", "sku": {"name": "Basic"}}
+    ).result()
+    registries.registries.begin_import_image(
+        "rbac",
+        "rbacdata",
+        {
+            "source": {"registry_uri": "docker.io", "source_image": "library/hello-world:latest"},
+            "target_tags": ["library/hello-world:latest"],
+        },
+    ).result()
+    _, principal = sub.identity("reader")
+    credential = managed_identity_credential(sub.emulator, principal, monkeypatch)
+    client = ContainerRegistryClient(
+        f"https://{registry.login_server}",
+        credential,
+        audience="https://containerregistry.azure.net",
+    )
+
+    with pytest.raises(ClientAuthenticationError):
+        client.get_manifest_properties("library/hello-world", "latest")
+    # Data actions only (repositories/content/read, metadata/read): content, but no catalog.
+    sub.assign(registry.id, principal, "Container Registry Repository Reader")
+    assert client.get_manifest_properties("library/hello-world", "latest").digest
+    with pytest.raises(ClientAuthenticationError):
+        list(client.list_repository_names())
+    with pytest.raises(ClientAuthenticationError):
+        client.delete_tag("library/hello-world", "latest")
+
+
+# -- custom role definitions --------------------------------------------------------------------
+
+
+def custom_role(sub, name: str, **permissions) -> dict:
+    return {
+        "role_name": name,
+        "description": f"{name} (test)",
+        "role_type": "CustomRole",
+        "permissions": [permissions],
+        "assignable_scopes": [sub.group],
+    }
+
+
+def test_custom_role_is_created_read_listed_and_deleted(sub):
+    guid = str(uuid.uuid4())
+    created = sub.auth.role_definitions.create_or_update(
+        sub.group, guid, custom_role(sub, "Registry lister", actions=["*/read"])
+    )
+    assert (created.name, created.role_type, created.assignable_scopes) == (
+        guid,
+        "CustomRole",
+        [sub.group],
+    )
+    assert sub.auth.role_definitions.get(sub.group, guid).role_name == "Registry lister"
+    custom = list(sub.auth.role_definitions.list(sub.group, filter="type eq 'CustomRole'"))
+    assert [d.name for d in custom] == [guid]
+    # Listed where it is assignable; above that only with atScopeAndBelow().
+    assert (
+        list(sub.auth.role_definitions.list(sub.other_group, filter="type eq 'CustomRole'")) == []
+    )
+    below = sub.auth.role_definitions.list(
+        sub.id, filter="atScopeAndBelow() and type eq 'CustomRole'"
+    )
+    assert [d.name for d in below] == [guid]
+
+    updated = sub.auth.role_definitions.create_or_update(
+        sub.group,
+        guid,
+        custom_role(sub, "Registry lister", actions=["*/read"], data_actions=[])
+        | {"description": "changed"},
+    )
+    assert (updated.description, updated.created_on) == ("changed", created.created_on)
+
+    with pytest.raises(HttpResponseError) as err:
+        sub.auth.role_definitions.create_or_update(
+            sub.group, str(uuid.uuid4()), custom_role(sub, "Registry lister", actions=[])
+        )
+    assert error_code(err) == (409, "RoleDefinitionWithSameNameExists")
+
+    deleted = sub.auth.role_definitions.delete(sub.group, guid)
+    assert deleted.name == guid
+    with pytest.raises(ResourceNotFoundError):
+        sub.auth.role_definitions.get(sub.group, guid)
+
+
+def test_custom_role_grants_its_actions_and_data_actions(sub, monkeypatch):
+    guid = str(uuid.uuid4())
+    sub.auth.role_definitions.create_or_update(
+        sub.group,
+        guid,
+        custom_role(
+            sub,
+            "Registry content reader",
+            actions=["Microsoft.ContainerRegistry/registries/read"],
+            data_actions=["Microsoft.ContainerRegistry/registries/catalog/read"],
+        ),
+    )
+    registries = sub.emulator.mgmt_client(ContainerRegistryManagementClient)
+    registry = registries.registries.begin_create(
+        "rbac", "rbaccustom", {"location": "eastus", "sku": {"name": "Basic"}}
+    ).result()
+    _, principal = sub.identity("custom")
+    credential = managed_identity_credential(sub.emulator, principal, monkeypatch)
+    as_identity = sub.emulator.mgmt_client(ContainerRegistryManagementClient, credential=credential)
+    client = ContainerRegistryClient(
+        f"https://{registry.login_server}",
+        credential,
+        audience="https://containerregistry.azure.net",
+    )
+    with pytest.raises(HttpResponseError) as err:
+        as_identity.registries.get("rbac", "rbaccustom")
+    assert error_code(err) == (403, "AuthorizationFailed")
+
+    assignment = sub.auth.role_assignments.create(
+        sub.group,
+        str(uuid.uuid4()),
+        {
+            "role_definition_id": f"{sub.id}/providers/Microsoft.Authorization/roleDefinitions/{guid}",
+            "principal_id": principal,
+        },
+    )
+    assert as_identity.registries.get("rbac", "rbaccustom").name == "rbaccustom"
+    assert list(client.list_repository_names()) == []
+    with pytest.raises(HttpResponseError) as err:
+        sub.auth.role_definitions.delete(sub.group, guid)
+    assert error_code(err) == (409, "RoleDefinitionHasAssignments")
+    sub.auth.role_assignments.delete_by_id(assignment.id)
+    sub.auth.role_definitions.delete(sub.group, guid)
+
+
+def test_built_in_roles_cannot_be_changed(sub):
+    with pytest.raises(HttpResponseError) as err:
+        sub.auth.role_definitions.create_or_update(
+            sub.id, BUILT_IN_IDS["Reader"], custom_role(sub, "Not the reader", actions=["*"])
+        )
+    assert err.value.status_code == 403
+
+
+def test_azcollection_role_definition_is_idempotent(sub):
+    args = json.dumps(
+        {
+            "name": "ansible-custom",
+            "scope": sub.group,
+            "assignable_scopes": [sub.group],
+            "permissions": [{"actions": ["Microsoft.Compute/*/read"]}],
+            "description": "test",
+        }
+    )
+    module = "azure.azcollection.azure_rm_roledefinition"
+    first = run_module(sub.emulator, module, args)
+    second = run_module(sub.emulator, module, args)
+    assert (first["changed"], second["changed"]) == (True, False)
+    assert first["id"] == second["id"]
+    info = run_module(
+        sub.emulator,
+        "azure.azcollection.azure_rm_roledefinition_info",
+        f"scope={sub.group} role_name=ansible-custom",
+    )
+    assert [r["role_name"] for r in info["roledefinitions"]] == ["ansible-custom"]
+    removed = run_module(
+        sub.emulator, module, f"name=ansible-custom scope={sub.group} state=absent"
+    )
+    assert removed["changed"] is True
+    assert list(sub.auth.role_definitions.list(sub.group, filter="type eq 'CustomRole'")) == []

@@ -34,8 +34,10 @@ class Arm:
         )
         return f"{path}/{name}" if name else path
 
-    def call(self, method: str, path: str, body: dict | None = None) -> HttpResponse:
-        request = HttpRequest(method, f"{self.endpoint}{path}?api-version={API_VERSION}", json=body)
+    def call(
+        self, method: str, path: str, body: dict | None = None, api_version: str = API_VERSION
+    ) -> HttpResponse:
+        request = HttpRequest(method, f"{self.endpoint}{path}?api-version={api_version}", json=body)
         return self.client.send_request(request)
 
 
@@ -145,3 +147,23 @@ def test_invalid_requests_are_refused_as_azure_does(arm, group):
     arm.call("PUT", arm.identity_path(group, "pinned"), {"location": "westeurope"})
     moved = arm.call("PUT", arm.identity_path(group, "pinned"), {"location": "eastus"})
     assert (moved.status_code, moved.json()["error"]["code"]) == (400, "InvalidResourceLocation")
+
+
+def test_isolation_scope_is_honoured_on_put_and_patch(arm, group):
+    path = arm.identity_path(group, "isolated")
+    api = "2024-11-30"
+    created = arm.call(
+        "PUT", path, {"location": "westeurope", "properties": {"isolationScope": "Regional"}}, api
+    )
+    assert created.status_code == 201
+    assert created.json()["properties"]["isolationScope"] == "Regional"
+    # A PUT that leaves it out keeps it; PATCH changes it.
+    again = arm.call("PUT", path, {"location": "westeurope", "tags": {"a": "b"}}, api)
+    assert (again.status_code, again.json()["properties"]["isolationScope"]) == (200, "Regional")
+    patched = arm.call("PATCH", path, {"properties": {"isolationScope": "None"}}, api)
+    assert patched.json()["properties"]["isolationScope"] == "None"
+    assert arm.call("GET", path, None, api).json()["properties"]["isolationScope"] == "None"
+
+    refused = arm.call("PATCH", path, {"properties": {"isolationScope": "Global"}}, api)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "InvalidRequestContent"
