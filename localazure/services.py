@@ -9,6 +9,7 @@ from localazure.acr.service import ContainerRegistryService
 from localazure.authorization.service import AuthorizationService
 from localazure.core.service import Service
 from localazure.identity.service import IdentityService
+from localazure.keyvault.service import KeyVaultService
 from localazure.ml.service import MachineLearningService
 from localazure.msi.service import ManagedIdentityService
 from localazure.publicregistry.service import PublicRegistryService
@@ -22,5 +23,6 @@ def all_services() -> list[Service]:
         ManagedIdentityService(),
         PublicRegistryService(),
         ContainerRegistryService(),
+        KeyVaultService(),
         MachineLearningService(),
     ]

@@ -16,10 +16,10 @@ DEFAULT_PORT = 44300
 DEFAULT_TENANT_ID = "72f988bf-0000-4000-8000-00000000aa01"
 DEFAULT_SUBSCRIPTION_ID = "9f3c2a51-0000-4000-8000-00000000aa02"
 DEFAULT_CLIENT_ID = "5b6d7e8f-0000-4000-8000-00000000aa03"
-# Hosts the emulator answers for under their real names (registry login servers, and the public
-# registries images are imported from); the client hook resolves them to the emulator.
+# Hosts the emulator answers for under their real names (registry login servers, key vaults, and
+# the public registries images are imported from); the client hook resolves them to the emulator.
 # A leading dot means "any host under this domain".
-REDIRECTED_SUFFIXES = (".azurecr.io", ".docker.io", "mcr.microsoft.com")
+REDIRECTED_SUFFIXES = (".azurecr.io", ".vault.azure.net", ".docker.io", "mcr.microsoft.com")
 
 
 def _default_state_dir() -> Path:

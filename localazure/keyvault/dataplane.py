@@ -22,12 +22,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from localazure.authorization.access import is_data_allowed
+from localazure.authorization.access import is_allowed
 from localazure.core.context import Context
 from localazure.core.errors import AzureError
 from localazure.core.http import empty, json_body, json_response
 from localazure.core.router import Router
-from localazure.identity.tokens import Caller
+from localazure.core.tokens import Caller
 from localazure.keyvault import AUDIENCE, VAULT_SUFFIX, VAULT_TYPE, models, state
 from localazure.keyvault.models import data_error
 
@@ -110,7 +110,7 @@ class SecretsPlane:
         if props.get("enableRbacAuthorization"):
             action = DATA_ACTIONS[permission]
             scope = f"{vault['id']}/secrets/{name}" if name else vault["id"]
-            if is_data_allowed(self.ctx, caller.object_id, action, scope):
+            if is_allowed(self.ctx, caller.object_id, action, scope, data=True):
                 return
             raise data_error(
                 403,
@@ -251,7 +251,9 @@ def register(router: Router, ctx: Context) -> None:
                 continue
             record = state.version(ctx, vault["name"], head["name"], head["current"])
             if record:
-                items.append(models.secret_item(base, head["name"], record, retention, versioned=False))
+                items.append(
+                    models.secret_item(base, head["name"], record, retention, versioned=False)
+                )
         return json_response({"value": items, "nextLink": None})
 
     async def list_versions(request: Request, login_host: str, name: str) -> Response:
@@ -280,7 +282,9 @@ def register(router: Router, ctx: Context) -> None:
                 continue
             record = state.version(ctx, vault["name"], head["name"], head["current"])
             if record:
-                entry = models.deleted_secret(base, head["name"], record, retention, head["deleted"])
+                entry = models.deleted_secret(
+                    base, head["name"], record, retention, head["deleted"]
+                )
                 entry["id"] = models.secret_id(base, head["name"])
                 items.append(entry)
         return json_response({"value": items, "nextLink": None})

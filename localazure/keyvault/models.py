@@ -86,7 +86,11 @@ def _access_policies(value: Any, tenant_id: str) -> list[dict[str, Any]]:
             {
                 "tenantId": policy.get("tenantId") or tenant_id,
                 "objectId": str(policy["objectId"]).lower(),
-                **({"applicationId": policy["applicationId"]} if policy.get("applicationId") else {}),
+                **(
+                    {"applicationId": policy["applicationId"]}
+                    if policy.get("applicationId")
+                    else {}
+                ),
                 "permissions": {
                     kind: [str(p).lower() for p in permissions.get(kind) or []]
                     for kind in ("keys", "secrets", "certificates", "storage")

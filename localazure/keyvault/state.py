@@ -49,7 +49,9 @@ class Sealer:
 
     def open(self, sealed: dict[str, str], context: str) -> str:
         plain = self._aead.decrypt(
-            base64.b64decode(sealed["nonce"]), base64.b64decode(sealed["ciphertext"]), context.encode()
+            base64.b64decode(sealed["nonce"]),
+            base64.b64decode(sealed["ciphertext"]),
+            context.encode(),
         )
         return plain.decode("utf-8")
 
@@ -178,9 +180,7 @@ def deleted_vaults(ctx: Context) -> list[dict[str, Any]]:
 
 def keep_deleted_vault(ctx: Context, vault: dict[str, Any], deletion_date: str) -> None:
     days = vault["properties"].get("softDeleteRetentionInDays", 90)
-    purge_at = time.strftime(
-        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + days * _DAY)
-    )
+    purge_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + days * _DAY))
     ctx.store.put(
         DELETED_VAULT_KIND,
         vault["name"].lower(),

@@ -9,8 +9,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from localazure.arm.catalog import check_location
 from localazure.arm.resources import (
-    check_location,
     delete_tree,
     now_iso,
     provider_id,
@@ -218,7 +218,9 @@ def register(router: Router, ctx: Context) -> None:
         require_api_version(request)
         subscription_id_or_404(ctx, sub)
         require(ctx, request.state.caller, DELETED_READ, f"/subscriptions/{ctx.subscription_id}")
-        items = [models.deleted_vault_view(ctx.subscription_id, r) for r in state.deleted_vaults(ctx)]
+        items = [
+            models.deleted_vault_view(ctx.subscription_id, r) for r in state.deleted_vaults(ctx)
+        ]
         return json_response(list_page(items))
 
     async def get_deleted(request: Request, sub: str, location: str, name: str) -> Response:

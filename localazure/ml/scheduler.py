@@ -21,11 +21,13 @@ from typing import Any
 
 from localazure.acr.images import ImagePullError, resolve_image
 from localazure.core.context import Context
+from localazure.identity import principals
 from localazure.identity.routes import bind_workload_identity
 from localazure.ml import computes, containers, jobs, workspaces
 from localazure.ml import nodes as node_pool
 from localazure.ml.computes import ClusterSpec
 from localazure.ml.containers import ContainerRuntime
+from localazure.settings import REDIRECTED_SUFFIXES
 
 log = logging.getLogger("localazure.ml")
 HEARTBEAT_KIND = "ml-scheduler"
@@ -361,7 +363,11 @@ class Scheduler:
         workspace = ctx.store.get_resource(run["workspace_id"])
         props = job["properties"]
         workdir = jobs.run_dir(ctx, run) / "wd"
-        secret = bind_workload_identity(ctx, workspaces.principal_of(workspace))
+        identities = _compute_identities(ctx, run["compute_id"])
+        if identities:
+            secret = bind_workload_identity(ctx, *(p["objectId"] for p in identities))
+        else:
+            secret = bind_workload_identity(ctx, workspaces.principal_of(workspace))
         rg = workspace["id"].split("/")[4]
         platform = {
             "AZUREML_RUN_ID": run["name"],
@@ -377,6 +383,11 @@ class Scheduler:
             "AZ_BATCH_NODE_ID": run["node_id"],
             "IDENTITY_ENDPOINT": f"{ctx.endpoint}/msi/token",
             "IDENTITY_HEADER": secret,
+            **({"DEFAULT_IDENTITY_CLIENT_ID": identities[0]["appId"]} if identities else {}),
+            # The container's name resolution: Azure host names (vaults, registries) reach
+            # the emulator, as they reach Azure from a real node.
+            "LOCALAZURE_DNS": ",".join(REDIRECTED_SUFFIXES),
+            "LOCALAZURE_ENDPOINT": ctx.endpoint,
             "REQUESTS_CA_BUNDLE": str(ctx.settings.ca_bundle),
             "SSL_CERT_FILE": str(ctx.settings.ca_bundle),
         }
@@ -391,6 +402,19 @@ class Scheduler:
         self.runtime.start(run["key"], props["command"], env, workdir, jobs.std_log_path(ctx, run))
         run["process_started_at"] = now
         jobs.note(ctx, run, "Container started")
+
+
+def _compute_identities(ctx: Context, compute_id: str) -> list[dict[str, Any]]:
+    """The principals of the compute's user-assigned identities: what a job's managed-identity
+    endpoint serves on an AmlCompute cluster (the first is ``DEFAULT_IDENTITY_CLIENT_ID``)."""
+    compute = ctx.store.get_resource(compute_id) or {}
+    found = []
+    for identity_id in sorted((compute.get("identity") or {}).get("userAssignedIdentities") or {}):
+        props = (ctx.store.get_resource(identity_id) or {}).get("properties") or {}
+        principal = principals.get(ctx, props.get("principalId", ""))
+        if principal:
+            found.append(principal)
+    return found
 
 
 def _no_kvm_reason(cluster: ClusterSpec) -> str | None:
