@@ -13,7 +13,7 @@ waits for the previous run's nodes to scale down first).
 
 For each run it prints the makespan over its lower bound, ``max(longest task, total work /
 workers) + one startup``, where task durations come from the stand-in's own model
-(``taskset.modelled_duration_s`` at the jobs' time scale and seed) and one startup is measured:
+(``task_model.modelled_duration_s`` at the jobs' time scale and seed) and one startup is measured:
 first job submission to that job's first WAA_EVENT. It also prints the requests the run made,
 per task, classified from the emulator's request log, and the node-seconds and cost the
 emulator billed. A miss of the 1.10 target is reported, not an error: the exit code is 0.
@@ -59,7 +59,7 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.scheduler imp
     make_scheduler,
 )
 from localazure.testing import RunningEmulator  # noqa: E402
-from localazure.workload import taskset  # noqa: E402
+from localazure.workload import task_model  # noqa: E402
 
 TARGET_RATIO = 1.10
 DEFAULT_TIME_SCALE = 0.3  # s of stand-in sleep per simulated WAA minute: ~40-65 s per run
@@ -543,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_TIME_SCALE,
         help="seconds of stand-in sleep per simulated WAA minute (WAA_STANDIN_TIME_SCALE)",
     )
-    parser.add_argument("--seed", type=int, default=taskset.DEFAULT_SEED)
+    parser.add_argument("--seed", type=int, default=task_model.DEFAULT_SEED)
     parser.add_argument("--poll-interval", type=float, default=0.5)
     parser.add_argument(
         "--chunk-factor",
@@ -563,9 +563,9 @@ def main(argv: list[str] | None = None) -> int:
     # it (the engine swaps in its own handler while it runs, which also unwinds).
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
-    tasks = taskset.list_tasks()[: args.max_tasks]
+    tasks = task_model.list_tasks()[: args.max_tasks]
     durations = {
-        task_id: taskset.modelled_duration_s(domain, task_id, args.time_scale, args.seed)
+        task_id: task_model.modelled_duration_s(domain, task_id, args.time_scale, args.seed)
         for domain, task_id in tasks
     }
     began = time.monotonic()

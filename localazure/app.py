@@ -23,6 +23,7 @@ from localazure.admin import routes as admin_routes
 from localazure.admin.routes import PREFIX as ADMIN_PREFIX
 from localazure.arm import catalog
 from localazure.arm import routes as arm_routes
+from localazure.authorization.access import require
 from localazure.core import faults, operations
 from localazure.core.context import Context
 from localazure.core.errors import AzureError
@@ -152,9 +153,15 @@ class LocalAzure:
                 f"The resource type could not be found for path '{request.url.path}'.",
             )
         if route.auth == "arm":
-            request.state.caller = self.ctx.issuer.verify(
+            caller = self.ctx.issuer.verify(
                 request.headers.get("authorization"), self.arm_audiences
             )
+            request.state.caller = caller
+            parent = route.parent(**params) if route.parent else None
+            request.state.parent = parent
+            if route.action:
+                action = route.action.format(**params)
+                require(self.ctx, caller, action, route.authorization_scope(parent, params))
         return await route.handler(request, **params)
 
     async def dispatch_internal(

@@ -56,6 +56,20 @@ def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def synthetic_image(
+    registry: str,
+    repository: str,
+    tag: str,
+    layer_sizes: list[int],
+    *,
+    env: list[str],
+    created: str,
+) -> PublicImage:
+    """An image with a generated manifest and config (what the emulator stores for an image it
+    is said to have built)."""
+    return _build(registry, repository, tag, layer_sizes, env=env, created=created)
+
+
 def _build(
     registry: str,
     repository: str,
@@ -113,7 +127,7 @@ def _build(
     )
 
 
-_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # Windows Agent Arena: a Linux image that runs a Windows 11 VM under QEMU. Almost all of its
 # ~15 GB is the prepared VM disk layer.
@@ -131,7 +145,7 @@ WINARENA = _build(
         3_310_592,  # OEM setup scripts
         9_214,  # entry point
     ],
-    env=[_PATH, "VERSION=win11e", "RAM_SIZE=8G", "CPU_CORES=8", "DISK_SIZE=30G"],
+    env=[DEFAULT_PATH, "VERSION=win11e", "RAM_SIZE=8G", "CPU_CORES=8", "DISK_SIZE=30G"],
     entrypoint=["/usr/bin/tini", "-s", "/entry.sh"],
     created="2024-09-12T18:03:41.512204Z",
 )
@@ -141,7 +155,7 @@ HELLO_WORLD = _build(
     "library/hello-world",
     "latest",
     [2_459],
-    env=[_PATH],
+    env=[DEFAULT_PATH],
     cmd=["/hello"],
     created="2023-05-02T16:49:27.203792Z",
 )
@@ -151,7 +165,11 @@ AZUREML_OPENMPI = _build(
     "azureml/openmpi4.1.0-ubuntu22.04",
     "latest",
     [30_432_571, 118_904_612, 96_221_408, 402_113_779, 9_871_204, 1_204],
-    env=[_PATH, "AZUREML_CONDA_ENVIRONMENT_PATH=/opt/miniconda/envs/azureml", "LANG=C.UTF-8"],
+    env=[
+        DEFAULT_PATH,
+        "AZUREML_CONDA_ENVIRONMENT_PATH=/opt/miniconda/envs/azureml",
+        "LANG=C.UTF-8",
+    ],
     cmd=["bash"],
     created="2025-01-14T09:21:07.482915Z",
 )
@@ -161,7 +179,7 @@ ACI_HELLOWORLD = _build(
     "azuredocs/aci-helloworld",
     "latest",
     [2_207_025, 22_482_981, 2_345_012, 1_489],
-    env=[_PATH, "NODE_VERSION=8.9.3"],
+    env=[DEFAULT_PATH, "NODE_VERSION=8.9.3"],
     cmd=["node", "/usr/src/app/index.js"],
     created="2018-04-12T21:32:09.118217Z",
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from localazure.core.context import Context
@@ -76,3 +77,25 @@ def delete_tree(ctx: Context, resource_id: str) -> None:
 
 def invalid_name(code: str, message: str) -> AzureError:
     return bad_request(code, message)
+
+
+# -- parents, as routes declare them (see ``core.router``) ---------------------------------------
+
+
+def in_subscription(ctx: Context) -> Callable[..., dict[str, Any]]:
+    """The parent resolver of a route under ``/subscriptions/{sub}``: 404 for another one."""
+
+    def resolve(sub: str, **_: str) -> dict[str, Any]:
+        subscription_id_or_404(ctx, sub)
+        return {"id": f"/subscriptions/{ctx.subscription_id}"}
+
+    return resolve
+
+
+def in_resource_group(ctx: Context) -> Callable[..., dict[str, Any]]:
+    """The parent resolver of a route under ``.../resourceGroups/{rg}``: the group, or its 404."""
+
+    def resolve(sub: str, rg: str, **_: str) -> dict[str, Any]:
+        return resource_group_or_404(ctx, sub, rg)
+
+    return resolve

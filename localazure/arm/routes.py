@@ -14,10 +14,11 @@ from localazure.arm import catalog
 from localazure.arm.catalog import check_location
 from localazure.arm.resources import (
     delete_tree,
-    resource_group_or_404,
+    in_resource_group,
+    in_subscription,
     rg_id,
-    subscription_id_or_404,
 )
+from localazure.authorization.access import is_allowed
 from localazure.core import operations
 from localazure.core.context import Context
 from localazure.core.errors import AzureError, bad_request
@@ -25,6 +26,14 @@ from localazure.core.http import empty, json_body, json_response, list_page, req
 from localazure.core.router import Router
 
 _RG_NAME = re.compile(r"^[-\w\._\(\)]{1,90}$")
+SUBSCRIPTION_READ = "Microsoft.Resources/subscriptions/read"
+LOCATIONS_READ = "Microsoft.Resources/subscriptions/locations/read"
+GROUP_READ = "Microsoft.Resources/subscriptions/resourceGroups/read"
+GROUP_WRITE = "Microsoft.Resources/subscriptions/resourceGroups/write"
+GROUP_DELETE = "Microsoft.Resources/subscriptions/resourceGroups/delete"
+GROUP_RESOURCES_READ = "Microsoft.Resources/subscriptions/resourceGroups/resources/read"
+RESOURCES_READ = "Microsoft.Resources/subscriptions/resources/read"
+PROVIDERS_READ = "Microsoft.Resources/subscriptions/providers/read"
 
 
 @operations.on_complete("resourcegroup.delete")
@@ -53,11 +62,9 @@ def register(router: Router, ctx: Context, dispatch) -> None:
         return json_response(list_page([subscription_body(ctx)]))
 
     async def get_subscription(request: Request, sub: str) -> Response:
-        subscription_id_or_404(ctx, sub)
         return json_response(subscription_body(ctx))
 
     async def list_locations(request: Request, sub: str) -> Response:
-        subscription_id_or_404(ctx, sub)
         return json_response(
             list_page(
                 [
@@ -75,7 +82,6 @@ def register(router: Router, ctx: Context, dispatch) -> None:
 
     async def put_group(request: Request, sub: str, rg: str) -> Response:
         require_api_version(request)
-        subscription_id_or_404(ctx, sub)
         if not _RG_NAME.match(rg) or rg.endswith("."):
             raise bad_request(
                 "InvalidResourceGroup",
@@ -113,13 +119,13 @@ def register(router: Router, ctx: Context, dispatch) -> None:
         return json_response(group, 200 if existing else 201)
 
     async def get_group(request: Request, sub: str, rg: str) -> Response:
-        group = resource_group_or_404(ctx, sub, rg)
+        group = request.state.parent
         if request.method == "HEAD":
             return empty(204)
         return json_response(group)
 
     async def patch_group(request: Request, sub: str, rg: str) -> Response:
-        group = resource_group_or_404(ctx, sub, rg)
+        group = request.state.parent
         body = await json_body(request)
         if "tags" in body:
             group["tags"] = body["tags"] or {}
@@ -128,7 +134,6 @@ def register(router: Router, ctx: Context, dispatch) -> None:
 
     async def delete_group(request: Request, sub: str, rg: str) -> Response:
         api_version = require_api_version(request)
-        subscription_id_or_404(ctx, sub)
         group = ctx.store.get_resource(rg_id(ctx, rg))
         if group is None:
             return empty(204)
@@ -143,17 +148,21 @@ def register(router: Router, ctx: Context, dispatch) -> None:
         )
 
     async def list_groups(request: Request, sub: str) -> Response:
-        subscription_id_or_404(ctx, sub)
-        groups = ctx.store.list_resources(type="Microsoft.Resources/resourceGroups")
+        # As in Azure, the list holds the groups the caller may read, not a 403.
+        caller = request.state.caller
+        groups = [
+            group
+            for group in ctx.store.list_resources(type="Microsoft.Resources/resourceGroups")
+            if is_allowed(ctx, caller.object_id, GROUP_READ, group["id"])
+        ]
         return json_response(list_page(groups))
 
     async def list_group_resources(request: Request, sub: str, rg: str) -> Response:
-        group = resource_group_or_404(ctx, sub, rg)
+        group = request.state.parent
         items = [r for r in ctx.store.list_resources(parent=group["id"])]
         return json_response(list_page(_filtered(items, request)))
 
     async def list_subscription_resources(request: Request, sub: str) -> Response:
-        subscription_id_or_404(ctx, sub)
         items = [
             r
             for r in ctx.store.list_resources(under=f"/subscriptions/{ctx.subscription_id}")
@@ -162,20 +171,17 @@ def register(router: Router, ctx: Context, dispatch) -> None:
         return json_response(list_page(_filtered(items, request)))
 
     async def list_providers(request: Request, sub: str) -> Response:
-        subscription_id_or_404(ctx, sub)
         namespaces = sorted(catalog.published_namespaces().values(), key=str.lower)
         items = [catalog.provider_body(ctx.subscription_id, ns) for ns in namespaces]
         return json_response(list_page(items))
 
     async def get_provider(request: Request, sub: str, ns: str) -> Response:
-        subscription_id_or_404(ctx, sub)
         published = catalog.published_namespaces().get(ns.lower())
         if published is None:
             raise catalog.invalid_namespace(ns)
         return json_response(catalog.provider_body(ctx.subscription_id, published))
 
     async def register_provider(request: Request, sub: str, ns: str) -> Response:
-        subscription_id_or_404(ctx, sub)
         published = catalog.published_namespaces().get(ns.lower())
         if published is None:
             raise catalog.invalid_namespace(ns)
@@ -207,19 +213,47 @@ def register(router: Router, ctx: Context, dispatch) -> None:
             )
         return json_response({"responses": responses})
 
+    in_sub = in_subscription(ctx)
+    in_group = in_resource_group(ctx)
+    sub_path = "/subscriptions/{sub}"
+    group_path = sub_path + "/resourcegroups/{rg}"
+    group_scope = "{parent}/resourceGroups/{rg}"
+    # The list of subscriptions holds the caller's; the batch checks each request it carries.
     router.add("GET", "/subscriptions", list_subscriptions)
-    router.add("GET", "/subscriptions/{sub}", get_subscription)
-    router.add("GET", "/subscriptions/{sub}/locations", list_locations)
-    router.add("GET", "/subscriptions/{sub}/resourcegroups", list_groups)
-    router.add("PUT", "/subscriptions/{sub}/resourcegroups/{rg}", put_group)
-    router.add("GET,HEAD", "/subscriptions/{sub}/resourcegroups/{rg}", get_group)
-    router.add("PATCH", "/subscriptions/{sub}/resourcegroups/{rg}", patch_group)
-    router.add("DELETE", "/subscriptions/{sub}/resourcegroups/{rg}", delete_group)
-    router.add("GET", "/subscriptions/{sub}/resourcegroups/{rg}/resources", list_group_resources)
-    router.add("GET", "/subscriptions/{sub}/resources", list_subscription_resources)
-    router.add("GET", "/subscriptions/{sub}/providers", list_providers)
-    router.add("GET", "/subscriptions/{sub}/providers/{ns}", get_provider)
-    router.add("POST", "/subscriptions/{sub}/providers/{ns}/register", register_provider)
+    router.add("GET", sub_path, get_subscription, parent=in_sub, action=SUBSCRIPTION_READ)
+    router.add("GET", sub_path + "/locations", list_locations, parent=in_sub, action=LOCATIONS_READ)
+    router.add("GET", sub_path + "/resourcegroups", list_groups, parent=in_sub)
+    router.add("PUT", group_path, put_group, parent=in_sub, action=GROUP_WRITE, scope=group_scope)
+    router.add("GET,HEAD", group_path, get_group, parent=in_group, action=GROUP_READ)
+    router.add("PATCH", group_path, patch_group, parent=in_group, action=GROUP_WRITE)
+    router.add(
+        "DELETE", group_path, delete_group, parent=in_sub, action=GROUP_DELETE, scope=group_scope
+    )
+    router.add(
+        "GET",
+        group_path + "/resources",
+        list_group_resources,
+        parent=in_group,
+        action=GROUP_RESOURCES_READ,
+    )
+    router.add(
+        "GET",
+        sub_path + "/resources",
+        list_subscription_resources,
+        parent=in_sub,
+        action=RESOURCES_READ,
+    )
+    router.add("GET", sub_path + "/providers", list_providers, parent=in_sub, action=PROVIDERS_READ)
+    router.add(
+        "GET", sub_path + "/providers/{ns}", get_provider, parent=in_sub, action=PROVIDERS_READ
+    )
+    router.add(
+        "POST",
+        sub_path + "/providers/{ns}/register",
+        register_provider,
+        parent=in_sub,
+        action="{ns}/register/action",
+    )
     router.add("POST", "/batch", batch)
 
 

@@ -2,7 +2,17 @@
 
 Azure paths are case-insensitive (``resourceGroups`` and ``resourcegroups`` are the same), which
 Starlette's own router cannot express; each service registers its routes here with the kind of
-authentication they need.
+authentication they need and, for ARM routes, what Azure authorizes before the handler runs:
+
+- ``parent``: a function of the path parameters that returns the resource the request acts
+  under (the subscription, the resource group, the workspace), raising Azure's 404 when it is
+  absent; the handler finds it in ``request.state.parent``;
+- ``action``: the Azure action (``Microsoft.MachineLearningServices/workspaces/jobs/write``) the
+  caller must hold, through a role assignment, over ``scope``: a template over the path
+  parameters and ``{parent}`` (the parent's id), the parent itself by default.
+
+The application resolves the parent and checks the action once per request, before the
+handler, answering ``AuthorizationFailed`` (403) as ARM does.
 """
 
 from __future__ import annotations
@@ -10,11 +20,12 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from starlette.responses import Response
 
 Handler = Callable[..., Awaitable[Response]]
+ParentResolver = Callable[..., dict[str, Any]]
 AuthKind = Literal["arm", "none", "ml", "custom"]
 
 _PLACEHOLDER = re.compile(r"\{(\w+)(:path)?\}")
@@ -40,15 +51,33 @@ class Route:
     pattern: re.Pattern[str]
     handler: Handler
     auth: AuthKind
-    # The ARM action this route performs, for RBAC checks and the request log.
+    # The handler's name, for the request log.
     name: str
+    action: str | None = None
+    parent: ParentResolver | None = None
+    scope: str = "{parent}"
+
+    def authorization_scope(self, parent: dict[str, Any] | None, params: dict[str, str]) -> str:
+        return self.scope.format(parent=parent["id"] if parent else "", **params)
 
 
 class Router:
     def __init__(self) -> None:
         self.routes: list[Route] = []
 
-    def add(self, methods: str, pattern: str, handler: Handler, *, auth: AuthKind = "arm") -> None:
+    def add(
+        self,
+        methods: str,
+        pattern: str,
+        handler: Handler,
+        *,
+        auth: AuthKind = "arm",
+        action: str | None = None,
+        parent: ParentResolver | None = None,
+        scope: str = "{parent}",
+    ) -> None:
+        if action is not None and auth != "arm":
+            raise ValueError(f"{handler.__name__}: only ARM routes declare an action")
         self.routes.append(
             Route(
                 frozenset(m.strip().upper() for m in methods.split(",")),
@@ -56,6 +85,9 @@ class Router:
                 handler,
                 auth,
                 handler.__name__,
+                action,
+                parent,
+                scope,
             )
         )
 

@@ -1,5 +1,5 @@
 """Azure Machine Learning: workspaces, AmlCompute clusters, environments, command jobs and the
-run-history service, with simulated nodes and containers (see ``service``)."""
+run-history service, with jobs run on the shared simulated nodes (``localazure.nodes``, see ``job_runner``)."""
 
 from __future__ import annotations
 

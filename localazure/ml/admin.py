@@ -2,13 +2,13 @@
 
 GET    /_localazure/ml/nodes[?compute=NAME]  every node ever allocated, with node-seconds and
                                               cost, and the totals per cluster
-GET    /_localazure/ml/settings               simulated delays (see ``nodes.Timing``)
+GET    /_localazure/ml/settings               simulated delays (see ``nodes.pool.Timing``)
 PUT    /_localazure/ml/settings               change some of them: {"time_scale": 0.1, ...}
 GET    /_localazure/ml/quota                  regional vCPU quotas
 PUT    /_localazure/ml/quota                  {"family_default": 100, "families":
                                               {"standardDv3Family": 8}, "low_priority": 100,
                                               "total_dedicated": 500}
-POST   /_localazure/ml/faults                 add a workload fault (see ``containers``)
+POST   /_localazure/ml/faults                 add a workload fault (see ``nodes.workload_faults``)
 GET    /_localazure/ml/faults                 list them (with hits and uses left)
 DELETE /_localazure/ml/faults                 clear them
 """
@@ -25,8 +25,8 @@ from localazure.core.context import Context
 from localazure.core.errors import bad_request
 from localazure.core.http import empty, json_body, json_response
 from localazure.core.router import Router
-from localazure.ml import containers
-from localazure.ml import nodes as node_pool
+from localazure.nodes import pool as node_pool
+from localazure.nodes import workload_faults
 
 ML_PREFIX = PREFIX + "/ml"
 
@@ -58,16 +58,16 @@ def register(router: Router, ctx: Context) -> None:
 
     async def add_fault(request: Request) -> Response:
         try:
-            fault = containers.add_fault(ctx, await json_body(request))
+            fault = workload_faults.add_fault(ctx, await json_body(request))
         except (ValueError, TypeError) as err:
             raise bad_request("InvalidFault", str(err)) from None
         return json_response(fault, 201)
 
     async def list_faults(request: Request) -> Response:
-        return json_response({"value": containers.list_faults(ctx)})
+        return json_response({"value": workload_faults.list_faults(ctx)})
 
     async def clear_faults(request: Request) -> Response:
-        containers.clear_faults(ctx)
+        workload_faults.clear_faults(ctx)
         return empty(204)
 
     router.add("GET", ML_PREFIX + "/nodes", get_nodes, auth="none")

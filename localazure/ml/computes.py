@@ -1,7 +1,7 @@
 """AmlCompute clusters (``.../workspaces/{ws}/computes/{name}``), the regional VM size list and
 core usages.
 
-A PUT is validated before anything is created: the VM size against ``vm_sizes`` (Azure's
+A PUT is validated before anything is created: the VM size against ``nodes.vm_catalog`` (Azure's
 ``VMSizeNotSupported``), the priority, the scale settings, and the cluster's maximum cores against
 the family quota (Azure's ``QuotaExceeded``). Azure checks quota when a cluster scales up; the
 emulator checks both at creation (max nodes x vCPUs must fit) and at every scale-up.
@@ -18,7 +18,6 @@ The GET shows the live node counts (``currentNodeCount``, ``targetNodeCount``,
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -27,28 +26,28 @@ from starlette.responses import Response
 from localazure.arm.catalog import check_location
 from localazure.arm.resources import (
     delete_tree,
+    in_subscription,
     now_iso,
     resource_or_404,
-    subscription_id_or_404,
     system_data,
 )
-from localazure.authorization.access import require
 from localazure.core import operations
 from localazure.core.context import Context
 from localazure.core.errors import AzureError, bad_request
 from localazure.core.http import json_body, json_response, list_page, require_api_version
 from localazure.core.router import Router
-from localazure.core.store import parent_of
 from localazure.ml import (
     COMPUTE_TYPE,
     NAMESPACE,
     WORKSPACE_PATH,
     parse_duration,
-    vm_sizes,
     workspaces,
 )
-from localazure.ml import nodes as node_pool
-from localazure.ml.vm_sizes import VmSize
+from localazure.ml.compute_nodes import compute_status, list_nodes_wire
+from localazure.nodes import pool as node_pool
+from localazure.nodes import vm_catalog
+from localazure.nodes.pool import PoolSpec
+from localazure.nodes.vm_catalog import VmSize
 
 READ = f"{COMPUTE_TYPE}/read"
 WRITE = f"{COMPUTE_TYPE}/write"
@@ -63,32 +62,15 @@ SECURITY_TYPES = ("Standard", "TrustedLaunch")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,31}$")
 
 
-@dataclass(frozen=True)
-class ClusterSpec:
-    """What the scheduler needs to know about a cluster."""
-
-    id: str
-    name: str
-    workspace_id: str
-    location: str
-    size: VmSize
-    priority: str
-    min_nodes: int
-    max_nodes: int
-    idle_s: float
-    security_type: str
-
-
-def cluster_spec(resource: dict[str, Any]) -> ClusterSpec:
+def cluster_spec(resource: dict[str, Any]) -> PoolSpec:
     aml = resource["properties"]["properties"]
     scale = aml["scaleSettings"]
-    size = vm_sizes.find(aml["vmSize"])
+    size = vm_catalog.find(aml["vmSize"])
     if size is None:
         raise ValueError(f"stored cluster {resource['id']} has unknown size {aml['vmSize']}")
-    return ClusterSpec(
+    return PoolSpec(
         id=resource["id"],
         name=resource["name"],
-        workspace_id=parent_of(resource["id"]),
         location=resource["location"],
         size=size,
         priority=aml["vmPriority"],
@@ -99,7 +81,7 @@ def cluster_spec(resource: dict[str, Any]) -> ClusterSpec:
     )
 
 
-def all_clusters(ctx: Context) -> list[ClusterSpec]:
+def all_clusters(ctx: Context) -> list[PoolSpec]:
     return [cluster_spec(r) for r in ctx.store.list_resources(type=COMPUTE_TYPE)]
 
 
@@ -116,7 +98,7 @@ def load(ctx: Context, workspace: dict[str, Any], name: str) -> dict[str, Any]:
 
 def view(ctx: Context, resource: dict[str, Any]) -> dict[str, Any]:
     """The compute as GET returns it, with its live node counts."""
-    status = node_pool.compute_status(ctx, cluster_spec(resource), ctx.clock())
+    status = compute_status(ctx, cluster_spec(resource), ctx.clock())
     resource["properties"]["properties"].update(status)
     return resource
 
@@ -140,9 +122,9 @@ def _node_count(value: Any, what: str) -> int:
 
 
 def _size(ctx: Context, name: str, location: str) -> VmSize:
-    size = vm_sizes.find(name)
+    size = vm_catalog.find(name)
     if size is None:
-        available = ",".join(s.name for s in vm_sizes.CATALOG)
+        available = ",".join(s.name for s in vm_catalog.CATALOG)
         raise bad_request(
             "VMSizeNotSupported",
             f"Virtual Machine size: '{name}' is not supported for subscription "
@@ -216,7 +198,7 @@ def _aml_properties(
 
 
 def _check_quota(ctx: Context, rid: str, location: str, aml: dict[str, Any]) -> None:
-    size = vm_sizes.find(aml["vmSize"])
+    size = vm_catalog.find(aml["vmSize"])
     assert size is not None
     cores = aml["scaleSettings"]["maxNodeCount"] * size.vcpus
     error = node_pool.quota_error(ctx, location, size, aml["vmPriority"], cores, rid)
@@ -243,9 +225,8 @@ def register(router: Router, ctx: Context) -> None:
     ) -> Response:
         api_version = require_api_version(request)
         caller = request.state.caller
-        ws = workspaces.load(ctx, sub, rg, workspace)
+        ws = request.state.parent
         rid = compute_id(ws, name)
-        require(ctx, caller, WRITE, rid)
         if not _NAME.match(name):
             raise bad_request(
                 "BadArgument",
@@ -306,14 +287,12 @@ def register(router: Router, ctx: Context) -> None:
         request: Request, sub: str, rg: str, workspace: str, name: str
     ) -> Response:
         require_api_version(request)
-        ws = workspaces.load(ctx, sub, rg, workspace)
-        require(ctx, request.state.caller, READ, compute_id(ws, name))
+        ws = request.state.parent
         return json_response(view(ctx, load(ctx, ws, name)))
 
     async def list_computes(request: Request, sub: str, rg: str, workspace: str) -> Response:
         require_api_version(request)
-        ws = workspaces.load(ctx, sub, rg, workspace)
-        require(ctx, request.state.caller, READ, ws["id"])
+        ws = request.state.parent
         items = ctx.store.list_resources(type=COMPUTE_TYPE, parent=ws["id"])
         return json_response(list_page([view(ctx, item) for item in items]))
 
@@ -321,8 +300,7 @@ def register(router: Router, ctx: Context) -> None:
         request: Request, sub: str, rg: str, workspace: str, name: str
     ) -> Response:
         api_version = require_api_version(request)
-        ws = workspaces.load(ctx, sub, rg, workspace)
-        require(ctx, request.state.caller, DELETE, compute_id(ws, name))
+        ws = request.state.parent
         action = request.query_params.get("underlyingResourceAction", "Delete")
         _choice(action, ("Delete", "Detach"), "underlyingResourceAction")
         resource = load(ctx, ws, name)
@@ -339,36 +317,34 @@ def register(router: Router, ctx: Context) -> None:
         request: Request, sub: str, rg: str, workspace: str, name: str
     ) -> Response:
         require_api_version(request)
-        ws = workspaces.load(ctx, sub, rg, workspace)
-        require(ctx, request.state.caller, LIST_NODES, compute_id(ws, name))
+        ws = request.state.parent
         resource = load(ctx, ws, name)
-        return json_response(
-            {"nodes": node_pool.list_nodes_wire(ctx, resource["id"]), "nextLink": None}
-        )
+        return json_response({"nodes": list_nodes_wire(ctx, resource["id"]), "nextLink": None})
 
     async def list_sizes(request: Request, sub: str, location: str) -> Response:
         require_api_version(request)
-        subscription_id_or_404(ctx, sub)
-        require(ctx, request.state.caller, SIZES_READ, f"/subscriptions/{ctx.subscription_id}")
         check_location(location, f"{NAMESPACE}/locations/vmSizes")
-        return json_response(list_page([size.wire() for size in vm_sizes.CATALOG]))
+        return json_response(list_page([vm_size_entry(size) for size in vm_catalog.CATALOG]))
 
     async def list_usages(request: Request, sub: str, location: str) -> Response:
         require_api_version(request)
-        subscription_id_or_404(ctx, sub)
-        require(ctx, request.state.caller, USAGES_READ, f"/subscriptions/{ctx.subscription_id}")
         location = check_location(location, f"{NAMESPACE}/locations/usages")
         return json_response({"value": usages(ctx, location), "nextLink": None})
 
     computes = WORKSPACE_PATH + "/computes"
-    router.add("PUT", computes + "/{name}", put_compute)
-    router.add("GET", computes + "/{name}", get_compute)
-    router.add("DELETE", computes + "/{name}", delete_compute)
-    router.add("GET", computes, list_computes)
-    router.add("POST", computes + "/{name}/listNodes", list_nodes)
+    in_ws, in_sub = workspaces.in_workspace(ctx), in_subscription(ctx)
+    one = computes + "/{name}"
+    compute = "{parent}/computes/{name}"
+    router.add("PUT", one, put_compute, parent=in_ws, action=WRITE, scope=compute)
+    router.add("GET", one, get_compute, parent=in_ws, action=READ, scope=compute)
+    router.add("DELETE", one, delete_compute, parent=in_ws, action=DELETE, scope=compute)
+    router.add("GET", computes, list_computes, parent=in_ws, action=READ)
+    router.add(
+        "POST", one + "/listNodes", list_nodes, parent=in_ws, action=LIST_NODES, scope=compute
+    )
     regional = f"/subscriptions/{{sub}}/providers/{NAMESPACE}/locations/{{location}}"
-    router.add("GET", regional + "/vmSizes", list_sizes)
-    router.add("GET", regional + "/usages", list_usages)
+    router.add("GET", regional + "/vmSizes", list_sizes, parent=in_sub, action=SIZES_READ)
+    router.add("GET", regional + "/usages", list_usages, parent=in_sub, action=USAGES_READ)
 
 
 def usages(ctx: Context, location: str) -> list[dict[str, Any]]:
@@ -408,11 +384,11 @@ def usages(ctx: Context, location: str) -> list[dict[str, Any]]:
         usage(
             "vmFamily",
             family,
-            f"{vm_sizes.family_display_name(family)} Cluster Dedicated vCPUs",
+            f"{vm_catalog.family_display_name(family)} Cluster Dedicated vCPUs",
             in_use.families.get(family, 0),
             limits.family_limit(family),
         )
-        for family in vm_sizes.families()
+        for family in vm_catalog.families()
     ]
     return items
 
@@ -423,3 +399,32 @@ def compute_not_found(workspace: str, name: str) -> AzureError:
         f"Compute '{name}' was not found in workspace '{workspace}'; create the AmlCompute "
         "cluster first or name an existing one.",
     )
+
+
+def vm_size_entry(size: VmSize) -> dict[str, Any]:
+    """The entry of ``GET .../locations/{location}/vmSizes`` (api-version 2023-08-01-preview)."""
+    prices = [
+        {"retailPrice": size.price_hourly, "osType": "Linux", "vmTier": "Standard"},
+    ]
+    if size.low_priority_capable:
+        prices += [
+            {"retailPrice": size.low_priority_price_hourly, "osType": "Linux", "vmTier": tier}
+            for tier in ("LowPriority", "Spot")
+        ]
+    return {
+        "name": size.name,
+        "family": size.family,
+        "vCPUs": size.vcpus,
+        "gpus": 0,
+        "osVhdSizeMB": 1047552,
+        "maxResourceVolumeMB": size.max_resource_volume_mb,
+        "memoryGB": size.memory_gb,
+        "lowPriorityCapable": size.low_priority_capable,
+        "premiumIO": size.premium_io,
+        "estimatedVMPrices": {
+            "billingCurrency": vm_catalog.BILLING_CURRENCY,
+            "unitOfMeasure": "OneHour",
+            "values": prices,
+        },
+        "supportedComputeTypes": ["AmlCompute", "ComputeInstance"],
+    }

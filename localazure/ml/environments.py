@@ -5,21 +5,24 @@ A version's content (image, build, conda file, OS) never changes: a PUT with dif
 answers 409, which is how ``ml_client.environments.create_or_update`` finds the next version
 number; a PUT with the same content may change description, tags and properties.
 
-Deviation: only image-based environments are supported; a docker build context (``build``)
-is refused with a clear error, since the emulator builds no images.
+A version with a Docker build context (``build.contextUri``, ``build.dockerfilePath``) is
+accepted and "built" at once into the workspace's registry (``properties.containerRegistry``) as
+``azureml/azureml_<hash>:latest``, an image with a generated manifest: the emulator runs no
+Docker build and reads neither the context nor the Dockerfile (see docs/emulator.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from localazure.acr.images import parse_reference
-from localazure.arm.resources import resource_or_404, system_data
-from localazure.authorization.access import require
+from localazure.acr import catalog
+from localazure.acr.images import parse_reference, put_image
+from localazure.arm.resources import now_iso, resource_or_404, system_data
 from localazure.core.context import Context
 from localazure.core.errors import AzureError, bad_request
 from localazure.core.http import json_body, json_response, list_page, require_api_version
@@ -33,6 +36,8 @@ VERSION_WRITE = f"{ENVIRONMENT_VERSION_TYPE}/write"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 _CONTENT = ("image", "build", "condaFile", "osType", "inferenceConfig")
 _MUTABLE = ("description", "tags", "properties")
+BUILT_IMAGE_KIND = "ml-environment-image"
+_BUILT_LAYER_SIZES = [30_000_000, 120_000_000]
 
 
 def environment_id(workspace: dict[str, Any], name: str) -> str:
@@ -91,20 +96,28 @@ def _refresh_container(ctx: Context, workspace: dict[str, Any], name: str, calle
     return container
 
 
+def _build_context(given: dict[str, Any]) -> dict[str, Any] | None:
+    build = given.get("build")
+    if not build:
+        return None
+    context = build.get("contextUri") if isinstance(build, dict) else None
+    if not context:
+        raise bad_request("UserError", "An environment build needs 'build.contextUri'.")
+    return {"contextUri": context, "dockerfilePath": build.get("dockerfilePath") or "Dockerfile"}
+
+
 def _version_body(given: dict[str, Any]) -> dict[str, Any]:
-    if given.get("build"):
-        raise bad_request(
-            "UserError",
-            "Environments built from a Docker build context are not supported by localazure; "
-            "give an image (build it and push it to the registry, then reference it).",
-        )
+    build = _build_context(given)
     image = given.get("image")
-    if not image:
-        raise bad_request("UserError", "An environment version needs an 'image'.")
-    try:
-        parse_reference(image)
-    except ValueError as err:
-        raise bad_request("UserError", f"Invalid image reference '{image}': {err}.") from None
+    if build and image:
+        raise bad_request("UserError", "Give either an 'image' or a 'build', not both.")
+    if not build and not image:
+        raise bad_request("UserError", "An environment version needs an 'image' or a 'build'.")
+    if image:
+        try:
+            parse_reference(image)
+        except ValueError as err:
+            raise bad_request("UserError", f"Invalid image reference '{image}': {err}.") from None
     return {
         "description": given.get("description"),
         "tags": given.get("tags") or {},
@@ -112,7 +125,7 @@ def _version_body(given: dict[str, Any]) -> dict[str, Any]:
         "isAnonymous": bool(given.get("isAnonymous", False)),
         "isArchived": bool(given.get("isArchived", False)),
         "autoRebuild": given.get("autoRebuild") or "Disabled",
-        "build": None,
+        "build": build,
         "condaFile": given.get("condaFile"),
         "environmentType": "UserCreated",
         "image": image,
@@ -121,6 +134,47 @@ def _version_body(given: dict[str, Any]) -> dict[str, Any]:
         "provisioningState": "Succeeded",
         "stage": given.get("stage") or "Development",
     }
+
+
+def _workspace_registry(ctx: Context, workspace: dict[str, Any]) -> dict[str, Any]:
+    registry_id = workspace["properties"].get("containerRegistry")
+    registry = ctx.store.get_resource(registry_id) if registry_id else None
+    if registry is None:
+        raise bad_request(
+            "UserError",
+            "An environment built from a Docker build context needs the workspace's container "
+            "registry (properties.containerRegistry), which is not set or does not exist.",
+        )
+    return registry
+
+
+def _build_image(ctx: Context, workspace: dict[str, Any], version_rid: str, build: dict) -> str:
+    """Store the environment's image in the workspace's registry; return its reference."""
+    registry = _workspace_registry(ctx, workspace)
+    digest = hashlib.sha256(
+        f"{version_rid.lower()}|{build['contextUri']}|{build['dockerfilePath']}".encode()
+    ).hexdigest()[:32]
+    login = registry["properties"]["loginServer"]
+    repository = f"azureml/azureml_{digest}"
+    image = catalog.synthetic_image(
+        login,
+        repository,
+        "latest",
+        _BUILT_LAYER_SIZES,
+        env=[catalog.DEFAULT_PATH],
+        created=now_iso(),
+    )
+    put_image(ctx, registry["id"], repository, image.record(), "latest")
+    reference = f"{login}/{repository}:latest"
+    ctx.store.put(BUILT_IMAGE_KIND, version_rid.lower(), {"image": reference})
+    return reference
+
+
+def image_of(ctx: Context, version: dict[str, Any]) -> str:
+    """The image a job of this environment version runs: its own, or the one built for it."""
+    if version["properties"].get("image"):
+        return version["properties"]["image"]
+    return ctx.store.get(BUILT_IMAGE_KIND, version["id"].lower())["image"]
 
 
 def find_version(ctx: Context, version_arm_id: str) -> dict[str, Any] | None:
@@ -137,9 +191,8 @@ def register(router: Router, ctx: Context) -> None:
     ) -> Response:
         require_api_version(request)
         caller = request.state.caller
-        ws = workspaces.load(ctx, sub, rg, workspace)
+        ws = request.state.parent
         rid = version_id(ws, name, version)
-        require(ctx, caller, VERSION_WRITE, rid)
         _check_name(name, "name")
         _check_name(version, "version")
         body = await json_body(request)
@@ -166,6 +219,8 @@ def register(router: Router, ctx: Context) -> None:
                 "properties": wanted,
             }
             ctx.store.put_resource(resource)
+            if wanted["build"] and existing is None:
+                _build_image(ctx, ws, rid, wanted["build"])
             _refresh_container(ctx, ws, name, caller)
         return json_response(resource, 200 if existing else 201)
 
@@ -173,9 +228,8 @@ def register(router: Router, ctx: Context) -> None:
         request: Request, sub: str, rg: str, workspace: str, name: str, version: str
     ) -> Response:
         require_api_version(request)
-        ws = workspaces.load(ctx, sub, rg, workspace)
+        ws = request.state.parent
         rid = version_id(ws, name, version)
-        require(ctx, request.state.caller, VERSION_READ, rid)
         label = f"{ws['name']}/environments/{name}/versions/{version}"
         return json_response(resource_or_404(ctx, rid, ENVIRONMENT_TYPE, label, _rg(ws)))
 
@@ -183,9 +237,8 @@ def register(router: Router, ctx: Context) -> None:
         request: Request, sub: str, rg: str, workspace: str, name: str
     ) -> Response:
         require_api_version(request)
-        ws = workspaces.load(ctx, sub, rg, workspace)
+        ws = request.state.parent
         cid = environment_id(ws, name)
-        require(ctx, request.state.caller, VERSION_READ, cid)
         items = ctx.store.list_resources(type=ENVIRONMENT_VERSION_TYPE, parent=cid)
         items.sort(key=lambda v: v["systemData"]["createdAt"], reverse=True)
         top = request.query_params.get("$top")
@@ -198,8 +251,7 @@ def register(router: Router, ctx: Context) -> None:
     ) -> Response:
         require_api_version(request)
         caller = request.state.caller
-        ws = workspaces.load(ctx, sub, rg, workspace)
-        require(ctx, caller, WRITE, environment_id(ws, name))
+        ws = request.state.parent
         _check_name(name, "name")
         given = (await json_body(request)).get("properties") or {}
         with ctx.store.transaction():
@@ -219,23 +271,39 @@ def register(router: Router, ctx: Context) -> None:
         request: Request, sub: str, rg: str, workspace: str, name: str
     ) -> Response:
         require_api_version(request)
-        ws = workspaces.load(ctx, sub, rg, workspace)
+        ws = request.state.parent
         cid = environment_id(ws, name)
-        require(ctx, request.state.caller, READ, cid)
         label = f"{ws['name']}/environments/{name}"
         return json_response(resource_or_404(ctx, cid, ENVIRONMENT_TYPE, label, _rg(ws)))
 
     async def list_containers(request: Request, sub: str, rg: str, workspace: str) -> Response:
         require_api_version(request)
-        ws = workspaces.load(ctx, sub, rg, workspace)
-        require(ctx, request.state.caller, READ, ws["id"])
+        ws = request.state.parent
         items = ctx.store.list_resources(type=ENVIRONMENT_TYPE, parent=ws["id"])
         return json_response(list_page(items))
 
     envs = WORKSPACE_PATH + "/environments"
-    router.add("PUT", envs + "/{name}/versions/{version}", put_version)
-    router.add("GET", envs + "/{name}/versions/{version}", get_version)
-    router.add("GET", envs + "/{name}/versions", list_versions)
-    router.add("PUT", envs + "/{name}", put_container)
-    router.add("GET", envs + "/{name}", get_container)
-    router.add("GET", envs, list_containers)
+    in_ws = workspaces.in_workspace(ctx)
+    container = "{parent}/environments/{name}"
+    version = container + "/versions/{version}"
+    versions = envs + "/{name}/versions"
+    router.add(
+        "PUT",
+        versions + "/{version}",
+        put_version,
+        parent=in_ws,
+        action=VERSION_WRITE,
+        scope=version,
+    )
+    router.add(
+        "GET",
+        versions + "/{version}",
+        get_version,
+        parent=in_ws,
+        action=VERSION_READ,
+        scope=version,
+    )
+    router.add("GET", versions, list_versions, parent=in_ws, action=VERSION_READ, scope=container)
+    router.add("PUT", envs + "/{name}", put_container, parent=in_ws, action=WRITE, scope=container)
+    router.add("GET", envs + "/{name}", get_container, parent=in_ws, action=READ, scope=container)
+    router.add("GET", envs, list_containers, parent=in_ws, action=READ)

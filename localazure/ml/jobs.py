@@ -1,5 +1,5 @@
 """Command jobs (``.../workspaces/{ws}/jobs/{name}``): submission, GET and list with the live
-status, cancel; and the run record (kind ``ml-run``) that the scheduler (``service``) moves
+status, cancel; and the run record (kind ``ml-run``) that the job runner (``job_runner``) moves
 through AML's lifecycle:
 
     NotStarted -> Queued (waiting for a node) -> Preparing (node provisioning, image pull)
@@ -16,7 +16,7 @@ precise cause in ``innerError.code``:
     UserProcessFailed           the command exited with a non-zero code
     JobTimeout                  the job ran longer than ``limits.timeout``
     NodePreempted               the (low-priority) node was preempted
-    NodeLost                    the emulator restarted while the job ran (see ``service``)
+    NodeLost                    the emulator restarted while the job ran (see ``job_runner``)
     ComputeDeleted              the cluster was deleted under the job
 
 Deviations: one node per job (``resources.instanceCount`` must be 1); no code upload (the
@@ -36,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from localazure.arm.resources import now_iso, resource_or_404, system_data
-from localazure.authorization.access import covers, require
+from localazure.authorization.access import covers
 from localazure.core import operations
 from localazure.core.context import Context
 from localazure.core.errors import AzureError, bad_request
@@ -262,7 +262,7 @@ def _new_run(
         "workspace_uuid": workspace["properties"]["workspaceId"],
         "location": workspace["location"],
         "compute_id": checked["compute"]["id"],
-        "image": checked["environment"]["properties"]["image"],
+        "image": environments.image_of(ctx, checked["environment"]),
         "timeout_s": checked["timeout_s"],
         "user_id": str(caller),
         "status": "NotStarted",
@@ -289,9 +289,8 @@ def register(router: Router, ctx: Context) -> None:
     async def put_job(request: Request, sub: str, rg: str, workspace: str, name: str) -> Response:
         require_api_version(request)
         caller = request.state.caller
-        ws = workspaces.load(ctx, sub, rg, workspace)
+        ws = request.state.parent
         rid = job_id(ws, name)
-        require(ctx, caller, WRITE, rid)
         body = await json_body(request)
         props = body.get("properties") or {}
         with ctx.store.transaction():
@@ -331,6 +330,7 @@ def register(router: Router, ctx: Context) -> None:
                     "isArchived": bool(props.get("isArchived", False)),
                     "identity": props.get("identity"),
                     "componentId": props.get("componentId"),
+                    "parentJobName": props.get("parentJobName"),
                     "notificationSetting": props.get("notificationSetting"),
                     "jobType": "Command",
                     "resources": {
@@ -357,16 +357,14 @@ def register(router: Router, ctx: Context) -> None:
 
     async def get_job(request: Request, sub: str, rg: str, workspace: str, name: str) -> Response:
         require_api_version(request)
-        ws = workspaces.load(ctx, sub, rg, workspace)
+        ws = request.state.parent
         rid = job_id(ws, name)
-        require(ctx, request.state.caller, READ, rid)
         resource = resource_or_404(ctx, rid, JOB_TYPE, f"{ws['name']}/jobs/{name}", rg)
         return json_response(view(resource, get_run(ctx, rid)))
 
     async def list_jobs(request: Request, sub: str, rg: str, workspace: str) -> Response:
         require_api_version(request)
-        ws = workspaces.load(ctx, sub, rg, workspace)
-        require(ctx, request.state.caller, READ, ws["id"])
+        ws = request.state.parent
         wanted = (request.query_params.get("listViewType") or "ActiveOnly").lower()
         items = []
         for resource in ctx.store.list_resources(type=JOB_TYPE, parent=ws["id"]):
@@ -381,9 +379,8 @@ def register(router: Router, ctx: Context) -> None:
         request: Request, sub: str, rg: str, workspace: str, name: str
     ) -> Response:
         api_version = require_api_version(request)
-        ws = workspaces.load(ctx, sub, rg, workspace)
+        ws = request.state.parent
         rid = job_id(ws, name)
-        require(ctx, request.state.caller, CANCEL, rid)
         resource_or_404(ctx, rid, JOB_TYPE, f"{ws['name']}/jobs/{name}", rg)
         with ctx.store.transaction():
             run = get_run(ctx, rid)
@@ -396,10 +393,12 @@ def register(router: Router, ctx: Context) -> None:
         return empty(202, headers=operations.headers(ctx, op, api_version))
 
     jobs = WORKSPACE_PATH + "/jobs"
-    router.add("PUT", jobs + "/{name}", put_job)
-    router.add("GET", jobs + "/{name}", get_job)
-    router.add("GET", jobs, list_jobs)
-    router.add("POST", jobs + "/{name}/cancel", cancel_job)
+    in_ws = workspaces.in_workspace(ctx)
+    job = "{parent}/jobs/{name}"
+    router.add("PUT", jobs + "/{name}", put_job, parent=in_ws, action=WRITE, scope=job)
+    router.add("GET", jobs + "/{name}", get_job, parent=in_ws, action=READ, scope=job)
+    router.add("GET", jobs, list_jobs, parent=in_ws, action=READ)
+    router.add("POST", jobs + "/{name}/cancel", cancel_job, parent=in_ws, action=CANCEL, scope=job)
 
 
 @operations.on_complete("ml.job.cancel")

@@ -1,5 +1,6 @@
 """Azure Machine Learning as an emulated service: workspaces, computes, environments, jobs and run
-history on ARM, the ML admin routes, and the job scheduler running with the server."""
+history on ARM, the ML admin routes, and its job runner on the shared lifecycle loop
+(``localazure.nodes``), started and stopped with the server."""
 
 from __future__ import annotations
 
@@ -7,32 +8,34 @@ from localazure.core.context import Context
 from localazure.core.router import Routes
 from localazure.core.service import BaseService
 from localazure.ml import admin, computes, environments, jobs, runhistory, workspaces
-from localazure.ml import nodes as node_pool
-from localazure.ml.containers import ContainerRuntime
-from localazure.ml.scheduler import Scheduler
+from localazure.ml.job_runner import JobRunner
+from localazure.nodes import pool as node_pool
+from localazure.nodes.containers import ContainerRuntime
+from localazure.nodes.lifecycle import LifecycleLoop
 
 
 class MachineLearningService(BaseService):
     name = "ml"
 
     def __init__(self) -> None:
-        self._scheduler: Scheduler | None = None
+        self._loop: LifecycleLoop | None = None
 
     def register(self, routes: Routes, ctx: Context) -> None:
         for module in (workspaces, computes, environments, jobs, runhistory, admin):
             module.register(routes.arm, ctx)
-        self._scheduler = Scheduler(ctx, ContainerRuntime())
+        runtime = ContainerRuntime()
+        self._loop = LifecycleLoop(ctx, runtime, [JobRunner(ctx, runtime)])
 
     def bootstrap(self, ctx: Context) -> None:
         jobs.remove_orphan_files(ctx)
 
     def start(self) -> None:
-        if self._scheduler is not None:
-            self._scheduler.start()
+        if self._loop is not None:
+            self._loop.start()
 
     def stop(self) -> None:
-        if self._scheduler is not None:
-            self._scheduler.stop()
+        if self._loop is not None:
+            self._loop.stop()
 
     def on_delete(self, ctx: Context, resource_id: str) -> None:
         workspaces.drop_principals_under(ctx, resource_id)

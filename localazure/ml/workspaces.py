@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -23,14 +24,15 @@ from starlette.responses import Response
 from localazure.arm.catalog import check_location
 from localazure.arm.resources import (
     delete_tree,
+    in_resource_group,
+    in_subscription,
     now_iso,
     provider_id,
     resource_group_or_404,
     resource_or_404,
-    subscription_id_or_404,
     system_data,
 )
-from localazure.authorization.access import covers, require
+from localazure.authorization.access import covers
 from localazure.core import operations
 from localazure.core.context import Context
 from localazure.core.errors import bad_request
@@ -54,7 +56,10 @@ _SETTABLE = (
     "hbiWorkspace",
     "publicNetworkAccess",
     "imageBuildCompute",
+    "primaryUserAssignedIdentity",
 )
+IDENTITY_TYPES = ("SystemAssigned", "UserAssigned", "SystemAssigned,UserAssigned")
+USER_ASSIGNED_TYPE = "Microsoft.ManagedIdentity/userAssignedIdentities"
 
 
 def workspace_id(ctx: Context, resource_group: str, name: str) -> str:
@@ -65,6 +70,15 @@ def load(ctx: Context, sub: str, rg: str, name: str) -> dict[str, Any]:
     """The workspace, or ARM's 404 (for the resource group first, as ARM answers)."""
     resource_group_or_404(ctx, sub, rg)
     return resource_or_404(ctx, workspace_id(ctx, rg, name), WORKSPACE_TYPE, name, rg)
+
+
+def in_workspace(ctx: Context) -> Callable[..., dict[str, Any]]:
+    """The parent resolver of routes under a workspace (see ``core.router``)."""
+
+    def resolve(sub: str, rg: str, workspace: str, **_: str) -> dict[str, Any]:
+        return load(ctx, sub, rg, workspace)
+
+    return resolve
 
 
 def discovery_url(ctx: Context) -> str:
@@ -88,7 +102,19 @@ def discovery_document(ctx: Context) -> dict[str, str]:
 
 
 def principal_of(workspace: dict[str, Any]) -> str:
-    return workspace["identity"]["principalId"]
+    """The identity the workspace acts as (image pulls, jobs): its system-assigned identity, else
+    its primary user-assigned identity (the first one when none is named primary)."""
+    identity = workspace["identity"]
+    if identity.get("principalId"):
+        return identity["principalId"]
+    assigned = identity.get("userAssignedIdentities") or {}
+    primary = workspace["properties"].get("primaryUserAssignedIdentity")
+    key = next((k for k in assigned if primary and k.lower() == primary.lower()), None)
+    return assigned[key or next(iter(assigned))]["principalId"]
+
+
+def system_principal_of(workspace: dict[str, Any]) -> str | None:
+    return workspace["identity"].get("principalId")
 
 
 def _check_name(name: str) -> None:
@@ -101,18 +127,56 @@ def _check_name(name: str) -> None:
         )
 
 
-def _check_identity(identity: dict[str, Any] | None) -> None:
-    kind = (identity or {}).get("type", "SystemAssigned")
-    if str(kind).replace(" ", "").lower() != "systemassigned":
+def _identity_type(identity: dict[str, Any] | None) -> str:
+    kind = str((identity or {}).get("type", "SystemAssigned")).replace(" ", "")
+    found = next((t for t in IDENTITY_TYPES if t.lower() == kind.lower()), None)
+    if found is None:
         raise bad_request(
             "InvalidIdentityType",
-            f"Identity type '{kind}' is not supported by localazure for workspaces; use "
-            "'SystemAssigned' (the workspace identity that pulls images and runs jobs).",
+            f"Identity type '{kind}' is not supported by localazure for workspaces; use one of "
+            f"{', '.join(IDENTITY_TYPES)} (the workspace needs an identity to pull images and "
+            "run jobs).",
         )
+    return found
+
+
+def _user_assigned(ctx: Context, identity: dict[str, Any] | None, kind: str) -> dict[str, Any]:
+    """The requested user-assigned identities, each as Azure echoes it (principal and client id)."""
+    requested = (identity or {}).get("userAssignedIdentities") or {}
+    if "UserAssigned" in kind and not requested:
+        raise bad_request(
+            "InvalidIdentityType",
+            f"Identity type '{kind}' needs at least one entry in 'userAssignedIdentities'.",
+        )
+    assigned = {}
+    for rid in requested:
+        found = ctx.store.get_resource(rid)
+        if found is None or found["type"].lower() != USER_ASSIGNED_TYPE.lower():
+            raise bad_request(
+                "UserAssignedIdentityNotFound",
+                f"The user-assigned identity '{rid}' was not found.",
+            )
+        props = found["properties"]
+        assigned[found["id"]] = {"principalId": props["principalId"], "clientId": props["clientId"]}
+    return assigned
+
+
+def _identity(
+    ctx: Context, requested: dict[str, Any] | None, system_principal: str | None
+) -> dict[str, Any]:
+    kind = _identity_type(requested)
+    identity: dict[str, Any] = {"type": kind}
+    if system_principal:
+        identity["principalId"] = system_principal
+        identity["tenantId"] = ctx.settings.tenant_id
+    assigned = _user_assigned(ctx, requested, kind)
+    if assigned:
+        identity["userAssignedIdentities"] = assigned
+    return identity
 
 
 def _new_workspace(
-    ctx: Context, rid: str, name: str, location: str, principal: dict[str, Any]
+    ctx: Context, rid: str, name: str, location: str, identity: dict[str, Any]
 ) -> dict[str, Any]:
     host = ctx.endpoint.removeprefix("https://")
     return {
@@ -122,11 +186,7 @@ def _new_workspace(
         "location": location,
         "kind": "Default",
         "sku": {"name": "Basic", "tier": "Basic"},
-        "identity": {
-            "type": "SystemAssigned",
-            "principalId": principal["objectId"],
-            "tenantId": ctx.settings.tenant_id,
-        },
+        "identity": identity,
         "properties": {
             "friendlyName": name,
             "description": "",
@@ -142,8 +202,35 @@ def _new_workspace(
             "v1LegacyMode": False,
             "enableDataIsolation": False,
             "privateLinkCount": 0,
+            # Keys Azure returns for a workspace without customer-managed keys, private
+            # endpoints or a managed network.
+            "encryption": None,
+            "managedNetwork": {"isolationMode": "Disabled", "outboundRules": {}},
+            "privateEndpointConnections": [],
+            "notebookInfo": None,
+            "serviceProvisionedResourceGroup": None,
+            "primaryUserAssignedIdentity": None,
+            "allowPublicAccessWhenBehindVnet": False,
+            "workspaceHubConfig": None,
         },
     }
+
+
+def _changed_identity(
+    ctx: Context, workspace: dict[str, Any], requested: dict[str, Any]
+) -> dict[str, Any]:
+    """A PUT or PATCH may add user-assigned identities or change the type; the system-assigned
+    identity is created when first asked for and kept while the type includes it."""
+    kind = _identity_type(requested)
+    system = system_principal_of(workspace)
+    if kind.startswith("SystemAssigned") and not system:
+        system = principals.create_managed_identity(ctx, workspace["name"], workspace["id"])[
+            "objectId"
+        ]
+    elif not kind.startswith("SystemAssigned") and system:
+        principals.delete(ctx, system)
+        system = None
+    return _identity(ctx, requested, system)
 
 
 @operations.on_complete("ml.workspace.put")
@@ -160,25 +247,29 @@ def drop_principals_under(ctx: Context, resource_id: str) -> None:
     """Delete hook: a deleted workspace (or resource group) takes its identity with it."""
     for workspace in ctx.store.list_resources(type=WORKSPACE_TYPE):
         if covers(resource_id, workspace["id"]):
-            principals.delete(ctx, principal_of(workspace))
+            system = system_principal_of(workspace)
+            if system:
+                principals.delete(ctx, system)
 
 
 def register(router: Router, ctx: Context) -> None:
     async def put_workspace(request: Request, sub: str, rg: str, workspace: str) -> Response:
         api_version = require_api_version(request)
         caller = request.state.caller
-        require(ctx, caller, WRITE, workspace_id(ctx, rg, workspace))
-        group = resource_group_or_404(ctx, sub, rg)
+        group = request.state.parent
         _check_name(workspace)
         body = await json_body(request)
-        _check_identity(body.get("identity"))
+        _identity_type(body.get("identity"))
         rid = workspace_id(ctx, group["name"], workspace)
         with ctx.store.transaction():
             existing = ctx.store.get_resource(rid)
             if existing is None:
                 location = check_location(body.get("location"), WORKSPACE_TYPE)
-                principal = principals.create_managed_identity(ctx, workspace, rid)
-                resource = _new_workspace(ctx, rid, workspace, location, principal)
+                system = None
+                if _identity_type(body.get("identity")).startswith("SystemAssigned"):
+                    system = principals.create_managed_identity(ctx, workspace, rid)["objectId"]
+                identity = _identity(ctx, body.get("identity"), system)
+                resource = _new_workspace(ctx, rid, workspace, location, identity)
             else:
                 resource = existing
                 requested = check_location(
@@ -194,6 +285,8 @@ def register(router: Router, ctx: Context) -> None:
                     )
             given = body.get("properties") or {}
             resource["properties"].update({k: given[k] for k in _SETTABLE if k in given})
+            if existing is not None and body.get("identity"):
+                resource["identity"] = _changed_identity(ctx, resource, body["identity"])
             resource["tags"] = body.get("tags") or {}
             resource["systemData"] = system_data(existing, caller)
             ctx.store.put_resource(resource)
@@ -204,35 +297,30 @@ def register(router: Router, ctx: Context) -> None:
             kind="ml.workspace.put",
             params={"id": rid},
         )
-        return json_response(
-            resource,
-            200 if existing else 201,
-            headers=operations.headers(ctx, op, api_version),
-        )
+        # Azure answers 200 (or 202) to a workspace PUT, with the operation to poll.
+        return json_response(resource, 200, headers=operations.headers(ctx, op, api_version))
 
     async def get_workspace(request: Request, sub: str, rg: str, workspace: str) -> Response:
         require_api_version(request)
-        require(ctx, request.state.caller, READ, workspace_id(ctx, rg, workspace))
         return json_response(load(ctx, sub, rg, workspace))
 
     async def patch_workspace(request: Request, sub: str, rg: str, workspace: str) -> Response:
         require_api_version(request)
         caller = request.state.caller
-        require(ctx, caller, WRITE, workspace_id(ctx, rg, workspace))
         resource = load(ctx, sub, rg, workspace)
         body = await json_body(request)
         if "tags" in body:
             resource["tags"] = body["tags"] or {}
         given = body.get("properties") or {}
         resource["properties"].update({k: given[k] for k in _SETTABLE if k in given})
+        if body.get("identity"):
+            resource["identity"] = _changed_identity(ctx, resource, body["identity"])
         resource["systemData"] = system_data(resource, caller)
         ctx.store.put_resource(resource)
         return json_response(resource)
 
     async def delete_workspace(request: Request, sub: str, rg: str, workspace: str) -> Response:
         api_version = require_api_version(request)
-        require(ctx, request.state.caller, DELETE, workspace_id(ctx, rg, workspace))
-        resource_group_or_404(ctx, sub, rg)
         existing = ctx.store.get_resource(workspace_id(ctx, rg, workspace))
         if existing is None:
             return empty(204)
@@ -247,26 +335,31 @@ def register(router: Router, ctx: Context) -> None:
 
     async def list_in_group(request: Request, sub: str, rg: str) -> Response:
         require_api_version(request)
-        group = resource_group_or_404(ctx, sub, rg)
-        require(ctx, request.state.caller, READ, group["id"])
+        group = request.state.parent
         items = ctx.store.list_resources(type=WORKSPACE_TYPE, parent=group["id"])
         return json_response(list_page(items))
 
     async def list_in_subscription(request: Request, sub: str) -> Response:
         require_api_version(request)
-        subscription_id_or_404(ctx, sub)
-        require(ctx, request.state.caller, READ, f"/subscriptions/{ctx.subscription_id}")
         return json_response(list_page(ctx.store.list_resources(type=WORKSPACE_TYPE)))
 
     async def discovery(request: Request) -> Response:
         return json_response(discovery_document(ctx))
 
     path = RG_PREFIX + "/workspaces/{workspace}"
-    router.add("PUT", path, put_workspace)
-    router.add("GET", path, get_workspace)
-    router.add("PATCH", path, patch_workspace)
-    router.add("DELETE", path, delete_workspace)
-    router.add("GET", RG_PREFIX + "/workspaces", list_in_group)
-    router.add("GET", f"/subscriptions/{{sub}}/providers/{WORKSPACE_TYPE}", list_in_subscription)
+    in_group, in_sub = in_resource_group(ctx), in_subscription(ctx)
+    scope = "{parent}/providers/" + WORKSPACE_TYPE + "/{workspace}"
+    router.add("PUT", path, put_workspace, parent=in_group, action=WRITE, scope=scope)
+    router.add("GET", path, get_workspace, parent=in_group, action=READ, scope=scope)
+    router.add("PATCH", path, patch_workspace, parent=in_group, action=WRITE, scope=scope)
+    router.add("DELETE", path, delete_workspace, parent=in_group, action=DELETE, scope=scope)
+    router.add("GET", RG_PREFIX + "/workspaces", list_in_group, parent=in_group, action=READ)
+    router.add(
+        "GET",
+        f"/subscriptions/{{sub}}/providers/{WORKSPACE_TYPE}",
+        list_in_subscription,
+        parent=in_sub,
+        action=READ,
+    )
     # The SDK fetches the discovery document without credentials, as it does from Azure.
     router.add("GET", "/discovery", discovery, auth="none")

@@ -16,13 +16,12 @@ from starlette.responses import Response
 from localazure.arm.catalog import check_location
 from localazure.arm.resources import (
     delete_tree,
+    in_resource_group,
+    in_subscription,
     provider_id,
-    resource_group_or_404,
     resource_or_404,
-    subscription_id_or_404,
     system_data,
 )
-from localazure.authorization.access import require
 from localazure.core.context import Context
 from localazure.core.errors import bad_request
 from localazure.core.http import empty, json_body, json_response, list_page, require_api_version
@@ -79,15 +78,13 @@ def drop_principals_under(ctx: Context, resource_id: str) -> None:
 
 
 def register(router: Router, ctx: Context) -> None:
-    def load(sub: str, rg: str, name: str) -> dict[str, Any]:
-        resource_group_or_404(ctx, sub, rg)
+    def load(rg: str, name: str) -> dict[str, Any]:
         return resource_or_404(ctx, identity_id(ctx, rg, name), IDENTITY_TYPE, name, rg)
 
     async def put_identity(request: Request, sub: str, rg: str, name: str) -> Response:
         require_api_version(request)
         caller = request.state.caller
-        require(ctx, caller, WRITE, identity_id(ctx, rg, name))
-        group = resource_group_or_404(ctx, sub, rg)
+        group = request.state.parent
         _check_name(name)
         body = await json_body(request)
         rid = identity_id(ctx, group["name"], name)
@@ -133,14 +130,12 @@ def register(router: Router, ctx: Context) -> None:
 
     async def get_identity(request: Request, sub: str, rg: str, name: str) -> Response:
         require_api_version(request)
-        require(ctx, request.state.caller, READ, identity_id(ctx, rg, name))
-        return json_response(load(sub, rg, name))
+        return json_response(load(rg, name))
 
     async def patch_identity(request: Request, sub: str, rg: str, name: str) -> Response:
         require_api_version(request)
         caller = request.state.caller
-        require(ctx, caller, WRITE, identity_id(ctx, rg, name))
-        identity = load(sub, rg, name)
+        identity = load(rg, name)
         body = await json_body(request)
         if "tags" in body:
             identity["tags"] = body["tags"] or {}
@@ -152,8 +147,6 @@ def register(router: Router, ctx: Context) -> None:
 
     async def delete_identity(request: Request, sub: str, rg: str, name: str) -> Response:
         require_api_version(request)
-        require(ctx, request.state.caller, DELETE, identity_id(ctx, rg, name))
-        resource_group_or_404(ctx, sub, rg)
         existing = ctx.store.get_resource(identity_id(ctx, rg, name))
         if existing is None:
             return empty(204)
@@ -162,22 +155,27 @@ def register(router: Router, ctx: Context) -> None:
 
     async def list_in_group(request: Request, sub: str, rg: str) -> Response:
         require_api_version(request)
-        group = resource_group_or_404(ctx, sub, rg)
-        require(ctx, request.state.caller, READ, group["id"])
+        group = request.state.parent
         items = ctx.store.list_resources(type=IDENTITY_TYPE, parent=group["id"])
         return json_response(list_page(items))
 
     async def list_in_subscription(request: Request, sub: str) -> Response:
         require_api_version(request)
-        subscription_id_or_404(ctx, sub)
-        scope = f"/subscriptions/{ctx.subscription_id}"
-        require(ctx, request.state.caller, READ, scope)
         return json_response(list_page(ctx.store.list_resources(type=IDENTITY_TYPE)))
 
     rg_prefix = f"/subscriptions/{{sub}}/resourceGroups/{{rg}}/providers/{IDENTITY_TYPE}"
-    router.add("PUT", rg_prefix + "/{name}", put_identity)
-    router.add("GET", rg_prefix + "/{name}", get_identity)
-    router.add("PATCH", rg_prefix + "/{name}", patch_identity)
-    router.add("DELETE", rg_prefix + "/{name}", delete_identity)
-    router.add("GET", rg_prefix, list_in_group)
-    router.add("GET", f"/subscriptions/{{sub}}/providers/{IDENTITY_TYPE}", list_in_subscription)
+    in_group, in_sub = in_resource_group(ctx), in_subscription(ctx)
+    one = rg_prefix + "/{name}"
+    scope = "{parent}/providers/" + IDENTITY_TYPE + "/{name}"
+    router.add("PUT", one, put_identity, parent=in_group, action=WRITE, scope=scope)
+    router.add("GET", one, get_identity, parent=in_group, action=READ, scope=scope)
+    router.add("PATCH", one, patch_identity, parent=in_group, action=WRITE, scope=scope)
+    router.add("DELETE", one, delete_identity, parent=in_group, action=DELETE, scope=scope)
+    router.add("GET", rg_prefix, list_in_group, parent=in_group, action=READ)
+    router.add(
+        "GET",
+        f"/subscriptions/{{sub}}/providers/{IDENTITY_TYPE}",
+        list_in_subscription,
+        parent=in_sub,
+        action=READ,
+    )

@@ -2,7 +2,7 @@
 
 The real client drives a Windows VM inside the container, which cannot run here. This stand-in
 keeps its command line, its result layout and the shape of its log, and replaces the agent with
-deterministic models of duration and success (``taskset``):
+deterministic models of duration and success (``task_model``):
 
     python -m localazure.workload.waa_standin --test_all_meta_path F --result_dir D \\
         [--action_space pyautogui --observation_type a11y_tree --model navi]
@@ -26,7 +26,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from localazure.workload.taskset import (
+from localazure.workload.task_model import (
     DEFAULT_SEED,
     DEFAULT_TIME_SCALE,
     modelled_minutes,

@@ -32,7 +32,7 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures impo
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import Ledger
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.retries import RetryPolicy
-from localazure.workload.taskset import list_tasks, modelled_minutes, modelled_success
+from localazure.workload.task_model import list_tasks, modelled_minutes, modelled_success
 
 pytestmark = pytest.mark.integration
 

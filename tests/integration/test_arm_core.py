@@ -3,11 +3,14 @@ the batch endpoint, fault injection, the request log, and state across a restart
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 import requests
+from ansible_module import run_module
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 from azure.mgmt.resource import ResourceManagementClient, SubscriptionClient
 
 from localazure.testing import RunningEmulator
@@ -161,3 +164,93 @@ def test_state_survives_a_restart(tmp_path, monkeypatch):
         assert client.resource_groups.get("rg-durable").location == "eastus"
     finally:
         emulator.stop()
+
+
+# -- resource providers and regions -------------------------------------------------------------
+
+
+def test_providers_report_what_is_emulated(resources):
+    providers = {p.namespace: p for p in resources.providers.list()}
+    assert len(providers) > 300
+    registered = {ns for ns, p in providers.items() if p.registration_state == "Registered"}
+    assert registered == {
+        "Microsoft.Authorization",
+        "Microsoft.ContainerRegistry",
+        "Microsoft.MachineLearningServices",
+        "Microsoft.ManagedIdentity",
+        "Microsoft.Resources",
+    }
+    assert providers["Microsoft.Compute"].registration_state == "NotRegistered"
+    registries = resources.providers.get("Microsoft.ContainerRegistry").resource_types
+    by_type = {t.resource_type: t for t in registries}
+    assert "West US" in by_type["registries"].locations
+    assert "2023-07-01" in by_type["registries"].api_versions
+    with pytest.raises(HttpResponseError) as err:
+        resources.providers.get("Microsoft.NoSuchThing")
+    assert (err.value.status_code, err.value.error.code) == (400, "InvalidResourceNamespace")
+
+
+def test_unregistered_namespaces_refuse_every_request(azure, resources):
+    resources.resource_groups.create_or_update("vms", {"location": "eastus"})
+    base = f"/subscriptions/{azure.subscription_id}/resourceGroups/vms/providers/Microsoft.Compute"
+    for method, path in (
+        ("GET", f"{base}/virtualMachines/vm1"),
+        ("GET", f"{base}/virtualMachines"),
+        ("DELETE", f"{base}/virtualMachines/vm1"),
+    ):
+        with pytest.raises(HttpResponseError) as err:
+            getattr(resources.resources, "get_by_id" if method == "GET" else "begin_delete_by_id")(
+                path, "2024-07-01"
+            )
+        assert (err.value.status_code, err.value.error.code) == (
+            409,
+            "MissingSubscriptionRegistration",
+        )
+        assert "Microsoft.Compute" in err.value.error.message
+    # Implemented providers answer lists of an empty group with 200 and an empty value.
+    listed = resources.resources.get_by_id(
+        f"/subscriptions/{azure.subscription_id}/resourceGroups/vms/providers"
+        "/Microsoft.ContainerRegistry/registries",
+        "2023-07-01",
+    )
+    assert listed.additional_properties.get("value", []) == []
+
+
+def test_azcollection_info_on_an_unregistered_namespace_fails(azure, resources):
+    resources.resource_groups.create_or_update("vms", {"location": "eastus"})
+    result = run_module(
+        azure,
+        "azure.azcollection.azure_rm_resource_info",
+        json.dumps(
+            {
+                "resource_group": "vms",
+                "provider": "Network",
+                "resource_type": "virtualNetworks",
+                "api_version": "2024-05-01",
+            }
+        ),
+        check=False,
+    )
+    assert result.get("failed") is True
+    assert "MissingSubscriptionRegistration" in json.dumps(result)
+
+
+def test_registry_in_westus_is_accepted_and_regions_come_from_one_catalogue(azure, resources):
+    resources.resource_groups.create_or_update("west", {"location": "westus"})
+    acr = azure.mgmt_client(ContainerRegistryManagementClient)
+    created = acr.registries.begin_create(
+        "west", "westacr", {"location": "westus", "sku": {"name": "Basic"}}
+    ).result()
+    assert created.location == "westus"
+    client = SubscriptionClient(
+        azure.credential(),
+        base_url=azure.endpoint,
+        credential_scopes=[azure.endpoint + "/.default"],
+    )
+    locations = {loc.name for loc in client.subscriptions.list_locations(azure.subscription_id)}
+    assert {"westus", "eastus", "swedencentral"} <= locations
+    with pytest.raises(HttpResponseError) as err:
+        acr.registries.begin_create(
+            "west", "moonacr", {"location": "moon", "sku": {"name": "Basic"}}
+        )
+    assert err.value.error.code == "LocationNotAvailableForResourceType"

@@ -5,19 +5,19 @@ Microsoft.Authorization/roleAssignments/write on real managed-identity tokens.""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from ansible_module import run_module
 from azure.containerregistry import ContainerRegistryClient
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
     ResourceNotFoundError,
 )
+from azure.core.rest import HttpRequest
 from azure.identity import ManagedIdentityCredential
 from azure.mgmt.authorization import AuthorizationManagementClient
 from azure.mgmt.containerregistry import ContainerRegistryManagementClient
@@ -325,28 +325,6 @@ def test_assignments_go_with_their_resource_group(sub):
 # -- azure.azcollection -------------------------------------------------------------------------
 
 
-def run_module(emulator, module: str, args: str) -> dict:
-    env = {
-        **os.environ,
-        **emulator.env,
-        "PATH": f"{REPO_ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '')}",
-        "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
-    }
-    completed = subprocess.run(
-        ["ansible", "localhost", "-m", module, "-a", args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    # ansible.cfg enables profile_tasks, which prints its timings around the JSON document.
-    document, _ = json.JSONDecoder().raw_decode(completed.stdout[completed.stdout.index("{") :])
-    return document["plays"][0]["tasks"][0]["hosts"]["localhost"]
-
-
 def test_azcollection_role_assignment_is_idempotent(sub):
     _, principal = sub.identity("ansible")
     args = (
@@ -528,3 +506,121 @@ def test_azcollection_role_definition_is_idempotent(sub):
     )
     assert removed["changed"] is True
     assert list(sub.auth.role_definitions.list(sub.group, filter="type eq 'CustomRole'")) == []
+
+
+# -- one check per route, before the handler ------------------------------------------------------
+
+
+def _as_identity(sub, monkeypatch, name: str):
+    """A ResourceManagementClient acting as a new user-assigned identity (no role yet)."""
+    _, principal = sub.identity(name)
+    credential = managed_identity_credential(sub.emulator, principal, monkeypatch)
+    return principal, sub.emulator.mgmt_client(ResourceManagementClient, credential=credential)
+
+
+def _denied(call, principal: str, action: str, scope: str) -> None:
+    with pytest.raises(HttpResponseError) as err:
+        call()
+    assert error_code(err) == (403, "AuthorizationFailed")
+    assert err.value.error.message == (
+        f"The client '{principal}' with object id '{principal}' does not have authorization to "
+        f"perform action '{action}' over scope '{scope}' or the scope is invalid. If access was "
+        "recently granted, please refresh your credentials."
+    )
+
+
+def test_arm_core_routes_need_a_role(sub, monkeypatch):
+    principal, as_identity = _as_identity(sub, monkeypatch, "nobody")
+    groups = "Microsoft.Resources/subscriptions/resourceGroups"
+
+    _denied(lambda: as_identity.resource_groups.get("rbac"), principal, f"{groups}/read", sub.group)
+    _denied(
+        lambda: as_identity.resource_groups.create_or_update("new", {"location": "eastus"}),
+        principal,
+        f"{groups}/write",
+        f"{sub.id}/resourceGroups/new",
+    )
+    _denied(
+        lambda: as_identity.resource_groups.begin_delete("rbac").result(),
+        principal,
+        f"{groups}/delete",
+        sub.group,
+    )
+    _denied(
+        lambda: list(as_identity.resources.list_by_resource_group("rbac")),
+        principal,
+        f"{groups}/resources/read",
+        sub.group,
+    )
+    _denied(
+        lambda: list(as_identity.providers.list()),
+        principal,
+        "Microsoft.Resources/subscriptions/providers/read",
+        sub.id,
+    )
+    # Lists of resource groups hold what the caller may read, as in Azure.
+    assert list(as_identity.resource_groups.list()) == []
+    assert sub.resources.resource_groups.get("rbac").name == "rbac"
+
+    sub.assign(sub.group, principal, "Reader")
+    assert as_identity.resource_groups.get("rbac").name == "rbac"
+    assert [g.name for g in as_identity.resource_groups.list()] == ["rbac"]
+    _denied(
+        lambda: as_identity.resource_groups.create_or_update("rbac", {"location": "eastus"}),
+        principal,
+        f"{groups}/write",
+        sub.group,
+    )
+    # A missing parent is still Azure's 404, for every caller.
+    with pytest.raises(ResourceNotFoundError):
+        as_identity.resource_groups.get("absent")
+
+
+def test_each_request_of_a_batch_is_authorized(sub, monkeypatch):
+    principal, as_identity = _as_identity(sub, monkeypatch, "batcher")
+    sub.assign(sub.group, principal, "Reader")
+    api = "api-version=2022-09-01"
+    request = HttpRequest(
+        "POST",
+        f"{sub.emulator.endpoint}/batch?api-version=2020-06-01",
+        json={
+            "requests": [
+                {"httpMethod": "GET", "name": "mine", "url": f"{sub.group}?{api}"},
+                {"httpMethod": "GET", "name": "other", "url": f"{sub.other_group}?{api}"},
+            ]
+        },
+    )
+    answer = as_identity.resource_groups._client.send_request(request)
+    answer.raise_for_status()
+    mine, other = answer.json()["responses"]
+    assert (mine["name"], mine["httpStatusCode"]) == ("mine", 200)
+    assert (other["httpStatusCode"], other["content"]["error"]["code"]) == (
+        403,
+        "AuthorizationFailed",
+    )
+
+
+def test_ml_routes_are_authorized_before_their_handler(sub, monkeypatch):
+    workspace = f"{sub.group}/providers/Microsoft.MachineLearningServices/workspaces/rbacws"
+    sub.resources.resources.begin_create_or_update_by_id(
+        workspace, "2024-04-01", {"location": "eastus", "identity": {"type": "SystemAssigned"}}
+    ).result()
+    principal, as_identity = _as_identity(sub, monkeypatch, "mlreader")
+    jobs = "Microsoft.MachineLearningServices/workspaces/jobs"
+    _denied(
+        lambda: as_identity.resources.get_by_id(f"{workspace}/jobs/j1", "2024-04-01"),
+        principal,
+        f"{jobs}/read",
+        f"{workspace}/jobs/j1",
+    )
+    sub.assign(workspace, principal, "Reader")
+    with pytest.raises(ResourceNotFoundError):
+        as_identity.resources.get_by_id(f"{workspace}/jobs/j1", "2024-04-01")
+    _denied(
+        lambda: as_identity.resources.begin_create_or_update_by_id(
+            f"{workspace}/jobs/j1", "2024-04-01", {"properties": {}}
+        ).result(),
+        principal,
+        f"{jobs}/write",
+        f"{workspace}/jobs/j1",
+    )

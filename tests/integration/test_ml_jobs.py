@@ -22,7 +22,7 @@ from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 from azure.mgmt.core import ARMPipelineClient
 from azure.mgmt.resource import ResourceManagementClient
 
-from localazure.workload.taskset import list_tasks
+from localazure.workload.task_model import list_tasks
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RG, WS = "ml", "evals"
@@ -489,3 +489,25 @@ def test_state_survives_a_restart_and_running_jobs_fail_as_node_lost(aml):
     assert aml.log(queued) == "ran after the restart\n"
     assert aml.client.compute.get("cpu").max_instances == 1
     assert aml.client.environments.get("shell", "1").image.endswith("hello-world:latest")
+
+
+def test_command_job_echoes_its_parent_job_name_and_compute_its_transition_time(aml):
+    job_id = f"{aml.workspace_id}/jobs/child-job"
+    body = {
+        "properties": {
+            "jobType": "Command",
+            "command": "echo child",
+            "environmentId": f"{aml.workspace_id}/environments/shell/versions/1",
+            "computeId": f"{aml.workspace_id}/computes/cpu",
+            "parentJobName": "parent-job",
+        }
+    }
+    request = HttpRequest(
+        "PUT", f"{aml.emulator.endpoint}{job_id}?api-version={COMPUTE_API}", json=body
+    )
+    response = aml.arm.send_request(request)
+    assert response.status_code in (200, 201), response.text()
+    assert response.json()["properties"]["parentJobName"] == "parent-job"
+    assert aml.wait("child-job") == "Completed"
+    compute = aml.resources.resources.get_by_id(f"{aml.workspace_id}/computes/cpu", COMPUTE_API)
+    assert compute.properties["properties"]["allocationStateTransitionTime"].endswith("Z")

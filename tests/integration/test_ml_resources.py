@@ -8,7 +8,8 @@ import time
 
 import pytest
 import requests
-from azure.ai.ml.entities import AmlCompute, Environment
+from azure.ai.ml.entities import AmlCompute, BuildContext, Environment
+from azure.containerregistry import ContainerRegistryClient
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.mgmt.resource import ResourceManagementClient
 
@@ -90,7 +91,56 @@ def test_deleting_the_workspace_deletes_its_identity_and_its_resources(ws):
         ws.resources.resources.get_by_id(ws.id, WORKSPACE_API)
 
 
+def identity(ws, name: str) -> dict:
+    rid = (
+        f"/subscriptions/{ws.emulator.subscription_id}/resourceGroups/{RG}/providers/"
+        f"Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
+    )
+    created = ws.resources.resources.begin_create_or_update_by_id(
+        rid, "2023-01-31", {"location": "eastus"}
+    ).result()
+    return {"id": created.id, "principalId": created.properties["principalId"]}
+
+
+@pytest.mark.parametrize("kind", ["SystemAssigned,UserAssigned", "UserAssigned"])
+def test_workspace_accepts_user_assigned_identities(ws, kind):
+    uai = identity(ws, "ws-identity")
+    other = ws.id.replace(WS, "other")
+    poller = ws.resources.resources.begin_create_or_update_by_id(
+        other,
+        WORKSPACE_API,
+        {
+            "location": "eastus",
+            "identity": {"type": kind, "userAssignedIdentities": {uai["id"]: {}}},
+        },
+    )
+    assert poller._polling_method._initial_response.http_response.status_code in (200, 202)
+    created = poller.result()
+    assert created.identity.type == kind
+    assert created.identity.user_assigned_identities[uai["id"]].principal_id == uai["principalId"]
+    assert bool(created.identity.principal_id) == kind.startswith("SystemAssigned")
+    workspace = ws.client.workspaces.get("other")
+    assert uai["id"] in workspace.identity.user_assigned_identities[0].resource_id or any(
+        u.resource_id == uai["id"] for u in workspace.identity.user_assigned_identities
+    )
+
+
+def test_workspace_get_carries_the_keys_azure_returns(ws):
+    body = ws.resources.resources.get_by_id(ws.id, WORKSPACE_API).properties
+    for key in ("encryption", "managedNetwork", "privateEndpointConnections", "discoveryUrl"):
+        assert key in body
+    assert body["managedNetwork"]["isolationMode"] == "Disabled"
+    assert body["privateEndpointConnections"] == []
+
+
 def test_workspace_with_an_unsupported_identity_type_is_refused(ws):
+    with pytest.raises(HttpResponseError) as err:
+        ws.resources.resources.begin_create_or_update_by_id(
+            ws.id.replace(WS, "other"),
+            WORKSPACE_API,
+            {"location": "eastus", "identity": {"type": "None"}},
+        )
+    assert err.value.error.code == "InvalidIdentityType"
     with pytest.raises(HttpResponseError) as err:
         ws.resources.resources.begin_create_or_update_by_id(
             ws.id.replace(WS, "other"),
@@ -232,13 +282,36 @@ def test_environment_versions_are_numbered_and_immutable(ws):
     assert err.value.status_code == 409
 
 
-def test_environment_without_an_image_is_refused(ws):
+def test_environment_with_a_build_context_produces_an_image_in_the_workspace_registry(ws):
+    from azure.mgmt.containerregistry import ContainerRegistryManagementClient
+
+    acr = ws.emulator.mgmt_client(ContainerRegistryManagementClient)
+    registry = acr.registries.begin_create(
+        RG, "wsregistry", {"location": "eastus", "sku": {"name": "Basic"}}
+    ).result()
+    # Without the workspace's registry there is nowhere to build into.
+    build = {
+        "build": {"contextUri": "https://example.invalid/ctx/", "dockerfilePath": "Dockerfile"}
+    }
     with pytest.raises(HttpResponseError) as err:
         ws.resources.resources.begin_create_or_update_by_id(
-            f"{ws.id}/environments/built/versions/1",
-            ENVIRONMENT_API,
-            {"properties": {"build": {"contextUri": "https://example.invalid/ctx"}}},
+            f"{ws.id}/environments/built/versions/1", ENVIRONMENT_API, {"properties": build}
         )
-    assert "not supported by localazure" in err.value.error.message
-    with pytest.raises(ResourceNotFoundError):
-        ws.client.environments.get("built", "1")
+    assert "containerRegistry" in err.value.error.message
+    ws.resources.resources.begin_update_by_id(
+        ws.id, WORKSPACE_API, {"properties": {"containerRegistry": registry.id}}
+    ).result()
+
+    built = ws.client.environments.create_or_update(
+        Environment(name="built", build=BuildContext(path="https://example.invalid/ctx/"))
+    )
+    assert built.build.path == "https://example.invalid/ctx/"
+    assert built.image is None
+    repositories = list(
+        ContainerRegistryClient(
+            f"https://{registry.login_server}",
+            ws.emulator.credential(),
+            audience="https://containerregistry.azure.net",
+        ).list_repository_names()
+    )
+    assert len(repositories) == 1 and repositories[0].startswith("azureml/azureml_")

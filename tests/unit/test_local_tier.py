@@ -10,7 +10,7 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.tier import J
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.worker_events import (
     parse_lines,
 )
-from localazure.workload import taskset
+from localazure.workload import task_model
 
 
 def live_group_members(pgid):
@@ -39,7 +39,7 @@ def wait_terminal(tier, handle, timeout=20.0):
 
 
 def test_runs_the_real_worker_with_the_standin(tmp_path):
-    tasks = taskset.list_tasks()[:3]
+    tasks = task_model.list_tasks()[:3]
     with LocalTier(
         tmp_path, heartbeat_interval=0.05, extra_env={"WAA_STANDIN_TIME_SCALE": "0.002"}
     ) as tier:
@@ -59,7 +59,7 @@ def test_lines_are_returned_once(tmp_path):
     with LocalTier(
         tmp_path, heartbeat_interval=0.05, extra_env={"WAA_STANDIN_TIME_SCALE": "0.002"}
     ) as tier:
-        handle = tier.submit("j", [taskset.list_tasks()[0][1]])
+        handle = tier.submit("j", [task_model.list_tasks()[0][1]])
         _, lines = wait_terminal(tier, handle)
         assert tier.read_new_lines(handle) == []
     assert len(lines) == len(set(lines))
@@ -82,7 +82,7 @@ def test_failed_worker_reports_exit_code_and_log_tail(tmp_path):
 
 
 def test_cancel_stops_the_whole_process_group(tmp_path):
-    domain, task_id = taskset.list_tasks()[0]
+    domain, task_id = task_model.list_tasks()[0]
     with LocalTier(
         tmp_path,
         heartbeat_interval=0.05,

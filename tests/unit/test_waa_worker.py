@@ -14,7 +14,7 @@ import pytest
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.worker_events import (
     parse_lines,
 )
-from localazure.workload import taskset
+from localazure.workload import task_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER = REPO_ROOT / "worker" / "waa_worker.py"
@@ -29,7 +29,7 @@ time.sleep(60)
 """
 
 
-def worker_cmd(tmp_path, task_ids, heartbeat=0.1, meta=taskset.SYNTHETIC_TEST_ALL):
+def worker_cmd(tmp_path, task_ids, heartbeat=0.1, meta=task_model.SYNTHETIC_TEST_ALL):
     return [
         sys.executable,
         str(WORKER),
@@ -77,7 +77,7 @@ def wait_dead(pid, timeout=5.0):
 
 
 def test_runs_each_task_and_reports_results_from_result_txt(tmp_path):
-    tasks = taskset.list_tasks()[20:23]
+    tasks = task_model.list_tasks()[20:23]
     ids = [t for _, t in tasks]
     proc = subprocess.run(
         worker_cmd(tmp_path, ids), env=worker_env(), capture_output=True, text=True, timeout=30
@@ -89,7 +89,7 @@ def test_runs_each_task_and_reports_results_from_result_txt(tmp_path):
     assert events[0].get("task_ids") == ids and all(e.worker == "w-1" for e in events)
     results = [e for e in events if e.event == "task_result"]
     for (domain, task_id), event in zip(tasks, results, strict=True):
-        success = taskset.modelled_success(domain, task_id)
+        success = task_model.modelled_success(domain, task_id)
         assert event.task_id == task_id and event.get("domain") == domain
         assert event.get("status") == ("success" if success else "fail")
         assert event.get("score") == (1.0 if success else 0.0)
@@ -101,7 +101,7 @@ def test_runs_each_task_and_reports_results_from_result_txt(tmp_path):
 
 
 def test_crashing_client_gives_an_error_result_and_the_worker_goes_on(tmp_path):
-    ids = [t for _, t in taskset.list_tasks()[:2]]
+    ids = [t for _, t in task_model.list_tasks()[:2]]
     proc = subprocess.run(
         worker_cmd(tmp_path, ids),
         env=worker_env(WAA_STANDIN_CRASH_TASK=ids[0]),
@@ -118,7 +118,7 @@ def test_crashing_client_gives_an_error_result_and_the_worker_goes_on(tmp_path):
 
 
 def test_missing_result_unknown_task_and_missing_client_are_errors(tmp_path):
-    ids = [t for _, t in taskset.list_tasks()[:1]]
+    ids = [t for _, t in task_model.list_tasks()[:1]]
     quiet = subprocess.run(
         worker_cmd(tmp_path, ids),
         env=worker_env(WAA_CLIENT_CMD="true"),
@@ -153,7 +153,7 @@ def test_missing_result_unknown_task_and_missing_client_are_errors(tmp_path):
 
 
 def test_one_task_meta_file_has_waa_shape(tmp_path):
-    domain, task_id = taskset.list_tasks()[60]
+    domain, task_id = task_model.list_tasks()[60]
     dump = tmp_path / "meta-seen.json"
     client = tmp_path / "client.py"
     client.write_text(
@@ -175,7 +175,7 @@ def test_one_task_meta_file_has_waa_shape(tmp_path):
 
 
 def test_heartbeats_report_the_task_and_how_long_the_client_is_silent(tmp_path):
-    ids = [t for _, t in taskset.list_tasks()[:1]]
+    ids = [t for _, t in task_model.list_tasks()[:1]]
     proc = subprocess.Popen(
         worker_cmd(tmp_path, ids, heartbeat=0.1),
         env=worker_env(WAA_STANDIN_STUCK_TASK=ids[0]),
@@ -207,7 +207,7 @@ def test_sigterm_kills_the_client_prints_nothing_more_and_exits_143(tmp_path):
     pid_file = tmp_path / "client.pid"
     client = tmp_path / "client.py"
     client.write_text(SLEEPY_CLIENT)
-    ids = [t for _, t in taskset.list_tasks()[:2]]
+    ids = [t for _, t in task_model.list_tasks()[:2]]
     proc = subprocess.Popen(
         worker_cmd(tmp_path, ids, heartbeat=0.05),
         env=worker_env(WAA_CLIENT_CMD=f"{sys.executable} {client}", CLIENT_PID_FILE=str(pid_file)),
@@ -233,7 +233,7 @@ def test_worker_stops_when_its_reader_goes_away(tmp_path):
     pid_file = tmp_path / "client.pid"
     client = tmp_path / "client.py"
     client.write_text(SLEEPY_CLIENT)
-    ids = [t for _, t in taskset.list_tasks()[:1]]
+    ids = [t for _, t in task_model.list_tasks()[:1]]
     proc = subprocess.Popen(
         worker_cmd(tmp_path, ids, heartbeat=0.05),
         env=worker_env(WAA_CLIENT_CMD=f"{sys.executable} {client}", CLIENT_PID_FILE=str(pid_file)),

@@ -1,9 +1,10 @@
-"""The scheduler of Azure ML jobs, which runs in the background.
+"""Azure ML's job runner, ticked by the shared lifecycle loop (``localazure.nodes.lifecycle``).
 
-It (a thread started and stopped with the server) ticks every 0.1 s: it moves each
-run through its lifecycle (see ``jobs``), starts and watches container processes
-(``containers``), applies workload faults and timeouts, and scales cluster nodes (``nodes``).
-All state is in the store; only the processes live in memory.
+Each tick it moves every run through its lifecycle (see ``jobs``) on the shared node parts:
+nodes from the pool (``nodes.pool``), the image pull (``nodes.image_pull``), container processes
+(``nodes.containers``, with the nested-virtualization rule) and workload faults
+(``nodes.workload_faults``); it applies timeouts and scales the clusters' nodes. All state is in
+the store; only the processes live in memory.
 
 After a restart: queued and preparing jobs carry on; a job that was running (or finalizing
 without an exit code) fails with ``NodeLost`` at the time the emulator stopped, since its process
@@ -16,23 +17,19 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import threading
 from typing import Any
 
-from localazure.acr.images import ImagePullError, resolve_image
 from localazure.core.context import Context
 from localazure.identity import principals
 from localazure.identity.routes import bind_workload_identity
-from localazure.ml import computes, containers, jobs, workspaces
-from localazure.ml import nodes as node_pool
-from localazure.ml.computes import ClusterSpec
-from localazure.ml.containers import ContainerRuntime
+from localazure.ml import computes, jobs, workspaces
+from localazure.nodes import containers, image_pull, workload_faults
+from localazure.nodes import pool as node_pool
+from localazure.nodes.containers import ContainerRuntime
+from localazure.nodes.pool import PoolSpec
 from localazure.settings import REDIRECTED_SUFFIXES
 
 log = logging.getLogger("localazure.ml")
-HEARTBEAT_KIND = "ml-scheduler"
-TICK_S = 0.1
-HEARTBEAT_EVERY_S = 1.0
 CANCEL_GRACE_S = 2.0
 WAITING = ("NotStarted", "Queued")
 PULL_ERRORS = {
@@ -42,42 +39,17 @@ PULL_ERRORS = {
 }
 
 
-class Scheduler:
+class JobRunner:
+    """The ``Workloads`` of Azure ML: command jobs on AmlCompute clusters."""
+
+    name = "ml"
+
     def __init__(self, ctx: Context, runtime: ContainerRuntime):
         self.ctx = ctx
         self.runtime = runtime
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._last_heartbeat = 0.0
 
-    # -- lifecycle --------------------------------------------------------------------------------
-
-    def start(self) -> None:
-        killed = containers.kill_leftovers(self.ctx.settings.state_dir)
-        if killed:
-            log.warning("killed %d container process(es) left by a previous run", killed)
-        self.recover()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="localazure-ml", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-        self.runtime.stop_all()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(TICK_S):
-            try:
-                self.tick()
-            except Exception:  # noqa: BLE001 - one bad tick must not stop the scheduler
-                log.exception("ML scheduler tick failed")
-
-    def recover(self) -> None:
+    def recover(self, stopped_at: float) -> None:
         """Settle the runs whose processes died with the previous emulator process."""
-        beat = self.ctx.store.get(HEARTBEAT_KIND, "heartbeat")
-        stopped_at = beat["ts"] if beat else self.ctx.clock()
         for run in jobs.all_runs(self.ctx):
             lost = run["status"] == "Running" or (
                 run["status"] == "Finalizing" and run["exit_code"] is None
@@ -102,9 +74,8 @@ class Scheduler:
 
     # -- one tick ---------------------------------------------------------------------------------
 
-    def tick(self) -> None:
+    def tick(self, now: float) -> None:
         ctx = self.ctx
-        now = ctx.clock()
         clusters = {c.id.lower(): c for c in computes.all_clusters(ctx)}
         runs = jobs.all_runs(ctx)
         live = {r["key"] for r in runs if r["status"] in jobs.ACTIVE}
@@ -120,11 +91,8 @@ class Scheduler:
             except Exception:  # noqa: BLE001 - a broken run must not block the others
                 log.exception("ML scheduler failed on run %s", run["key"])
         node_pool.scale(ctx, list(clusters.values()), now)
-        if now - self._last_heartbeat >= HEARTBEAT_EVERY_S:
-            ctx.store.put(HEARTBEAT_KIND, "heartbeat", {"ts": now})
-            self._last_heartbeat = now
 
-    def _step(self, key: str, clusters: dict[str, ClusterSpec], now: float) -> None:
+    def _step(self, key: str, clusters: dict[str, PoolSpec], now: float) -> None:
         with self.ctx.store.transaction():
             run = self.ctx.store.get(jobs.RUN_KIND, key)
             if run is None or run["status"] not in jobs.ACTIVE:
@@ -148,7 +116,7 @@ class Scheduler:
             if json.dumps(run, sort_keys=True) != before:
                 jobs.save_run(self.ctx, run)
 
-    def _advance(self, run: dict[str, Any], cluster: ClusterSpec, now: float) -> None:
+    def _advance(self, run: dict[str, Any], cluster: PoolSpec, now: float) -> None:
         if run["status"] == "NotStarted":
             jobs.set_status(run, "Queued", now)
             jobs.note(self.ctx, run, f"Job queued on compute '{cluster.name}'")
@@ -163,29 +131,24 @@ class Scheduler:
 
     # -- states -----------------------------------------------------------------------------------
 
-    def _place(self, run: dict[str, Any], cluster: ClusterSpec, now: float) -> None:
+    def _place(self, run: dict[str, Any], cluster: PoolSpec, now: float) -> None:
         """Queued: get a node; on one, the job is Preparing (provisioning, then the pull)."""
         ctx = self.ctx
         workspace = ctx.store.get_resource(run["workspace_id"])
-        pull_error = None
-        try:
-            image = resolve_image(ctx, run["image"], workspaces.principal_of(workspace))
-        except ImagePullError as err:
-            image, pull_error = None, err
-        digest = image["digest"] if image else None
-        node = node_pool.acquire(ctx, cluster, run["name"], digest, now)
+        image = image_pull.resolve(ctx, run["image"], workspaces.principal_of(workspace))
+        pull_error = image.error
+        node = node_pool.acquire(ctx, cluster, run["name"], image.digest, now)
         if node is None:
             return
-        fault = containers.take_fault(ctx, run["name"])
-        timing = node_pool.timing(ctx)
-        cached = digest is not None and digest in node["images"]
-        pull_s = 0.0 if cached else timing.pull(image["size"] if image else 0)
+        fault = workload_faults.take_fault(ctx, run["name"])
+        cached = image_pull.is_cached(node, image)
+        pull_s = image_pull.pull_seconds(ctx, node, image)
         delay_s = fault["delay_s"] if fault and fault["fault"] == "slow_start" else 0.0
         run.update(
             node_id=node["id"],
             fault=fault,
-            image_info=image,
-            image_digest=digest,
+            image_info=image.record,
+            image_digest=image.digest,
             prepare_until=max(now, node["ready_at"]) + pull_s + delay_s,
         )
         if pull_error is not None:
@@ -214,7 +177,7 @@ class Scheduler:
             else f"Pulling image {run['image']}",
         )
 
-    def _prepare(self, run: dict[str, Any], cluster: ClusterSpec, now: float) -> None:
+    def _prepare(self, run: dict[str, Any], cluster: PoolSpec, now: float) -> None:
         """Preparing: once provisioning and the pull are over, the container starts."""
         if now < run["prepare_until"]:
             return
@@ -225,13 +188,12 @@ class Scheduler:
             jobs.fail(run, now, error["category"], error["code"], error["message"])
             node_pool.finish(ctx, run["node_id"], now)
             return
-        if run["image_digest"]:
-            node_pool.cache_image(ctx, run["node_id"], run["image_digest"])
+        image_pull.pulled(ctx, run["node_id"], run["image_digest"])
         jobs.note(ctx, run, "Image pulled; starting the container")
         jobs.set_status(run, "Running", now)
         fault = run["fault"]
         if containers.needs_nested_virtualization(run["image"]):
-            reason = _no_kvm_reason(cluster)
+            reason = containers.no_kvm_reason(cluster.size, cluster.security_type, cluster.name)
             if reason:
                 self._exit_without_kvm(run, reason, now)
                 return
@@ -239,7 +201,7 @@ class Scheduler:
             return
         self._start_process(run, now)
 
-    def _watch(self, run: dict[str, Any], cluster: ClusterSpec, now: float) -> None:
+    def _watch(self, run: dict[str, Any], cluster: PoolSpec, now: float) -> None:
         """Running: watch the process, the timeout and the faults that strike while running."""
         ctx = self.ctx
         key, fault = run["key"], run["fault"] or {}
@@ -281,7 +243,7 @@ class Scheduler:
         if fault.get("fault") == "crash" and elapsed >= fault["after_s"]:
             self.runtime.kill(key)
         if (
-            containers.freezes_process(run["fault"], self._command(run))
+            workload_faults.freezes_process(run["fault"], self._command(run))
             and not run["frozen"]
             and elapsed >= fault["after_s"]
         ):
@@ -396,7 +358,7 @@ class Scheduler:
             workdir,
             containers.image_environment(run["image"], run["image_info"] or {}),
             {str(k): str(v) for k, v in (props["environmentVariables"] or {}).items()},
-            containers.fault_environment(run["fault"], props["command"]),
+            workload_faults.fault_environment(run["fault"], props["command"]),
             platform,
         )
         self.runtime.start(run["key"], props["command"], env, workdir, jobs.std_log_path(ctx, run))
@@ -415,17 +377,3 @@ def _compute_identities(ctx: Context, compute_id: str) -> list[dict[str, Any]]:
         if principal:
             found.append(principal)
     return found
-
-
-def _no_kvm_reason(cluster: ClusterSpec) -> str | None:
-    if cluster.security_type == "TrustedLaunch":
-        return (
-            f"Compute '{cluster.name}' uses security type TrustedLaunch: TrustedLaunch VMs do "
-            "not support nested virtualization; use security type Standard."
-        )
-    if not cluster.size.nested_virtualization:
-        return (
-            f"VM size {cluster.size.name} does not support nested virtualization; use a size "
-            "that does, such as Standard_D4s_v5 or Standard_D4_v3."
-        )
-    return None

@@ -1,9 +1,13 @@
-"""Nodes of AmlCompute clusters: scale-up for jobs, scale-down after the idle time, core quota,
-and the node-seconds each node was held (what a cluster costs).
+"""The node pool every compute-backed service shares (AmlCompute clusters today; Batch pools,
+VM scale sets later): scale-up for workloads, scale-down after the idle time, regional vCPU
+quota, and the node-seconds each node was held (what a pool costs).
+
+A pool is described by a ``PoolSpec`` (its id, VM size, priority, node bounds, idle time); the
+service that owns the pool's resource builds it from its own wire format.
 
 A node is a record (kind ``ml-node``) that lives from ``acquired_at`` (allocation starts) to
 ``released_at``; node-seconds are the time between, whatever the node did. Its ``state`` is one of
-AML's node states: ``preparing`` (being provisioned), ``idle``, ``running`` (holding a job) or,
+AML's node states (which Batch's node states map onto): ``preparing`` (being provisioned), ``idle``, ``running`` (holding a job) or,
 once released, ``released``/``preempted``. A node keeps the digests of the images it pulled, so a
 second job with the same image starts without a pull.
 
@@ -17,26 +21,37 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from localazure.authorization.access import covers
 from localazure.core.context import Context
 from localazure.core.errors import AzureError
-from localazure.ml.vm_sizes import VmSize, families, family_display_name
-
-if TYPE_CHECKING:
-    from localazure.ml.computes import ClusterSpec
+from localazure.nodes.vm_catalog import VmSize, families, family_display_name
 
 NODE_KIND = "ml-node"
 TIMING_KIND = "ml-settings"
 QUOTA_KIND = "ml-quota"
 ALLOCATION_ERROR_KIND = "ml-allocation-error"
 ACTIVE_STATES = ("preparing", "idle", "running")
-NODE_PORT = 50000
 QUOTA_HELP = (
     "Please read more about quota limits at "
     "https://docs.microsoft.com/en-us/azure/azure-supportability/per-vm-quota-requests."
 )
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """What the pool needs to know about one pool of nodes (an AmlCompute cluster, say)."""
+
+    id: str
+    name: str
+    location: str
+    size: VmSize
+    priority: str
+    min_nodes: int
+    max_nodes: int
+    idle_s: float
+    security_type: str
 
 
 # -- settings -------------------------------------------------------------------------------------
@@ -208,7 +223,7 @@ def save(ctx: Context, node: dict[str, Any]) -> None:
     ctx.store.put(NODE_KIND, node["id"], node)
 
 
-def _provision(ctx: Context, cluster: ClusterSpec, now: float, provision_s: float) -> dict:
+def _provision(ctx: Context, cluster: PoolSpec, now: float, provision_s: float) -> dict:
     suffix = "p" if cluster.priority == "LowPriority" else "d"
     ordinal = len(ctx.store.values(NODE_KIND)) + 4
     node = {
@@ -236,7 +251,7 @@ def _provision(ctx: Context, cluster: ClusterSpec, now: float, provision_s: floa
     return node
 
 
-def _allocation_blocked(ctx: Context, cluster: ClusterSpec) -> bool:
+def _allocation_blocked(ctx: Context, cluster: PoolSpec) -> bool:
     """Record (or clear) the cluster's resize error; True when quota blocks one more node."""
     error = quota_error(ctx, cluster.location, cluster.size, cluster.priority, cluster.size.vcpus)
     if error is None:
@@ -249,7 +264,7 @@ def _allocation_blocked(ctx: Context, cluster: ClusterSpec) -> bool:
 
 
 def acquire(
-    ctx: Context, cluster: ClusterSpec, run_name: str, image_digest: str | None, now: float
+    ctx: Context, cluster: PoolSpec, run_name: str, image_digest: str | None, now: float
 ) -> dict[str, Any] | None:
     """Give the job a node: a free one (preferring one that has the image), else a new one if
     the cluster is below its maximum and quota allows; None means the job waits in Queued.
@@ -299,7 +314,7 @@ def release(ctx: Context, node: dict[str, Any], at: float, reason: str) -> None:
     save(ctx, node)
 
 
-def scale(ctx: Context, clusters: list[ClusterSpec], now: float) -> None:
+def scale(ctx: Context, clusters: list[PoolSpec], now: float) -> None:
     """Finish provisioning, release nodes idle past the cluster's idle time (down to its
     minimum, or to its maximum if that was lowered), and keep the minimum allocated."""
     provision_s = timing(ctx).provision()
@@ -348,44 +363,7 @@ def release_under(ctx: Context, resource_id: str, now: float) -> None:
             ctx.store.delete(ALLOCATION_ERROR_KIND, key)
 
 
-# -- views ----------------------------------------------------------------------------------------
-
-
-def compute_status(ctx: Context, cluster: ClusterSpec, now: float) -> dict[str, Any]:
-    """The live fields of an AmlCompute GET (node counts, allocation state, resize errors)."""
-    nodes = active(ctx, cluster.id)
-    by_state = {state: sum(1 for n in nodes if n["state"] == state) for state in ACTIVE_STATES}
-    error = ctx.store.get(ALLOCATION_ERROR_KIND, cluster.id.lower())
-    target = max(len(nodes), min(cluster.min_nodes, cluster.max_nodes))
-    return {
-        "currentNodeCount": len(nodes),
-        "targetNodeCount": target,
-        "nodeStateCounts": {
-            "idleNodeCount": by_state["idle"],
-            "runningNodeCount": by_state["running"],
-            "preparingNodeCount": by_state["preparing"],
-            "unusableNodeCount": 0,
-            "leavingNodeCount": 0,
-            "preemptedNodeCount": 0,
-        },
-        "allocationState": "Resizing" if by_state["preparing"] or target > len(nodes) else "Steady",
-        "errors": [{"error": error}] if error else None,
-    }
-
-
-def list_nodes_wire(ctx: Context, compute_id: str) -> list[dict[str, Any]]:
-    """The ``nodes`` of ``POST .../computes/{name}/listNodes``."""
-    return [
-        {
-            "nodeId": node["id"],
-            "privateIpAddress": node["private_ip"],
-            "publicIpAddress": None,
-            "port": NODE_PORT,
-            "nodeState": node["state"],
-            "runId": node["run_id"],
-        }
-        for node in active(ctx, compute_id)
-    ]
+# -- accounting ---------------------------------------------------------------------------------
 
 
 def node_seconds(node: dict[str, Any], now: float) -> float:

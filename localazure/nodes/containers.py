@@ -1,24 +1,16 @@
-"""Simulated containers: a job's command runs as a local process (``bash -c <command>``) in a
+"""The container runtime nodes share: a container is a local process (``bash -c <command>``) in a
 working directory of its own, with the environment a container of its image would have, its
-stdout and stderr going to the run's ``user_logs/std_log.txt``; and the workload faults that
-make such a container misbehave.
+stdout and stderr going to a log file the caller names.
 
-The image's environment comes from the registry's record of it (``resolve_image``); the WAA
+The image's environment comes from the registry's record of it (see ``image_pull``); the WAA
 image (a repository ending in ``winarena``) also gets what the WAA client needs here:
 ``WAA_CLIENT_CMD`` runs the stand-in (``localazure.workload.waa_standin``) and
 ``WAA_TEST_ALL_META`` names the synthetic 154-task set. ``PATH`` starts with the emulator's own
 Python environment, so ``python`` in a command is a Python with the project's packages.
 
-Workload faults (``POST /_localazure/ml/faults``) are taken by the first job whose name matches
-their ``job`` regex when it gets a node:
-
-- ``never_starts``: the job reaches Running but its process never starts: no output at all
-- ``pull_fails``: the image pull fails with a transient registry error
-- ``stuck``: the WAA client hangs on the job's first task (``WAA_STANDIN_STUCK_TASK``); for a
-  command without ``--task-ids``, the process is frozen (SIGSTOP) after ``after_s``
-- ``crash``: the container is killed (SIGKILL, exit code 137) after ``after_s`` (default 1)
-- ``preempt``: the node is preempted after ``after_s`` (default 1): process killed, node gone
-- ``slow_start``: Preparing takes ``delay_s`` longer (default 5)
+The nested-virtualization rule: the WAA image runs a Windows VM under KVM, so on a node whose
+VM size lacks nested virtualization, or that uses TrustedLaunch, it prints
+``KVM_UNAVAILABLE_LOG`` and exits with code 1 (``no_kvm_reason`` says why).
 
 Processes are Linux process groups; on start the emulator kills any it left behind (found by
 the ``LOCALAZURE_ML_CONTAINER_OF`` marker in their environment).
@@ -28,25 +20,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import subprocess
 import sys
 import threading
-import uuid
 from pathlib import Path
 from typing import Any
 
-from localazure.core.context import Context
-from localazure.workload.taskset import SYNTHETIC_TEST_ALL
+from localazure.nodes.vm_catalog import VmSize
+from localazure.workload.task_model import SYNTHETIC_TEST_ALL
 
-FAULT_KIND = "ml-fault"
-FAULTS = ("never_starts", "pull_fails", "stuck", "crash", "preempt", "slow_start")
-DEFAULT_AFTER_S = 1.0
-DEFAULT_DELAY_S = 5.0
 MARKER = "LOCALAZURE_ML_CONTAINER_OF"
 WAA_REPOSITORY_SUFFIX = "winarena"
-_TASK_IDS = re.compile(r"--task-ids(?:=|\s+)['\"]?([^\s'\",]+)")
 _SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # What the WAA container prints when it starts on a node without KVM (TrustedLaunch, or a VM
@@ -58,61 +43,6 @@ ERROR: KVM acceleration is not available: /dev/kvm not found.
 ERROR: nested virtualization is not available on this node, so the Windows VM cannot start.
 {reason}
 """
-
-
-# -- faults ---------------------------------------------------------------------------------------
-
-
-def add_fault(ctx: Context, spec: dict[str, Any]) -> dict[str, Any]:
-    kind = spec.get("fault")
-    if kind not in FAULTS:
-        raise ValueError(f"'fault' must be one of {list(FAULTS)}, not {kind!r}")
-    pattern = spec.get("job", ".*")
-    try:
-        re.compile(pattern)
-    except (re.error, TypeError) as err:
-        raise ValueError(f"'job' must be a regular expression: {err}") from None
-    times = spec.get("times", 1)
-    if not isinstance(times, int) or times < 1:
-        raise ValueError(f"'times' must be a whole number >= 1, not {times!r}")
-    fault = {
-        "id": uuid.uuid4().hex[:12],
-        "fault": kind,
-        "job": pattern,
-        "times": times,
-        "after_s": _seconds(spec, "after_s", DEFAULT_AFTER_S),
-        "delay_s": _seconds(spec, "delay_s", DEFAULT_DELAY_S),
-        "hits": 0,
-    }
-    ctx.store.put(FAULT_KIND, fault["id"], fault)
-    return fault
-
-
-def _seconds(spec: dict[str, Any], name: str, default: float) -> float:
-    value = spec.get(name, default)
-    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"'{name}' must be a number of seconds >= 0, not {value!r}")
-    return float(value)
-
-
-def list_faults(ctx: Context) -> list[dict[str, Any]]:
-    return ctx.store.values(FAULT_KIND)
-
-
-def clear_faults(ctx: Context) -> None:
-    ctx.store.delete_prefix(FAULT_KIND, "")
-
-
-def take_fault(ctx: Context, job_name: str) -> dict[str, Any] | None:
-    """The first live fault matching the job, counting one use of it."""
-    with ctx.store.transaction():
-        for fault in list_faults(ctx):
-            if fault["times"] > 0 and re.search(fault["job"], job_name):
-                fault["times"] -= 1
-                fault["hits"] += 1
-                ctx.store.put(FAULT_KIND, fault["id"], fault)
-                return fault
-    return None
 
 
 # -- the container's environment ------------------------------------------------------------------
@@ -144,27 +74,6 @@ def image_environment(image_ref: str, image: dict[str, Any]) -> dict[str, str]:
         env.setdefault("WAA_TEST_ALL_META", str(SYNTHETIC_TEST_ALL))
     env.pop("PATH", None)
     return env
-
-
-def first_task_id(command: str) -> str | None:
-    """The first task of the last ``--task-ids`` in the command: the worker's invocation comes
-    after the script a heredoc writes, whose own text may mention the option."""
-    found = _TASK_IDS.findall(command)
-    return found[-1] if found else None
-
-
-def fault_environment(fault: dict[str, Any] | None, command: str) -> dict[str, str]:
-    """Variables that make the WAA stand-in misbehave as the fault asks."""
-    if fault and fault["fault"] == "stuck":
-        task_id = first_task_id(command)
-        if task_id:
-            return {"WAA_STANDIN_STUCK_TASK": task_id}
-    return {}
-
-
-def freezes_process(fault: dict[str, Any] | None, command: str) -> bool:
-    """A ``stuck`` fault on a command that names no WAA task freezes the whole process."""
-    return bool(fault and fault["fault"] == "stuck" and not first_task_id(command))
 
 
 def container_environment(
@@ -279,3 +188,18 @@ def kill_leftovers(state_dir: Path) -> int:
             except ProcessLookupError:
                 pass
     return killed
+
+
+def no_kvm_reason(size: VmSize, security_type: str, pool_name: str) -> str | None:
+    """Why a node of this size and security type has no /dev/kvm, or None when it has one."""
+    if security_type == "TrustedLaunch":
+        return (
+            f"Compute '{pool_name}' uses security type TrustedLaunch: TrustedLaunch VMs do "
+            "not support nested virtualization; use security type Standard."
+        )
+    if not size.nested_virtualization:
+        return (
+            f"VM size {size.name} does not support nested virtualization; use a size "
+            "that does, such as Standard_D4s_v5 or Standard_D4_v3."
+        )
+    return None

@@ -1,4 +1,5 @@
-"""The VM sizes AmlCompute clusters can use, with what the product and the simulation need:
+"""The emulator's VM-size catalogue, one for every service that runs nodes (AmlCompute today;
+Compute and Batch later), with what the product and the simulation need:
 vCPUs and memory, the quota family as Azure names it, hourly prices (Linux, East US,
 pay-as-you-go; low priority at about 20% of dedicated) and whether the size supports nested
 virtualization (which the WAA container needs to run its Windows VM).
@@ -10,7 +11,6 @@ not on burstable B-series, Av2 or Dv2.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 LOW_PRIORITY_DISCOUNT = 0.2
 BILLING_CURRENCY = "USD"
@@ -36,34 +36,6 @@ class VmSize:
         if priority.lower() == "lowpriority":
             return self.low_priority_price_hourly
         return self.price_hourly
-
-    def wire(self) -> dict[str, Any]:
-        """The entry of ``GET .../locations/{location}/vmSizes`` (api-version 2023-08-01-preview)."""
-        prices = [
-            {"retailPrice": self.price_hourly, "osType": "Linux", "vmTier": "Standard"},
-        ]
-        if self.low_priority_capable:
-            prices += [
-                {"retailPrice": self.low_priority_price_hourly, "osType": "Linux", "vmTier": tier}
-                for tier in ("LowPriority", "Spot")
-            ]
-        return {
-            "name": self.name,
-            "family": self.family,
-            "vCPUs": self.vcpus,
-            "gpus": 0,
-            "osVhdSizeMB": 1047552,
-            "maxResourceVolumeMB": self.max_resource_volume_mb,
-            "memoryGB": self.memory_gb,
-            "lowPriorityCapable": self.low_priority_capable,
-            "premiumIO": self.premium_io,
-            "estimatedVMPrices": {
-                "billingCurrency": BILLING_CURRENCY,
-                "unitOfMeasure": "OneHour",
-                "values": prices,
-            },
-            "supportedComputeTypes": ["AmlCompute", "ComputeInstance"],
-        }
 
 
 def _size(

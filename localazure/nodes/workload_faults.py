@@ -1,0 +1,99 @@
+"""Workload faults: misbehaviour injected into the containers that nodes run, through the admin
+API (``POST /_localazure/ml/faults``). A fault is taken by the first workload whose name matches
+its ``job`` regex when it gets a node:
+
+- ``never_starts``: the workload reaches Running but its process never starts: no output at all
+- ``pull_fails``: the image pull fails with a transient registry error
+- ``stuck``: the WAA client hangs on the first task (``WAA_STANDIN_STUCK_TASK``); for a
+  command without ``--task-ids``, the process is frozen (SIGSTOP) after ``after_s``
+- ``crash``: the container is killed (SIGKILL, exit code 137) after ``after_s`` (default 1)
+- ``preempt``: the node is preempted after ``after_s`` (default 1): process killed, node gone
+- ``slow_start``: Preparing takes ``delay_s`` longer (default 5)
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from localazure.core.context import Context
+
+FAULT_KIND = "ml-fault"
+FAULTS = ("never_starts", "pull_fails", "stuck", "crash", "preempt", "slow_start")
+DEFAULT_AFTER_S = 1.0
+DEFAULT_DELAY_S = 5.0
+_TASK_IDS = re.compile(r"--task-ids(?:=|\s+)['\"]?([^\s'\",]+)")
+
+
+def add_fault(ctx: Context, spec: dict[str, Any]) -> dict[str, Any]:
+    kind = spec.get("fault")
+    if kind not in FAULTS:
+        raise ValueError(f"'fault' must be one of {list(FAULTS)}, not {kind!r}")
+    pattern = spec.get("job", ".*")
+    try:
+        re.compile(pattern)
+    except (re.error, TypeError) as err:
+        raise ValueError(f"'job' must be a regular expression: {err}") from None
+    times = spec.get("times", 1)
+    if not isinstance(times, int) or times < 1:
+        raise ValueError(f"'times' must be a whole number >= 1, not {times!r}")
+    fault = {
+        "id": uuid.uuid4().hex[:12],
+        "fault": kind,
+        "job": pattern,
+        "times": times,
+        "after_s": _seconds(spec, "after_s", DEFAULT_AFTER_S),
+        "delay_s": _seconds(spec, "delay_s", DEFAULT_DELAY_S),
+        "hits": 0,
+    }
+    ctx.store.put(FAULT_KIND, fault["id"], fault)
+    return fault
+
+
+def _seconds(spec: dict[str, Any], name: str, default: float) -> float:
+    value = spec.get(name, default)
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"'{name}' must be a number of seconds >= 0, not {value!r}")
+    return float(value)
+
+
+def list_faults(ctx: Context) -> list[dict[str, Any]]:
+    return ctx.store.values(FAULT_KIND)
+
+
+def clear_faults(ctx: Context) -> None:
+    ctx.store.delete_prefix(FAULT_KIND, "")
+
+
+def take_fault(ctx: Context, job_name: str) -> dict[str, Any] | None:
+    """The first live fault matching the job, counting one use of it."""
+    with ctx.store.transaction():
+        for fault in list_faults(ctx):
+            if fault["times"] > 0 and re.search(fault["job"], job_name):
+                fault["times"] -= 1
+                fault["hits"] += 1
+                ctx.store.put(FAULT_KIND, fault["id"], fault)
+                return fault
+    return None
+
+
+def first_task_id(command: str) -> str | None:
+    """The first task of the last ``--task-ids`` in the command: the worker's invocation comes
+    after the script a heredoc writes, whose own text may mention the option."""
+    found = _TASK_IDS.findall(command)
+    return found[-1] if found else None
+
+
+def fault_environment(fault: dict[str, Any] | None, command: str) -> dict[str, str]:
+    """Variables that make the WAA stand-in misbehave as the fault asks."""
+    if fault and fault["fault"] == "stuck":
+        task_id = first_task_id(command)
+        if task_id:
+            return {"WAA_STANDIN_STUCK_TASK": task_id}
+    return {}
+
+
+def freezes_process(fault: dict[str, Any] | None, command: str) -> bool:
+    """A ``stuck`` fault on a command that names no WAA task freezes the whole process."""
+    return bool(fault and fault["fault"] == "stuck" and not first_task_id(command))

@@ -1,0 +1,34 @@
+"""Run one azure.azcollection module ad hoc (``ansible localhost -m ...``) against the emulator
+and return its result."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_module(emulator, module: str, args: str, *, check: bool = True) -> dict:
+    env = {
+        **os.environ,
+        **emulator.env,
+        "PATH": f"{REPO_ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '')}",
+        "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
+    }
+    completed = subprocess.run(
+        ["ansible", "localhost", "-m", module, "-a", args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if check:
+        assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    # ansible.cfg enables profile_tasks, which prints its timings around the JSON document.
+    document, _ = json.JSONDecoder().raw_decode(completed.stdout[completed.stdout.index("{") :])
+    return document["plays"][0]["tasks"][0]["hosts"]["localhost"]
