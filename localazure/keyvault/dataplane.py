@@ -1,4 +1,4 @@
-"""The secrets data plane at ``<vault>.vault.azure.net`` (api-version 7.x): set, get (current or
+"""The secrets data plane at ``<vault>.vault.azure.net`` (api-versions 7.0 to 7.6 and 2025-07-01): set, get (current or
 one version), update properties, list secrets and versions (properties only, never values),
 delete, deleted secrets, recover and purge.
 
@@ -40,7 +40,17 @@ DATA_ACTIONS = {
     "recover": f"{_SECRETS}/recover/action",
     "purge": f"{_SECRETS}/purge/action",
 }
-SUPPORTED_API_VERSIONS = ("2016-10-01", "7.0", "7.1", "7.2", "7.3", "7.4", "7.5", "7.6")
+SUPPORTED_API_VERSIONS = (
+    "2016-10-01",
+    "7.0",
+    "7.1",
+    "7.2",
+    "7.3",
+    "7.4",
+    "7.5",
+    "7.6",
+    "2025-07-01",
+)
 MAX_VALUE_BYTES = 25 * 1024
 
 

@@ -1,6 +1,6 @@
 """The shapes Key Vault speaks: vault resources (api-version 2023-07-01, which azure-mgmt-keyvault
 10.3.1 and azcollection's ``azure_rm_keyvault`` use), deleted vaults, and the data plane's secret
-bundles, items and deleted secrets (api-version 7.x), with the validation Key Vault applies."""
+bundles, items and deleted secrets (api-versions 7.0 to 7.6 and 2025-07-01), with the validation Key Vault applies."""
 
 from __future__ import annotations
 
