@@ -20,14 +20,14 @@ from localazure.acr import LOGIN_SUFFIX, NAMESPACE, REGISTRY_TYPE, catalog, imag
 from localazure.arm.catalog import check_location, normalise_location
 from localazure.arm.resources import (
     delete_tree,
+    in_resource_group,
+    in_subscription,
     now_iso,
     provider_id,
-    resource_group_or_404,
     resource_or_404,
-    subscription_id_or_404,
     system_data,
 )
-from localazure.authorization.access import is_allowed, require
+from localazure.authorization.access import is_allowed
 from localazure.core import operations
 from localazure.core.context import Context
 from localazure.core.errors import AzureError, authorization_failed, bad_request, conflict
@@ -138,6 +138,7 @@ def _default_properties(name: str, stamp: str) -> dict[str, Any]:
         "loginServer": f"{name.lower()}{LOGIN_SUFFIX}",
         "creationDate": stamp,
         "provisioningState": "Creating",
+        "status": None,
         "adminUserEnabled": False,
         "networkRuleSet": {"defaultAction": "Allow", "ipRules": []},
         "policies": {
@@ -416,11 +417,8 @@ def register(router: Router, ctx: Context) -> None:
     def registry_id(rg: str, name: str) -> str:
         return provider_id(ctx, rg, NAMESPACE, "registries", name)
 
-    def registry_or_404(request: Request, action: str, sub: str, rg: str, name: str) -> dict:
-        """The registry, once the caller is known to be allowed ``action`` on it."""
-        subscription_id_or_404(ctx, sub)
-        require(ctx, request.state.caller, action, registry_id(rg, name))
-        resource_group_or_404(ctx, sub, rg)
+    def registry_or_404(rg: str, name: str) -> dict:
+        """The registry (its route has checked the caller's action on it)."""
         return resource_or_404(ctx, registry_id(rg, name), REGISTRY_TYPE, name, rg)
 
     def readable(request: Request, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -429,8 +427,6 @@ def register(router: Router, ctx: Context) -> None:
 
     async def check_name(request: Request, sub: str) -> Response:
         require_api_version(request)
-        subscription_id_or_404(ctx, sub)
-        require(ctx, request.state.caller, CHECK_NAME, f"/subscriptions/{ctx.subscription_id}")
         name = str((await json_body(request)).get("name") or "")
         if not name_is_valid(name):
             return json_response(
@@ -448,9 +444,7 @@ def register(router: Router, ctx: Context) -> None:
 
     async def put_registry(request: Request, sub: str, rg: str, name: str) -> Response:
         api_version = require_api_version(request)
-        subscription_id_or_404(ctx, sub)
-        require(ctx, request.state.caller, WRITE, registry_id(rg, name))
-        group = resource_group_or_404(ctx, sub, rg)
+        group = request.state.parent
         _check_name(name)
         body = await json_body(request)
         rid = registry_id(rg, name)
@@ -520,11 +514,11 @@ def register(router: Router, ctx: Context) -> None:
 
     async def get_registry(request: Request, sub: str, rg: str, name: str) -> Response:
         require_api_version(request)
-        return json_response(registry_or_404(request, READ, sub, rg, name))
+        return json_response(registry_or_404(rg, name))
 
     async def patch_registry(request: Request, sub: str, rg: str, name: str) -> Response:
         require_api_version(request)
-        registry = registry_or_404(request, WRITE, sub, rg, name)
+        registry = registry_or_404(rg, name)
         body = await json_body(request)
         if body.get("sku") is not None:
             registry["sku"] = _sku(body["sku"])
@@ -538,9 +532,6 @@ def register(router: Router, ctx: Context) -> None:
 
     async def delete_registry(request: Request, sub: str, rg: str, name: str) -> Response:
         api_version = require_api_version(request)
-        subscription_id_or_404(ctx, sub)
-        require(ctx, request.state.caller, DELETE, registry_id(rg, name))
-        resource_group_or_404(ctx, sub, rg)
         registry = ctx.store.get_resource(registry_id(rg, name))
         if registry is None:
             return empty(204)
@@ -556,22 +547,21 @@ def register(router: Router, ctx: Context) -> None:
         )
 
     async def list_in_group(request: Request, sub: str, rg: str) -> Response:
-        group = resource_group_or_404(ctx, sub, rg)
+        group = request.state.parent
         found = ctx.store.list_resources(type=REGISTRY_TYPE, parent=group["id"])
         return json_response(list_page(readable(request, found)))
 
     async def list_in_subscription(request: Request, sub: str) -> Response:
-        subscription_id_or_404(ctx, sub)
         found = ctx.store.list_resources(type=REGISTRY_TYPE)
         return json_response(list_page(readable(request, found)))
 
     async def list_credentials(request: Request, sub: str, rg: str, name: str) -> Response:
-        registry = registry_or_404(request, LIST_CREDENTIALS, sub, rg, name)
+        registry = registry_or_404(rg, name)
         _require_admin_enabled(registry)
         return json_response(_credentials_result(ctx, registry))
 
     async def regenerate_credential(request: Request, sub: str, rg: str, name: str) -> Response:
-        registry = registry_or_404(request, REGENERATE_CREDENTIAL, sub, rg, name)
+        registry = registry_or_404(rg, name)
         _require_admin_enabled(registry)
         which = str((await json_body(request)).get("name") or "")
         if which not in PASSWORD_NAMES:
@@ -586,7 +576,7 @@ def register(router: Router, ctx: Context) -> None:
 
     async def import_image(request: Request, sub: str, rg: str, name: str) -> Response:
         api_version = require_api_version(request)
-        registry = registry_or_404(request, IMPORT_IMAGE, sub, rg, name)
+        registry = registry_or_404(rg, name)
         body = await json_body(request)
         mode = str(body.get("mode") or "NoForce")
         if mode.lower() not in ("noforce", "force"):
@@ -618,13 +608,24 @@ def register(router: Router, ctx: Context) -> None:
     sub_prefix = "/subscriptions/{sub}/providers/Microsoft.ContainerRegistry"
     rg_prefix = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerRegistry"
     one = rg_prefix + "/registries/{name}"
-    router.add("POST", sub_prefix + "/checkNameAvailability", check_name)
-    router.add("GET", sub_prefix + "/registries", list_in_subscription)
-    router.add("GET", rg_prefix + "/registries", list_in_group)
-    router.add("PUT", one, put_registry)
-    router.add("GET", one, get_registry)
-    router.add("PATCH", one, patch_registry)
-    router.add("DELETE", one, delete_registry)
-    router.add("POST", one + "/listCredentials", list_credentials)
-    router.add("POST", one + "/regenerateCredential", regenerate_credential)
-    router.add("POST", one + "/importImage", import_image)
+    in_sub, in_group = in_subscription(ctx), in_resource_group(ctx)
+    scope = "{parent}/providers/" + REGISTRY_TYPE + "/{name}"
+
+    def registry_route(method: str, path: str, handler, action: str) -> None:
+        router.add(method, path, handler, parent=in_group, action=action, scope=scope)
+
+    router.add(
+        "POST", sub_prefix + "/checkNameAvailability", check_name, parent=in_sub, action=CHECK_NAME
+    )
+    # Lists hold the registries the caller may read, as in Azure.
+    router.add("GET", sub_prefix + "/registries", list_in_subscription, parent=in_sub)
+    router.add("GET", rg_prefix + "/registries", list_in_group, parent=in_group)
+    registry_route("PUT", one, put_registry, WRITE)
+    registry_route("GET", one, get_registry, READ)
+    registry_route("PATCH", one, patch_registry, WRITE)
+    registry_route("DELETE", one, delete_registry, DELETE)
+    registry_route("POST", one + "/listCredentials", list_credentials, LIST_CREDENTIALS)
+    registry_route(
+        "POST", one + "/regenerateCredential", regenerate_credential, REGENERATE_CREDENTIAL
+    )
+    registry_route("POST", one + "/importImage", import_image, IMPORT_IMAGE)

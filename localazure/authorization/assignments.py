@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from localazure.arm.resources import now_iso, resource_group_or_404, subscription_id_or_404
 from localazure.authorization import roles
-from localazure.authorization.access import ASSIGNMENT_KIND, covers, normalise_scope, require
+from localazure.authorization.access import ASSIGNMENT_KIND, covers, normalise_scope
 from localazure.authorization.definitions import role_definition_id
 from localazure.core.context import Context
 from localazure.core.errors import bad_request, conflict, not_found, resource_not_found
@@ -289,7 +289,6 @@ def register(router: Router, ctx: Context) -> None:
         require_api_version(request)
         scope, name = normalise_scope(scope), _checked_name(name)
         caller = request.state.caller
-        require(ctx, caller, WRITE, assignment_id(scope, name))
         scope = existing_scope(ctx, scope)
         wanted = requested_properties(ctx, await json_body(request))
         with ctx.store.transaction():
@@ -306,7 +305,6 @@ def register(router: Router, ctx: Context) -> None:
     async def get_assignment(request: Request, scope: str, name: str) -> Response:
         require_api_version(request)
         scope, name = normalise_scope(scope), _checked_name(name)
-        require(ctx, request.state.caller, READ, assignment_id(scope, name))
         scope = existing_scope(ctx, scope)
         record = _find(ctx, scope, name)
         if record is None:
@@ -316,7 +314,6 @@ def register(router: Router, ctx: Context) -> None:
     async def delete_assignment(request: Request, scope: str, name: str) -> Response:
         require_api_version(request)
         scope, name = normalise_scope(scope), _checked_name(name)
-        require(ctx, request.state.caller, DELETE, assignment_id(scope, name))
         scope = existing_scope(ctx, scope)
         record = _find(ctx, scope, name)
         if record is None:
@@ -327,17 +324,26 @@ def register(router: Router, ctx: Context) -> None:
     async def list_assignments(request: Request, scope: str) -> Response:
         require_api_version(request)
         scope = normalise_scope(scope)
-        require(ctx, request.state.caller, READ, scope or "/")
         scope = existing_scope(ctx, scope)
         at_scope_only, principal_id = _parse_filter(request.query_params.get("$filter", ""))
         items = assignments_at(ctx, scope, at_scope_only=at_scope_only, principal_id=principal_id)
         return json_response(list_page(items))
 
     prefix = "{scope:path}/providers/Microsoft.Authorization/roleAssignments"
-    router.add("GET", prefix, list_assignments)
-    router.add("PUT", prefix + "/{name}", create_assignment)
-    router.add("GET", prefix + "/{name}", get_assignment)
-    router.add("DELETE", prefix + "/{name}", delete_assignment)
+    router.add("GET", prefix, list_assignments, action=READ, scope=_listed_scope)
+    router.add("PUT", prefix + "/{name}", create_assignment, action=WRITE, scope=_assignment_scope)
+    router.add("GET", prefix + "/{name}", get_assignment, action=READ, scope=_assignment_scope)
+    router.add(
+        "DELETE", prefix + "/{name}", delete_assignment, action=DELETE, scope=_assignment_scope
+    )
+
+
+def _assignment_scope(scope: str, name: str, **_: str) -> str:
+    return assignment_id(normalise_scope(scope), name)
+
+
+def _listed_scope(scope: str, **_: str) -> str:
+    return normalise_scope(scope) or "/"
 
 
 def _updated(

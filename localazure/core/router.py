@@ -55,10 +55,13 @@ class Route:
     name: str
     action: str | None = None
     parent: ParentResolver | None = None
-    scope: str = "{parent}"
+    scope: str | Callable[..., str] = "{parent}"
 
     def authorization_scope(self, parent: dict[str, Any] | None, params: dict[str, str]) -> str:
-        return self.scope.format(parent=parent["id"] if parent else "", **params)
+        parent_id = parent["id"] if parent else ""
+        if callable(self.scope):
+            return self.scope(parent=parent_id, **params)
+        return self.scope.format(parent=parent_id, **params)
 
 
 class Router:
@@ -74,7 +77,7 @@ class Router:
         auth: AuthKind = "arm",
         action: str | None = None,
         parent: ParentResolver | None = None,
-        scope: str = "{parent}",
+        scope: str | Callable[..., str] = "{parent}",
     ) -> None:
         if action is not None and auth != "arm":
             raise ValueError(f"{handler.__name__}: only ARM routes declare an action")

@@ -207,6 +207,7 @@ def _new_workspace(
             "encryption": None,
             "managedNetwork": {"isolationMode": "Disabled", "outboundRules": {}},
             "privateEndpointConnections": [],
+            "sharedPrivateLinkResources": [],
             "notebookInfo": None,
             "serviceProvisionedResourceGroup": None,
             "primaryUserAssignedIdentity": None,
