@@ -154,6 +154,14 @@ def canary_run(playground) -> CanaryRun:
     return CanaryRun(done.returncode, done.stdout, done.stderr, canaries, samples)
 
 
+def _failure(run: CanaryRun) -> str:
+    """The failed task's lines of the output (the end of -vvv output is the task profile)."""
+    lines = run.stdout.splitlines()
+    at = next((i for i, line in enumerate(lines) if "fatal:" in line or "FAILED!" in line), None)
+    found = lines[max(at - 20, 0) : at + 40] if at is not None else lines[-60:]
+    return "\n".join(found) + "\n-- stderr --\n" + run.stderr[-2000:]
+
+
 def _places(playground: Playground, run: CanaryRun) -> dict[str, bytes]:
     places = {"stdout": run.stdout.encode(), "stderr": run.stderr.encode()}
     report = playground.report_dir / f"{RUN_NAME}.json"
@@ -176,7 +184,7 @@ def _places(playground: Playground, run: CanaryRun) -> dict[str, bytes]:
 
 
 def test_the_run_completes_and_the_worker_got_its_secret_from_the_vault(playground, canary_run):
-    assert canary_run.returncode == 0, canary_run.stdout[-4000:] + canary_run.stderr[-2000:]
+    assert canary_run.returncode == 0, _failure(canary_run)
     report = json.loads((playground.report_dir / f"{RUN_NAME}.json").read_text())
     evaluation = report["evaluation"]
     assert (evaluation["status"], evaluation["total_tasks"]) == ("completed", TASKS)
