@@ -265,3 +265,42 @@ def test_the_challenge_comes_first_and_values_stay_out_of_the_log_and_the_store(
     assert canary not in str(log)
     for path in azure.settings.state_dir.glob("state.sqlite3*"):
         assert canary.encode() not in path.read_bytes(), path
+
+
+def test_azcollection_modules_create_the_vault_and_its_secrets(azure, kv):
+    from ansible_module import run_module
+
+    tenant = azure.settings.tenant_id
+    vault_args = (
+        f"resource_group={GROUP} vault_name=evals-kv vault_tenant={tenant} "
+        'sku=\'{"family": "A", "name": "standard"}\' enable_rbac_authorization=true'
+    )
+    created = run_module(azure, "azure.azcollection.azure_rm_keyvault", vault_args)
+    assert created["changed"] is True
+    again = run_module(azure, "azure.azcollection.azure_rm_keyvault", vault_args)
+    assert again["changed"] is False
+    info = run_module(
+        azure, "azure.azcollection.azure_rm_keyvault_info", f"resource_group={GROUP} name=evals-kv"
+    )
+    (vault,) = info["keyvaults"]
+    assert vault["vault_uri"] == "https://evals-kv.vault.azure.net/"
+    assert vault["enable_rbac_authorization"] is True
+
+    grant(azure, vault["id"], DEV_SP_OBJECT_ID, SECRETS_OFFICER)
+    secret_args = f"keyvault_uri={vault['vault_uri']} secret_name=agent-key secret_value=v-1"
+    stored = run_module(azure, "azure.azcollection.azure_rm_keyvaultsecret", secret_args)
+    assert stored["changed"] is True
+    assert (
+        run_module(azure, "azure.azcollection.azure_rm_keyvaultsecret", secret_args)["changed"]
+        is False
+    )
+    read = run_module(
+        azure,
+        "azure.azcollection.azure_rm_keyvaultsecret_info",
+        f"vault_uri={vault['vault_uri']} name=agent-key",
+    )
+    assert [s["secret"] for s in read["secrets"]] == ["v-1"]
+    removed = run_module(
+        azure, "azure.azcollection.azure_rm_keyvaultsecret", f"{secret_args} state=absent"
+    )
+    assert removed["changed"] is True
