@@ -210,11 +210,9 @@ class AzureRMAMLJob(AzureRMModuleBase):
         status = _status(job)
         error = None
         if status == "Failed":
-            details = self.ml.jobs._runs_operations.get_run_details(job.name)
-            if details.error and details.error.error:
-                inner = getattr(details.error.error, "inner_error", None)
-                code = inner.code if inner and inner.code else details.error.error.code
-                error = f"{code}: {details.error.error.message}"
+            code, message = azure_ml.run_error(azure_ml.run_details(self.ml, job.name))
+            if code or message:
+                error = f"{code}: {message}"
         return {
             "name": job.name,
             "status": status,
