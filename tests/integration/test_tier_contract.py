@@ -26,7 +26,7 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.worker_events
     WorkerEvent,
     parse_lines,
 )
-from localazure.workload.taskset import list_tasks
+from localazure.workload.task_model import list_tasks
 
 pytestmark = pytest.mark.integration
 

@@ -46,7 +46,7 @@ def config(**overrides):
 
 
 def expected_score(domain, task_id):
-    return 1.0 if taskset.modelled_success(domain, task_id) else 0.0
+    return 1.0 if task_model.modelled_success(domain, task_id) else 0.0
 
 
 def group_alive(pgid):
@@ -258,7 +258,7 @@ def job_key_ending(keys, suffix):
 
 
 def test_dynamic_chunking_beats_static_sharding_on_a_skewed_set(tmp_path, tier_factory):
-    by_minutes = sorted(task_model.list_tasks(), key=lambda dt: -taskset.modelled_minutes(*dt))
+    by_minutes = sorted(task_model.list_tasks(), key=lambda dt: -task_model.modelled_minutes(*dt))
     skewed = by_minutes[:4] + by_minutes[-8:]  # stragglers first: static puts them on one worker
     # Task time must dominate process start-up (~0.1 s per task) even on a busy machine.
     env = {"WAA_STANDIN_TIME_SCALE": "0.03"}
@@ -276,6 +276,6 @@ def test_dynamic_chunking_beats_static_sharding_on_a_skewed_set(tmp_path, tier_f
         ).run()
         assert len(result.tasks) == 12
         makespans[strategy] = result.makespan_s
-    lower_bound = sum(taskset.modelled_duration_s(d, t, 0.03) for d, t in skewed[:2])
+    lower_bound = sum(task_model.modelled_duration_s(d, t, 0.03) for d, t in skewed[:2])
     assert makespans["dynamic"] >= lower_bound
     assert makespans["dynamic"] < 0.85 * makespans["static"], makespans
