@@ -8,9 +8,10 @@ Two jobs, both additive (nothing installed is edited):
    discovery (``/metadata/endpoints?api-version=2015-01-01``); it is attached when
    ``azure.cli.core.cloud`` is first imported. This serves Azure Stack users as well.
 2. When ``LOCALAZURE_DNS`` lists host suffixes (``localazure env`` sets ``.azurecr.io``,
-   ``.docker.io`` and ``mcr.microsoft.com``), resolve those hosts to the emulator's address and
-   port, so registry login servers keep Azure's own names (``myregistry.azurecr.io``) and
-   imports read their sources from the public registries' own names. TLS stays verified: the emulator's certificate names them
+   ``.vault.azure.net``, ``.docker.io`` and ``mcr.microsoft.com``), resolve those hosts to the
+   emulator's address and port, so registry login servers and key vaults keep Azure's own names
+   (``myregistry.azurecr.io``, ``myvault.vault.azure.net``) and imports read their sources from
+   the public registries' own names. TLS stays verified: the emulator's certificate names them
    and is trusted only through ``REQUESTS_CA_BUNDLE``.
 
 3. When ``AZURE_DISABLE_INSTANCE_DISCOVERY`` is ``true`` (``localazure env`` sets it), make

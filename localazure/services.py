@@ -10,6 +10,7 @@ from localazure.authorization.service import AuthorizationService
 from localazure.batch.service import BatchService
 from localazure.core.service import Service
 from localazure.identity.service import IdentityService
+from localazure.keyvault.service import KeyVaultService
 from localazure.ml.service import MachineLearningService
 from localazure.msi.service import ManagedIdentityService
 from localazure.publicregistry.service import PublicRegistryService
@@ -25,6 +26,7 @@ def all_services() -> list[Service]:
         PublicRegistryService(),
         ContainerRegistryService(),
         StorageService(),
+        KeyVaultService(),
         MachineLearningService(),
         BatchService(),
     ]

@@ -17,8 +17,8 @@ DEFAULT_TENANT_ID = "72f988bf-0000-4000-8000-00000000aa01"
 DEFAULT_SUBSCRIPTION_ID = "9f3c2a51-0000-4000-8000-00000000aa02"
 DEFAULT_CLIENT_ID = "5b6d7e8f-0000-4000-8000-00000000aa03"
 # Hosts the emulator answers for under their real names (registry login servers, the public
-# registries images are imported from, Batch account and storage account endpoints); the client
-# hook resolves them to the emulator. A leading dot means "any host under this domain".
+# registries images are imported from, Batch account, storage account and key vault endpoints);
+# the client hook resolves them to the emulator. A leading dot means "any host under this domain".
 REDIRECTED_SUFFIXES = (
     ".azurecr.io",
     ".docker.io",
@@ -26,6 +26,7 @@ REDIRECTED_SUFFIXES = (
     ".batch.azure.com",
     ".blob.core.windows.net",
     ".file.core.windows.net",
+    ".vault.azure.net",
 )
 # Suffixes whose hosts have a region label (``<account>.<region>.batch.azure.com``): the server
 # certificate names ``*.<region><suffix>`` for every emulated region, as a wildcard covers one label.

@@ -14,6 +14,14 @@ For each task it writes a one-task meta file in WAA's test_all.json shape, runs 
 with events started, task_started, heartbeat, task_result and finished. On SIGTERM it prints
 nothing more, kills the client and exits with 143.
 
+Secrets (the agent's API keys) are not in the job definition: ``WAA_SECRET_NAMES`` maps
+environment variable names to secret names in the Key Vault ``WAA_SECRETS_VAULT_URL``. Before the
+first task the worker reads each secret with the managed identity of its node (App Service
+protocol ``IDENTITY_ENDPOINT``/``IDENTITY_HEADER``, Azure ML's ``MSI_ENDPOINT``/``MSI_SECRET``, or
+IMDS) through Key Vault's challenge, and gives the values to the WAA client's environment only:
+never to its own environment, output or events. A secret that is missing or may not be read is a
+permanent failure: a ``failed`` event naming the secret and the role to grant, exit code 3.
+
 Stdlib only and Python 3.8+ compatible: this file is shipped to workers on its own. The controller
 side of the protocol is plugins/module_utils/worker_events.py.
 """
@@ -33,6 +41,9 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,6 +53,15 @@ DEFAULT_TEST_ALL_META = "/client/evaluation_examples_windows/test_all.json"
 DEFAULT_RESULT_DIR = "./results"
 OUTPUT_TAIL_LINES = 20
 MAX_TAIL_LINE_CHARS = 300
+SECRET_NAMES_ENV = "WAA_SECRET_NAMES"
+SECRETS_VAULT_ENV = "WAA_SECRETS_VAULT_URL"
+IDENTITY_CLIENT_ID_ENV = "WAA_IDENTITY_CLIENT_ID"
+KEY_VAULT_API_VERSION = "7.4"
+SECRETS_ROLE = "Key Vault Secrets User"
+SECRET_FAILURE_EXIT = 3
+IMDS_ENDPOINT = "http://169.254.169.254"
+HTTP_TIMEOUT_S = 30
+TRANSIENT_ATTEMPTS = 5
 
 
 class EventWriter:
@@ -120,6 +140,195 @@ class ClientRun:
                 self.process.kill()
 
 
+class SecretError(Exception):
+    """A secret the worker cannot have; ``code`` is the failure class the controller uses."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class _HttpAnswer:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status, self.headers, self.body = status, headers, body
+
+    def json(self) -> dict:
+        try:
+            data = json.loads(self.body.decode("utf-8"))
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def error_code(self) -> str:
+        error = self.json().get("error")
+        if isinstance(error, dict):
+            return str(error.get("code") or "")
+        return str(error or "")
+
+
+def _http_get(url: str, headers: dict[str, str]) -> _HttpAnswer:
+    """One GET; transient failures (connection errors, 429, 5xx) are retried with backoff."""
+    delay = 1.0
+    for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+        request = urllib.request.Request(url, headers=headers, method="GET")
+        try:
+            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:
+                return _HttpAnswer(response.status, dict(response.headers), response.read())
+        except urllib.error.HTTPError as err:
+            answer = _HttpAnswer(err.code, dict(err.headers or {}), err.read())
+            if err.code != 429 and err.code < 500:
+                return answer
+            reason = f"HTTP {err.code}"
+        except (urllib.error.URLError, OSError) as err:
+            reason = str(getattr(err, "reason", err))
+        if attempt == TRANSIENT_ATTEMPTS:
+            host = urllib.parse.urlsplit(url).netloc
+            raise SecretError("ServerError", f"{host} did not answer ({reason})")
+        time.sleep(delay)
+        delay = min(delay * 2, 16.0)
+    raise AssertionError("unreachable")
+
+
+class ManagedIdentity:
+    """Tokens of the node's managed identity, by the protocol the container sees."""
+
+    def __init__(self, environ: dict[str, str]) -> None:
+        self.client_id = environ.get(IDENTITY_CLIENT_ID_ENV) or environ.get(
+            "DEFAULT_IDENTITY_CLIENT_ID"
+        )
+        if environ.get("IDENTITY_ENDPOINT") and environ.get("IDENTITY_HEADER"):
+            self.protocol = "App Service"
+            self.endpoint = environ["IDENTITY_ENDPOINT"]
+            self.headers = {"X-IDENTITY-HEADER": environ["IDENTITY_HEADER"]}
+            self.params = {"api-version": "2019-08-01"}
+            self.client_param = "client_id"
+        elif environ.get("MSI_ENDPOINT") and environ.get("MSI_SECRET"):
+            self.protocol = "Azure ML"
+            self.endpoint = environ["MSI_ENDPOINT"]
+            self.headers = {"secret": environ["MSI_SECRET"]}
+            self.params = {"api-version": "2017-09-01"}
+            self.client_param = "clientid"
+        else:
+            self.protocol = "IMDS"
+            host = environ.get("AZURE_POD_IDENTITY_AUTHORITY_HOST") or IMDS_ENDPOINT
+            self.endpoint = host.rstrip("/") + "/metadata/identity/oauth2/token"
+            self.headers = {"Metadata": "true"}
+            self.params = {"api-version": "2018-02-01"}
+            self.client_param = "client_id"
+
+    def token(self, resource: str) -> str:
+        params = dict(self.params, resource=resource)
+        if self.client_id:
+            params[self.client_param] = self.client_id
+        answer = _http_get(f"{self.endpoint}?{urllib.parse.urlencode(params)}", self.headers)
+        token = answer.json().get("access_token") if answer.status == 200 else None
+        if not token:
+            which = f" (client id {self.client_id})" if self.client_id else ""
+            raise SecretError(
+                "AuthenticationFailed",
+                f"the node's managed identity{which} gave no token for {resource} through the "
+                f"{self.protocol} endpoint (HTTP {answer.status} {answer.error_code()}): give "
+                "the compute a managed identity",
+            )
+        return str(token)
+
+
+def _challenge_resource(header: str, vault_host: str) -> str:
+    """The resource a Key Vault challenge names, if it belongs to the vault's domain."""
+    params = {}
+    for part in header.partition(" ")[2].split(","):
+        key, _, value = part.strip().partition("=")
+        params[key.lower()] = value.strip().strip('"')
+    resource = params.get("resource") or params.get("scope", "")
+    if resource.endswith("/.default"):  # str.removesuffix needs Python 3.9
+        resource = resource[: -len("/.default")]
+    domain = urllib.parse.urlsplit(resource).netloc.lower()
+    if not domain or not vault_host.lower().endswith("." + domain):
+        raise SecretError(
+            "AuthenticationFailed",
+            f"the challenge of {vault_host} names resource {resource!r}, outside the vault's "
+            "domain; refusing to send it a token",
+        )
+    return resource
+
+
+class VaultReader:
+    """Reads secrets from one vault: the first request is answered by Key Vault's challenge,
+    which names the audience of the token to send."""
+
+    def __init__(self, vault_url: str, identity: ManagedIdentity) -> None:
+        parts = urllib.parse.urlsplit(vault_url)
+        if parts.scheme != "https" or not parts.netloc:
+            raise SecretError(
+                "InvalidConfiguration",
+                f"{SECRETS_VAULT_ENV} must be an https URL, not {vault_url!r}",
+            )
+        self.vault = f"https://{parts.netloc}"
+        self.identity = identity
+        self._auth: dict[str, str] = {}
+
+    def read(self, name: str) -> str:
+        url = f"{self.vault}/secrets/{urllib.parse.quote(name)}?api-version={KEY_VAULT_API_VERSION}"
+        answer = _http_get(url, self._auth)
+        if answer.status == 401 and "www-authenticate" in {k.lower() for k in answer.headers}:
+            header = next(v for k, v in answer.headers.items() if k.lower() == "www-authenticate")
+            resource = _challenge_resource(header, urllib.parse.urlsplit(self.vault).netloc)
+            self._auth = {"Authorization": "Bearer " + self.identity.token(resource)}
+            answer = _http_get(url, self._auth)
+        if answer.status == 200 and isinstance(answer.json().get("value"), str):
+            return answer.json()["value"]
+        code = answer.error_code()
+        if answer.status == 403:
+            raise SecretError(
+                "AuthorizationFailed",
+                f"the worker's managed identity may not read secret '{name}' in {self.vault} "
+                f"({code}): grant it the '{SECRETS_ROLE}' role on the vault (RBAC vaults) or a "
+                "secrets 'get' access policy",
+            )
+        if answer.status == 404:
+            raise SecretError(
+                "InvalidConfiguration",
+                f"secret '{name}' is not in {self.vault} ({code or 'not found'}): store it there "
+                "(the eval role does, from eval_secret_environment_variables)",
+            )
+        if answer.status == 401:
+            raise SecretError(
+                "AuthenticationFailed",
+                f"{self.vault} refused the managed identity's token for secret '{name}' ({code})",
+            )
+        raise SecretError(
+            "InvalidConfiguration",
+            f"reading secret '{name}' from {self.vault} failed with HTTP {answer.status} ({code})",
+        )
+
+
+def read_secret_environment(environ: dict[str, str]) -> dict[str, str]:
+    """The WAA client's secret environment: ``WAA_SECRET_NAMES`` (a JSON object, environment
+    variable -> secret name) read from ``WAA_SECRETS_VAULT_URL``."""
+    raw = environ.get(SECRET_NAMES_ENV, "").strip()
+    if not raw:
+        return {}
+    try:
+        names = json.loads(raw)
+    except ValueError:
+        names = None
+    if not isinstance(names, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and k and v for k, v in names.items()
+    ):
+        raise SecretError(
+            "InvalidConfiguration",
+            f"{SECRET_NAMES_ENV} must be a JSON object of environment variable -> secret name",
+        )
+    vault = environ.get(SECRETS_VAULT_ENV, "")
+    if not vault:
+        raise SecretError(
+            "InvalidConfiguration", f"{SECRET_NAMES_ENV} is set but {SECRETS_VAULT_ENV} is not"
+        )
+    reader = VaultReader(vault, ManagedIdentity(environ))
+    return {variable: reader.read(secret) for variable, secret in names.items()}
+
+
 class Worker:
     def __init__(
         self,
@@ -141,8 +350,15 @@ class Worker:
         self.current_client: ClientRun | None = None
         self._stop_heartbeat = threading.Event()
         self._meta_dir = ""
+        # Given to the WAA client only; never to os.environ, output or events.
+        self._secret_environment: dict[str, str] = {}
 
     def run(self) -> int:
+        try:
+            self._secret_environment = read_secret_environment(dict(os.environ))
+        except SecretError as err:
+            self.events.emit("failed", code=err.code, message=err.message)
+            return SECRET_FAILURE_EXIT
         self.result_dir.mkdir(parents=True, exist_ok=True)
         self._meta_dir = tempfile.mkdtemp(prefix="waa-worker-")
         self.events.emit("started", task_ids=list(self.task_ids))
@@ -190,7 +406,7 @@ class Worker:
             str(self.result_dir),
         ]
         try:
-            client = ClientRun(argv, dict(os.environ))
+            client = ClientRun(argv, {**os.environ, **self._secret_environment})
         except OSError as exc:
             return "error", 0.0, f"could not start the WAA client {argv[0]!r}: {exc}"
         self.current_client = client

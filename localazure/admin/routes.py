@@ -1,5 +1,6 @@
-"""The admin API, outside Azure's namespace (``/_localazure/...``): health, reset, faults and
-the request log. It needs no token: it is for the machine's own tests and tools."""
+"""The admin API, outside Azure's namespace (``/_localazure/...``): health, reset, faults, the
+request log, and the managed-identity environment of a workload. It needs no token: it is for
+the machine's own tests and tools."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from localazure.core.context import Context
 from localazure.core.errors import bad_request
 from localazure.core.http import empty, json_body, json_response
 from localazure.core.router import Router
+from localazure.identity.routes import bind_workload_identity
 
 PREFIX = "/_localazure"
 
@@ -55,4 +57,18 @@ def register(router: Router, ctx: Context, reset) -> None:
     router.add("POST", PREFIX + "/faults", add_fault, auth="none")
     router.add("GET", PREFIX + "/faults", list_faults, auth="none")
     router.add("DELETE", PREFIX + "/faults", clear_faults, auth="none")
+
+    async def workload_identity(request: Request) -> Response:
+        """The managed-identity environment a workload of the given principals would get (App
+        Service protocol), for tools and tests that act as such a workload."""
+        body = await json_body(request)
+        object_ids = body.get("principalIds")
+        if not isinstance(object_ids, list) or not object_ids:
+            raise bad_request("InvalidRequest", "'principalIds' must list at least one object id.")
+        secret = bind_workload_identity(ctx, *map(str, object_ids))
+        return json_response(
+            {"IDENTITY_ENDPOINT": f"{ctx.endpoint}/msi/token", "IDENTITY_HEADER": secret}, 201
+        )
+
     router.add("GET", PREFIX + "/requests", request_log, auth="none")
+    router.add("POST", PREFIX + "/workload-identities", workload_identity, auth="none")

@@ -89,6 +89,12 @@ PROVIDERS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
         "registries": (EVERY_REGION, ("2023-07-01", "2023-01-01-preview", "2019-05-01")),
         "checkNameAvailability": (GLOBAL, ("2023-07-01", "2019-05-01")),
     },
+    "Microsoft.KeyVault": {
+        "vaults": (EVERY_REGION, ("2023-07-01", "2023-02-01", "2022-07-01", "2021-10-01")),
+        "deletedVaults": (GLOBAL, ("2023-07-01", "2023-02-01", "2022-07-01")),
+        "locations/deletedVaults": (EVERY_REGION, ("2023-07-01", "2023-02-01", "2022-07-01")),
+        "checkNameAvailability": (GLOBAL, ("2023-07-01", "2023-02-01", "2022-07-01")),
+    },
     "Microsoft.MachineLearningServices": {
         "workspaces": (EVERY_REGION, ("2025-06-01", "2024-10-01", "2024-04-01", "2023-10-01")),
         "workspaces/computes": (EVERY_REGION, ("2025-06-01", "2024-10-01", "2024-04-01")),

@@ -37,11 +37,34 @@ def _aad_error(status: int, error: str, code: int, description: str) -> Response
     )
 
 
-def bind_workload_identity(ctx: Context, object_id: str) -> str:
-    """Give a workload a secret with which it can get tokens for ``object_id``."""
+def bind_workload_identity(ctx: Context, object_id: str, *others: str) -> str:
+    """Give a workload a secret with which it can get tokens for ``object_id`` (the default) and
+    for ``others`` (chosen with ``client_id``, ``object_id`` or ``mi_res_id``, as on Azure)."""
     secret = uuid.uuid4().hex
-    ctx.store.put(MSI_SECRET_KIND, secret, {"objectId": object_id})
+    ctx.store.put(MSI_SECRET_KIND, secret, {"objectId": object_id, "others": list(others)})
     return secret
+
+
+# Query parameters that pick one of a workload's identities: App Service (2019-08-01) and
+# Azure ML (MSI_ENDPOINT, 2017-09-01) protocols.
+_IDENTITY_SELECTORS = ("client_id", "clientid", "object_id", "principal_id", "mi_res_id")
+
+
+def _selected_identity(ctx: Context, binding: dict[str, Any], request: Request) -> str | None:
+    """The object id a token request asks for among the workload's identities; None when it
+    names one the workload does not have."""
+    wanted = next(
+        (request.query_params[k] for k in _IDENTITY_SELECTORS if request.query_params.get(k)),
+        None,
+    )
+    if wanted is None:
+        return binding["objectId"]
+    for object_id in [binding["objectId"], *binding.get("others", [])]:
+        principal = principals.get(ctx, object_id) or {}
+        names = (principal.get("objectId"), principal.get("appId"), principal.get("resourceId"))
+        if wanted.lower() in {str(n).lower() for n in names if n}:
+            return object_id
+    return None
 
 
 def register(router: Router, ctx: Context) -> None:
@@ -152,7 +175,8 @@ def register(router: Router, ctx: Context) -> None:
                 },
                 400,
             )
-        principal = principals.get(ctx, binding["objectId"])
+        selected = _selected_identity(ctx, binding, request)
+        principal = principals.get(ctx, selected) if selected else None
         if principal is None:
             return json_response(
                 {"error": "invalid_request", "error_description": "Identity not found"}, 400

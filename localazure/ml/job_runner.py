@@ -20,12 +20,14 @@ import signal
 from typing import Any
 
 from localazure.core.context import Context
+from localazure.identity import principals
 from localazure.identity.routes import bind_workload_identity
 from localazure.ml import computes, jobs, workspaces
 from localazure.nodes import containers, image_pull, workload_faults
 from localazure.nodes import pool as node_pool
 from localazure.nodes.containers import ContainerRuntime
 from localazure.nodes.pool import PoolSpec
+from localazure.settings import REDIRECTED_SUFFIXES
 
 log = logging.getLogger("localazure.ml")
 CANCEL_GRACE_S = 2.0
@@ -323,7 +325,11 @@ class JobRunner:
         workspace = ctx.store.get_resource(run["workspace_id"])
         props = job["properties"]
         workdir = jobs.run_dir(ctx, run) / "wd"
-        secret = bind_workload_identity(ctx, workspaces.principal_of(workspace))
+        identities = _compute_identities(ctx, run["compute_id"])
+        if identities:
+            secret = bind_workload_identity(ctx, *(p["objectId"] for p in identities))
+        else:
+            secret = bind_workload_identity(ctx, workspaces.principal_of(workspace))
         rg = workspace["id"].split("/")[4]
         platform = {
             "AZUREML_RUN_ID": run["name"],
@@ -339,6 +345,11 @@ class JobRunner:
             "AZ_BATCH_NODE_ID": run["node_id"],
             "IDENTITY_ENDPOINT": f"{ctx.endpoint}/msi/token",
             "IDENTITY_HEADER": secret,
+            **({"DEFAULT_IDENTITY_CLIENT_ID": identities[0]["appId"]} if identities else {}),
+            # The container's name resolution: Azure host names (vaults, registries) reach
+            # the emulator, as they reach Azure from a real node.
+            "LOCALAZURE_DNS": ",".join(REDIRECTED_SUFFIXES),
+            "LOCALAZURE_ENDPOINT": ctx.endpoint,
             "REQUESTS_CA_BUNDLE": str(ctx.settings.ca_bundle),
             "SSL_CERT_FILE": str(ctx.settings.ca_bundle),
         }
@@ -353,3 +364,16 @@ class JobRunner:
         self.runtime.start(run["key"], props["command"], env, workdir, jobs.std_log_path(ctx, run))
         run["process_started_at"] = now
         jobs.note(ctx, run, "Container started")
+
+
+def _compute_identities(ctx: Context, compute_id: str) -> list[dict[str, Any]]:
+    """The principals of the compute's user-assigned identities: what a job's managed-identity
+    endpoint serves on an AmlCompute cluster (the first is ``DEFAULT_IDENTITY_CLIENT_ID``)."""
+    compute = ctx.store.get_resource(compute_id) or {}
+    found = []
+    for identity_id in sorted((compute.get("identity") or {}).get("userAssignedIdentities") or {}):
+        props = (ctx.store.get_resource(identity_id) or {}).get("properties") or {}
+        principal = principals.get(ctx, props.get("principalId", ""))
+        if principal:
+            found.append(principal)
+    return found

@@ -543,6 +543,15 @@ class EvaluationEngine:
             self._on_task_result(job, event, now)
         elif event.event == "finished":
             job.worker_finished = True
+        elif event.event == "failed":
+            # The worker cannot run its tasks (a secret it may not read, or that is missing): a
+            # permanent code stops the run with the worker's message; a transient one is left to
+            # the job's own failure.
+            failure = classify(
+                str(event.get("code")), str(event.get("message")), codes=self.tier.failure_codes
+            )
+            if not failure.is_transient:
+                raise PermanentFailure(failure)
 
     def _on_task_result(self, job: ActiveJob, event: WorkerEvent, now: float) -> None:
         assert self.ledger is not None

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 EVENT_PREFIX = "WAA_EVENT "
-EVENT_NAMES = frozenset({"started", "task_started", "heartbeat", "task_result", "finished"})
+EVENT_NAMES = frozenset(
+    {"started", "task_started", "heartbeat", "task_result", "finished", "failed"}
+)
 TASK_STATUSES = frozenset({"success", "fail", "error"})
 
 _decoder = json.JSONDecoder()
@@ -66,6 +68,10 @@ def parse_event_line(line: str) -> WorkerEvent | None:
     if event not in EVENT_NAMES or not isinstance(ts, (int, float)) or worker is None:
         return None
     if event == "task_result" and not _valid_task_result(payload):
+        return None
+    if event == "failed" and not (
+        isinstance(payload.get("code"), str) and isinstance(payload.get("message"), str)
+    ):
         return None
     return WorkerEvent(event=event, ts=float(ts), worker=str(worker), fields=payload)
 

@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from azure.containerregistry import ContainerRegistryClient
+from azure.keyvault.secrets import SecretClient
 from azure.mgmt.authorization import AuthorizationManagementClient
 from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 from azure.mgmt.resource import ResourceManagementClient
@@ -601,9 +602,14 @@ def _places(site_run: SiteRun) -> dict[str, bytes]:
 
 
 def test_the_canary_secret_reaches_the_jobs_and_no_output(playground, site_run):
-    # It was passed on: the jobs received it (as AML job environment variables).
+    # It was passed on through the workspace's Key Vault: the jobs name the secret, never hold it.
     job = playground.ml.jobs.get(playground.jobs()[0].name)
-    assert job.environment_variables.get(CANARY_NAME) == CANARY
+    assert CANARY_NAME not in job.environment_variables
+    names = json.loads(job.environment_variables["WAA_SECRET_NAMES"])
+    vault = SecretClient(
+        job.environment_variables["WAA_SECRETS_VAULT_URL"], playground.emulator.credential()
+    )
+    assert vault.get_secret(names[CANARY_NAME]).value == CANARY
     assert {"ledger.sqlite3", "status.json", "result.json"} <= set(site_run.state_files)
     leaks = [place for place, data in _places(site_run).items() if CANARY.encode() in data]
     assert leaks == []

@@ -355,6 +355,24 @@ def test_submit_is_retried_with_retry_after_then_permanent_submit_error_stops(tm
     assert tier.submits == []
 
 
+def test_a_worker_that_cannot_read_its_secrets_stops_the_run_with_its_message(tmp_path):
+    message = (
+        "the worker's managed identity may not read secret 'waa-aml-OPENAI-API-KEY' in "
+        "https://kv.vault.azure.net (Forbidden): grant it the 'Key Vault Secrets User' role"
+    )
+
+    def plan(key, ids, n):
+        event = format_event("failed", key, ts=2.0, code="AuthorizationFailed", message=message)
+        return Plan(running_at=1, end_at=3, end_state=JobState.FAILED, lines=[(2.0, event)])
+
+    engine, tier, _ = make_engine(tmp_path, plan, workers=2)
+    with pytest.raises(PermanentFailure) as info:
+        engine.run()
+    assert info.value.failure.code == "AuthorizationFailed"
+    assert "Key Vault Secrets User" in str(info.value)
+    assert len(tier.submits) <= 2  # nothing resubmitted
+
+
 def test_permanent_job_failure_cancels_everything_and_carries_the_hint(tmp_path):
     def plan(key, ids, n):
         if n == 2:
