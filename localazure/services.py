@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from localazure.acr.service import ContainerRegistryService
 from localazure.authorization.service import AuthorizationService
+from localazure.compute.service import ComputeService
 from localazure.core.service import Service
 from localazure.identity.service import IdentityService
 from localazure.ml.service import MachineLearningService
 from localazure.msi.service import ManagedIdentityService
+from localazure.network.service import NetworkService
 from localazure.publicregistry.service import PublicRegistryService
 
 
@@ -23,4 +25,6 @@ def all_services() -> list[Service]:
         PublicRegistryService(),
         ContainerRegistryService(),
         MachineLearningService(),
+        NetworkService(),
+        ComputeService(),
     ]
