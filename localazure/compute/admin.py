@@ -36,13 +36,17 @@ def _vm_nodes(ctx: Context, vm_name: str | None = None) -> dict[str, Any]:
     vm_ids |= {r["id"].lower() for r in power.all_records(ctx)}
     report = node_pool.report(ctx, ctx.clock())
     nodes = [
-        n for n in report["value"]
+        n
+        for n in report["value"]
         if n["compute_id"].lower() in vm_ids or n.get("release_reason") in ("vm deleted",)
     ]
     if vm_name:
         nodes = [n for n in nodes if n["compute"].lower() == vm_name.lower()]
     wanted = {n["compute_id"].lower() for n in nodes}
-    return {"value": nodes, "vms": [t for t in report["computes"] if t["compute_id"].lower() in wanted]}
+    return {
+        "value": nodes,
+        "vms": [t for t in report["computes"] if t["compute_id"].lower() in wanted],
+    }
 
 
 def register(router: Router, ctx: Context) -> None:
@@ -64,7 +68,11 @@ def register(router: Router, ctx: Context) -> None:
                     "power_state": power.state(record, now) if record else None,
                     "vm_size": vm["properties"]["hardwareProfile"]["vmSize"],
                     "public_ip": address,
-                    "ssh": {"host": address, "port": ssh.ssh_port(), "user": record.get("admin_user")},
+                    "ssh": {
+                        "host": address,
+                        "port": ssh.ssh_port(),
+                        "user": record.get("admin_user"),
+                    },
                     "node_seconds": total.get("node_seconds", 0.0),
                     "cost_usd": total.get("cost_usd", 0.0),
                 }
@@ -78,7 +86,12 @@ def register(router: Router, ctx: Context) -> None:
         for vm in ctx.store.list_resources(type=VM_TYPE):
             if vm["name"].lower() == name.lower():
                 return json_response(
-                    {"value": [docker_engine.public_view(c) for c in docker_engine.vm_containers(ctx, vm["id"])]}
+                    {
+                        "value": [
+                            docker_engine.public_view(c)
+                            for c in docker_engine.vm_containers(ctx, vm["id"])
+                        ]
+                    }
                 )
         raise not_found("NotFound", f"No VM named {name}.")
 

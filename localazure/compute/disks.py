@@ -144,13 +144,21 @@ def register(router: Router, ctx: Context) -> None:
     base = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/disks"
     scope = "{parent}/providers/" + DISK_TYPE + "/{name}"
     in_group = in_resource_group(ctx)
-    router.add("GET", base + "/{name}", get_disk, parent=in_group, action=f"{DISK_TYPE}/read", scope=scope)
     router.add(
-        "DELETE", base + "/{name}", delete_disk, parent=in_group, action=f"{DISK_TYPE}/delete",
+        "GET", base + "/{name}", get_disk, parent=in_group, action=f"{DISK_TYPE}/read", scope=scope
+    )
+    router.add(
+        "DELETE",
+        base + "/{name}",
+        delete_disk,
+        parent=in_group,
+        action=f"{DISK_TYPE}/delete",
         scope=scope,
     )
     router.add("GET", base, list_group, parent=in_group)
     router.add(
-        "GET", "/subscriptions/{sub}/providers/Microsoft.Compute/disks", list_sub,
+        "GET",
+        "/subscriptions/{sub}/providers/Microsoft.Compute/disks",
+        list_sub,
         parent=in_subscription(ctx),
     )

@@ -194,7 +194,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Unable to find image '{args.image}' locally", file=sys.stderr)
             _pull(engine, args.image)
         command = shlex.join(args.args) if args.args else None
-        if args.args and len(args.args) >= 2 and args.args[0] in ("bash", "sh") and args.args[1] == "-c":
+        if (
+            args.args
+            and len(args.args) >= 2
+            and args.args[0] in ("bash", "sh")
+            and args.args[1] == "-c"
+        ):
             command = args.args[2] if len(args.args) > 2 else ""
         result = engine.call(
             "run",
@@ -226,7 +231,11 @@ def main(argv: list[str] | None = None) -> int:
             engine.call(args.command, body)
             print(container)
     elif args.command == "inspect":
-        print(json.dumps([engine.call("inspect", {"container": c}) for c in args.containers], indent=2))
+        print(
+            json.dumps(
+                [engine.call("inspect", {"container": c}) for c in args.containers], indent=2
+            )
+        )
     elif args.command == "wait":
         for container in args.containers:
             while True:

@@ -39,6 +39,7 @@ from localazure.core.http import json_body, json_response
 from localazure.core.router import Router
 from localazure.nodes import containers, image_pull, vm_catalog, workload_faults
 from localazure.nodes import pool as node_pool
+from localazure.settings import REDIRECTED_SUFFIXES
 
 CONTAINER_KIND = "compute-container"
 AGENT_PREFIX = PREFIX + "/compute/agent/docker"
@@ -72,8 +73,15 @@ def cached_images(ctx: Context, record: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _cache_image(ctx: Context, record: dict[str, Any], ref: str, info: dict[str, Any]) -> None:
     cached = [i for i in cached_images(ctx, record) if i["ref"] != ref]
-    cached.append({"ref": ref, "digest": info["digest"], "size": info["size"], "info": info,
-                   "pulled_at": time.time()})
+    cached.append(
+        {
+            "ref": ref,
+            "digest": info["digest"],
+            "size": info["size"],
+            "info": info,
+            "pulled_at": time.time(),
+        }
+    )
     path = _image_cache_path(ctx, record)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(cached))
@@ -113,7 +121,9 @@ def log_path(ctx: Context, record: dict[str, Any], container_id: str) -> Path:
 # -- credentials ----------------------------------------------------------------------------------
 
 
-def _principal_for(ctx: Context, registry_host: str, auth: dict[str, str] | None) -> tuple[str, str | None]:
+def _principal_for(
+    ctx: Context, registry_host: str, auth: dict[str, str] | None
+) -> tuple[str, str | None]:
     """("admin", None), ("identity", object id) or ("anonymous", None) for a pull from
     ``registry_host`` with ``auth``; raises ``DockerError`` for rejected credentials."""
     registry = acr_images.find_registry_by_login_server(ctx, registry_host)
@@ -122,7 +132,9 @@ def _principal_for(ctx: Context, registry_host: str, auth: dict[str, str] | None
     username, password = auth.get("username", ""), auth.get("password", "")
     if username == TOKEN_USER:
         try:
-            claims = acr_tokens.verify_refresh_token(ctx, password, registry["properties"]["loginServer"])
+            claims = acr_tokens.verify_refresh_token(
+                ctx, password, registry["properties"]["loginServer"]
+            )
         except acr_tokens.TokenError:
             raise _unauthorized(registry_host) from None
         return "identity", claims["sub"]
@@ -146,7 +158,9 @@ def _resolve(ctx: Context, ref: str, auth: dict[str, str] | None) -> dict[str, A
     kind, object_id = _principal_for(ctx, parsed.registry, auth)
     if kind == "admin":
         registry = acr_images.find_registry_by_login_server(ctx, parsed.registry)
-        manifest = acr_images.find_manifest(ctx, registry["id"], parsed.repository, parsed.reference)
+        manifest = acr_images.find_manifest(
+            ctx, registry["id"], parsed.repository, parsed.reference
+        )
         if manifest is None:
             raise DockerError(
                 f"Error response from daemon: manifest for {parsed} not found: manifest unknown: "
@@ -169,8 +183,11 @@ def login(ctx: Context, record: dict[str, Any], body: dict[str, Any]) -> dict[st
             f'Error response from daemon: Get "https://{host}/v2/": dial tcp: lookup {host}: no '
             "such host"
         )
-    _principal_for(ctx, host, {"username": str(body.get("username", "")),
-                               "password": str(body.get("password", ""))})
+    _principal_for(
+        ctx,
+        host,
+        {"username": str(body.get("username", "")), "password": str(body.get("password", ""))},
+    )
     return {"output": "Login Succeeded\n"}
 
 
@@ -193,7 +210,9 @@ def list_images(ctx: Context, record: dict[str, Any], body: dict[str, Any]) -> d
     return {"images": cached_images(ctx, record)}
 
 
-def run(ctx: Context, record: dict[str, Any], vm: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+def run(
+    ctx: Context, record: dict[str, Any], vm: dict[str, Any], body: dict[str, Any]
+) -> dict[str, Any]:
     ref = str(body.get("image") or "")
     image = _cached(ctx, record, ref)
     if image is None:
@@ -247,8 +266,18 @@ def find_container(ctx: Context, vm_id: str, ref: str) -> dict[str, Any]:
 
 
 def public_view(container: dict[str, Any]) -> dict[str, Any]:
-    keys = ("id", "name", "image", "digest", "command", "status", "created_at", "started_at",
-            "finished_at", "exit_code")
+    keys = (
+        "id",
+        "name",
+        "image",
+        "digest",
+        "command",
+        "status",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "exit_code",
+    )
     return {k: container[k] for k in keys}
 
 
@@ -281,6 +310,10 @@ def identity_environment(ctx: Context, record: dict[str, Any]) -> dict[str, str]
     env = {
         "REQUESTS_CA_BUNDLE": str(ctx.settings.ca_bundle),
         "SSL_CERT_FILE": str(ctx.settings.ca_bundle),
+        # Registry host names resolve to the emulator, as ``localazure env`` makes them for the
+        # controller (``client_hook``): the VM's /etc/hosts, so to speak.
+        "LOCALAZURE_DNS": ",".join(REDIRECTED_SUFFIXES),
+        "LOCALAZURE_ENDPOINT": ctx.endpoint,
     }
     if record.get("identity_secret"):
         env.update(
@@ -310,7 +343,11 @@ def register(router: Router, ctx: Context) -> None:
                 vm = ctx.store.get_resource(record["id"])
                 if vm is not None and power.state(record, ctx.clock()) == "running":
                     return record, vm
-        raise AzureError(401, "Unauthorized", "Cannot connect to the Docker daemon. Is the docker daemon running?")
+        raise AzureError(
+            401,
+            "Unauthorized",
+            "Cannot connect to the Docker daemon. Is the docker daemon running?",
+        )
 
     async def handle(request: Request, op: str) -> Response:
         record, vm = caller(request)
@@ -327,8 +364,10 @@ def register(router: Router, ctx: Context) -> None:
             elif op == "ps":
                 result = {
                     "containers": [
-                        public_view(c) for c in vm_containers(ctx, vm["id"])
-                        if c["status"] != "removed" and (body.get("all") or c["status"] in ("created", "running"))
+                        public_view(c)
+                        for c in vm_containers(ctx, vm["id"])
+                        if c["status"] != "removed"
+                        and (body.get("all") or c["status"] in ("created", "running"))
                     ]
                 }
             elif op == "inspect":

@@ -68,7 +68,9 @@ def register(router: Router, ctx: Context) -> None:
             )
         vm = ctx.store.get_resource(source_id)
         if vm is None or vm["type"].lower() != VM_TYPE.lower():
-            raise bad_request("NotFound", f"The source virtual machine '{source_id}' was not found.")
+            raise bad_request(
+                "NotFound", f"The source virtual machine '{source_id}' was not found."
+            )
         record = power.get(ctx, vm["id"]) or {}
         if not record.get("generalized"):
             raise conflict(
@@ -124,8 +126,12 @@ def register(router: Router, ctx: Context) -> None:
         if image is None:
             return empty(204)
         return operations.accepted(
-            ctx, api_version, namespace=NAMESPACE, location=image["location"],
-            kind="compute.image.delete", params={"id": image["id"]},
+            ctx,
+            api_version,
+            namespace=NAMESPACE,
+            location=image["location"],
+            kind="compute.image.delete",
+            params={"id": image["id"]},
         )
 
     async def list_group(request: Request, sub: str, rg: str) -> Response:
@@ -133,15 +139,30 @@ def register(router: Router, ctx: Context) -> None:
         return json_response(list_page([present(i) for i in found]))
 
     async def list_sub(request: Request, sub: str) -> Response:
-        return json_response(list_page([present(i) for i in ctx.store.list_resources(type=IMAGE_TYPE)]))
+        return json_response(
+            list_page([present(i) for i in ctx.store.list_resources(type=IMAGE_TYPE)])
+        )
 
     base = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/images"
     scope = "{parent}/providers/" + IMAGE_TYPE + "/{name}"
     in_group = in_resource_group(ctx)
-    for method, handler, verb in (("PUT", put_image, "write"), ("GET", get_image, "read"),
-                                  ("DELETE", delete_image, "delete")):
-        router.add(method, base + "/{name}", handler, parent=in_group,
-                   action=f"{IMAGE_TYPE}/{verb}", scope=scope)
+    for method, handler, verb in (
+        ("PUT", put_image, "write"),
+        ("GET", get_image, "read"),
+        ("DELETE", delete_image, "delete"),
+    ):
+        router.add(
+            method,
+            base + "/{name}",
+            handler,
+            parent=in_group,
+            action=f"{IMAGE_TYPE}/{verb}",
+            scope=scope,
+        )
     router.add("GET", base, list_group, parent=in_group)
-    router.add("GET", "/subscriptions/{sub}/providers/Microsoft.Compute/images", list_sub,
-               parent=in_subscription(ctx))
+    router.add(
+        "GET",
+        "/subscriptions/{sub}/providers/Microsoft.Compute/images",
+        list_sub,
+        parent=in_subscription(ctx),
+    )

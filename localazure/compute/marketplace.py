@@ -91,14 +91,14 @@ def register(router: Router, ctx: Context) -> None:
         return node
 
     async def publishers(request: Request, sub: str, loc: str) -> Response:
-        return json_response(
-            [entry(p, loc, f"{prefix(sub, loc)}/Publishers/{p}") for p in IMAGES]
-        )
+        return json_response([entry(p, loc, f"{prefix(sub, loc)}/Publishers/{p}") for p in IMAGES])
 
     async def offers(request: Request, sub: str, loc: str, pub: str) -> Response:
         return json_response(
             [
-                entry(o, loc, f"{prefix(sub, loc)}/Publishers/{pub}/ArtifactTypes/VMImage/Offers/{o}")
+                entry(
+                    o, loc, f"{prefix(sub, loc)}/Publishers/{pub}/ArtifactTypes/VMImage/Offers/{o}"
+                )
                 for o in lookup(pub)
             ]
         )
@@ -122,11 +122,17 @@ def register(router: Router, ctx: Context) -> None:
     ) -> Response:
         image = find(pub, offer, sku, ver)
         if image is None:
-            raise not_found("NotFound", f"Artifact: VMImage was not found: {pub}/{offer}/{sku}/{ver}.")
+            raise not_found(
+                "NotFound", f"Artifact: VMImage was not found: {pub}/{offer}/{sku}/{ver}."
+            )
         return json_response(
             {
-                **entry(image["version"], loc, f"{prefix(sub, loc)}/Publishers/{pub}/ArtifactTypes"
-                f"/VMImage/Offers/{offer}/Skus/{sku}/Versions/{image['version']}"),
+                **entry(
+                    image["version"],
+                    loc,
+                    f"{prefix(sub, loc)}/Publishers/{pub}/ArtifactTypes"
+                    f"/VMImage/Offers/{offer}/Skus/{sku}/Versions/{image['version']}",
+                ),
                 "properties": {
                     "hyperVGeneration": image["hyperVGeneration"],
                     "architecture": "x64",

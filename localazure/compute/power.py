@@ -121,8 +121,12 @@ def quota_error(ctx: Context, vm: dict[str, Any], size: VmSize) -> AzureError | 
     limits = node_pool.quota(ctx)
     usage = node_pool.cores_in_use(ctx, location, exclude_compute=vm["id"])
     checks = (
-        (family_display_name(size.family), size.family, limits.family_limit(size.family),
-         usage.families.get(size.family, 0)),
+        (
+            family_display_name(size.family),
+            size.family,
+            limits.family_limit(size.family),
+            usage.families.get(size.family, 0),
+        ),
         ("Total Regional", "cores", limits.total_dedicated, usage.dedicated),
     )
     for label, family, limit, in_use in checks:

@@ -51,4 +51,6 @@ def write_agent(ctx: Context, root: Path, secret: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump({"endpoint": ctx.endpoint, "secret": secret, "ca": str(ctx.settings.ca_bundle)}, f)
+        json.dump(
+            {"endpoint": ctx.endpoint, "secret": secret, "ca": str(ctx.settings.ca_bundle)}, f
+        )

@@ -68,7 +68,9 @@ class _Server:
 class SshHub:
     def __init__(self) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="localazure-ssh", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="localazure-ssh", daemon=True
+        )
         self._servers: dict[str, _Server] = {}
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
@@ -93,7 +95,9 @@ class SshHub:
         with self._lock:
             return list(self._servers)
 
-    def ensure(self, key: str, host: str, host_key: str, generation: tuple, session: Session) -> None:
+    def ensure(
+        self, key: str, host: str, host_key: str, generation: tuple, session: Session
+    ) -> None:
         """Serve the VM on ``host``; a new ``generation`` (a reboot, a new address) restarts it."""
         with self._lock:
             self._sessions[key] = session

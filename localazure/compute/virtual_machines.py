@@ -39,8 +39,14 @@ from localazure.nodes import pool as node_pool
 from localazure.nodes import vm_catalog
 
 READ, WRITE, DELETE = f"{VM_TYPE}/read", f"{VM_TYPE}/write", f"{VM_TYPE}/delete"
-SECURITY_TYPES = {"standard": "Standard", "trustedlaunch": "TrustedLaunch", "confidentialvm": "ConfidentialVM"}
-_SSH_KEY = re.compile(r"^(ssh-rsa|ssh-ed25519|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( .*)?$")
+SECURITY_TYPES = {
+    "standard": "Standard",
+    "trustedlaunch": "TrustedLaunch",
+    "confidentialvm": "ConfidentialVM",
+}
+_SSH_KEY = re.compile(
+    r"^(ssh-rsa|ssh-ed25519|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( .*)?$"
+)
 _COMPUTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
 
 
@@ -74,13 +80,17 @@ def _image(ctx: Context, props: dict[str, Any]) -> dict[str, Any]:
         if image is None or image["type"].lower() != IMAGE_TYPE.lower():
             raise bad_request(
                 "InvalidParameter",
-                f"The Image '{ref['id']}' cannot be found in '{ctx.subscription_id}' "
-                "subscription.",
+                f"The Image '{ref['id']}' cannot be found in '{ctx.subscription_id}' subscription.",
                 target="imageReference",
             )
-        return {"id": image["id"], "image": image, "hyperVGeneration":
-                image["properties"].get("hyperVGeneration", "V1")}
-    found = marketplace.find(ref.get("publisher"), ref.get("offer"), ref.get("sku"), ref.get("version"))
+        return {
+            "id": image["id"],
+            "image": image,
+            "hyperVGeneration": image["properties"].get("hyperVGeneration", "V1"),
+        }
+    found = marketplace.find(
+        ref.get("publisher"), ref.get("offer"), ref.get("sku"), ref.get("version")
+    )
     if found is None:
         raise marketplace.platform_image_not_found(ref)
     return found
@@ -88,7 +98,10 @@ def _image(ctx: Context, props: dict[str, Any]) -> dict[str, Any]:
 
 def _linux_keys(os_profile: dict[str, Any], name: str) -> list[str]:
     linux = os_profile.get("linuxConfiguration") or {}
-    keys = [str(k.get("keyData") or "").strip() for k in (linux.get("ssh") or {}).get("publicKeys") or []]
+    keys = [
+        str(k.get("keyData") or "").strip()
+        for k in (linux.get("ssh") or {}).get("publicKeys") or []
+    ]
     for key in keys:
         if not _SSH_KEY.match(key):
             raise _invalid(
@@ -115,7 +128,9 @@ def _custom_data(os_profile: dict[str, Any]) -> str | None:
     try:
         base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
-        raise _invalid("Custom data in OSProfile must be in Base64 encoding.", "customData") from None
+        raise _invalid(
+            "Custom data in OSProfile must be in Base64 encoding.", "customData"
+        ) from None
     return str(data)
 
 
@@ -128,7 +143,9 @@ def _security_profile(props: dict[str, Any]) -> dict[str, Any] | None:
     if kind:
         canonical = SECURITY_TYPES.get(str(kind).lower())
         if canonical is None:
-            raise _invalid(f"The value '{kind}' of parameter 'securityType' is not valid.", "securityType")
+            raise _invalid(
+                f"The value '{kind}' of parameter 'securityType' is not valid.", "securityType"
+            )
         out["securityType"] = canonical
         if canonical == "TrustedLaunch":
             out.setdefault("uefiSettings", {"secureBootEnabled": True, "vTpmEnabled": True})
@@ -182,9 +199,10 @@ def _identity(ctx: Context, vm: dict[str, Any], requested: Any, old: dict | None
         return None
     identity: dict[str, Any] = {"type": kind}
     if "systemassigned" in lowered:
-        principal_id = old_principal or principals.create_managed_identity(
-            ctx, vm["name"], vm["id"]
-        )["objectId"]
+        principal_id = (
+            old_principal
+            or principals.create_managed_identity(ctx, vm["name"], vm["id"])["objectId"]
+        )
         identity.update({"principalId": principal_id, "tenantId": ctx.settings.tenant_id})
     elif old_principal:
         principals.delete(ctx, old_principal)
@@ -197,11 +215,14 @@ def _identity(ctx: Context, vm: dict[str, Any], requested: Any, old: dict | None
                     "FailedIdentityOperation",
                     f"Identity operation for resource '{vm['id']}' failed with error 'Failed to "
                     f"perform resource identity operation. Status: 'NotFound'. Response: "
-                    f"{{\"error\":{{\"code\":\"ResourceNotFound\",\"message\":\"The Resource "
+                    f'{{"error":{{"code":"ResourceNotFound","message":"The Resource '
                     f"'{uid}' was not found.\"}}}}'.",
                 )
             props = found["properties"]
-            assigned[found["id"]] = {"principalId": props["principalId"], "clientId": props["clientId"]}
+            assigned[found["id"]] = {
+                "principalId": props["principalId"],
+                "clientId": props["clientId"],
+            }
         identity["userAssignedIdentities"] = assigned
     return identity
 
@@ -227,7 +248,9 @@ def instance_view(ctx: Context, vm: dict[str, Any]) -> dict[str, Any]:
         }
     ]
     if record.get("generalized"):
-        statuses.append({"code": "OSState/generalized", "level": "Info", "displayStatus": "VM generalized"})
+        statuses.append(
+            {"code": "OSState/generalized", "level": "Info", "displayStatus": "VM generalized"}
+        )
     statuses.append(
         {"code": f"PowerState/{state}", "level": "Info", "displayStatus": f"VM {state}"}
     )
@@ -254,8 +277,11 @@ def instance_view(ctx: Context, vm: dict[str, Any]) -> dict[str, Any]:
             {
                 "name": vm["properties"]["storageProfile"]["osDisk"]["name"],
                 "statuses": [
-                    {"code": "ProvisioningState/succeeded", "level": "Info",
-                     "displayStatus": "Provisioning succeeded"}
+                    {
+                        "code": "ProvisioningState/succeeded",
+                        "level": "Info",
+                        "displayStatus": "Provisioning succeeded",
+                    }
                 ],
             }
         ],
@@ -347,12 +373,13 @@ def register(router: Router, ctx: Context) -> None:
         os_profile = dict(props.get("osProfile") or {})
         computer = str(os_profile.get("computerName") or name)
         if not _COMPUTER_NAME.match(computer):
-            raise _invalid(f"Linux host name cannot exceed 64 characters in length or contain the following characters: {computer}.", "computerName")
+            raise _invalid(
+                f"Linux host name cannot exceed 64 characters in length or contain the following characters: {computer}.",
+                "computerName",
+            )
         admin_user = str(os_profile.get("adminUsername") or "")
         if not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", admin_user):
-            raise _invalid(
-                "The Admin Username specified is not allowed.", "adminUsername"
-            )
+            raise _invalid("The Admin Username specified is not allowed.", "adminUsername")
         keys = _linux_keys(os_profile, name)
         custom_data = _custom_data(os_profile)
         security = _security_profile(props)
@@ -369,7 +396,9 @@ def register(router: Router, ctx: Context) -> None:
             "location": location,
             "tags": body.get("tags") or {},
             "systemData": system_data(None, request.state.caller),
-            "_image": image if "id" not in image else {"hyperVGeneration": image["hyperVGeneration"]},
+            "_image": image
+            if "id" not in image
+            else {"hyperVGeneration": image["hyperVGeneration"]},
             "properties": {
                 "vmId": str(uuid.uuid4()),
                 "hardwareProfile": {"vmSize": size.name},
@@ -382,18 +411,22 @@ def register(router: Router, ctx: Context) -> None:
         if body.get("plan"):
             vm["plan"] = body["plan"]
         props_out = vm["properties"]
-        for key in ("priority", "evictionPolicy", "billingProfile", "diagnosticsProfile", "licenseType"):
+        for key in (
+            "priority",
+            "evictionPolicy",
+            "billingProfile",
+            "diagnosticsProfile",
+            "licenseType",
+        ):
             if props.get(key) is not None:
                 props_out[key] = props[key]
         if security:
             props_out["securityProfile"] = security
-        record = {"id": rid, "name": name, "node_id": None}
         # Quota before anything is created (Azure answers the PUT with it).
         error = power.quota_error(ctx, vm, size)
         if error is not None:
             raise error
         rg = group["name"]
-        disk_rid = disks.disk_id(ctx, rg, disk_name)
         image_ref = dict(storage.get("imageReference") or {})
         if "id" not in image:
             image_ref.update({k: image[k] for k in ("publisher", "offer", "sku")})
@@ -402,23 +435,41 @@ def register(router: Router, ctx: Context) -> None:
         linux = dict(os_profile.get("linuxConfiguration") or {})
         linux.setdefault("disablePasswordAuthentication", bool(keys))
         linux.setdefault("provisionVMAgent", True)
-        linux.setdefault("patchSettings", {"patchMode": "ImageDefault", "assessmentMode": "ImageDefault"})
+        linux.setdefault(
+            "patchSettings", {"patchMode": "ImageDefault", "assessmentMode": "ImageDefault"}
+        )
         linux.setdefault("enableVMAgentPlatformUpdates", False)
         with ctx.store.transaction():
             identity = _identity(ctx, vm, body.get("identity"), None)
             if identity:
                 vm["identity"] = identity
             disk = disks.create(
-                ctx, rg, disk_name, location=location, size_gb=int(os_disk_in.get("diskSizeGB") or 30),
-                sku=sku, vm_id=rid, os_type="Linux", image=image,
+                ctx,
+                rg,
+                disk_name,
+                location=location,
+                size_gb=int(os_disk_in.get("diskSizeGB") or 30),
+                sku=sku,
+                vm_id=rid,
+                os_type="Linux",
+                image=image,
             )
             data_disks = []
             for item in storage.get("dataDisks") or []:
-                dname = str(item.get("name") or f"{name}_disk{item.get('lun', 0)}_{uuid.uuid4().hex}")
+                dname = str(
+                    item.get("name") or f"{name}_disk{item.get('lun', 0)}_{uuid.uuid4().hex}"
+                )
                 dsku = str((item.get("managedDisk") or {}).get("storageAccountType") or sku)
                 data = disks.create(
-                    ctx, rg, dname, location=location, size_gb=int(item.get("diskSizeGB") or 32),
-                    sku=dsku, vm_id=rid, os_type=None, image=None,
+                    ctx,
+                    rg,
+                    dname,
+                    location=location,
+                    size_gb=int(item.get("diskSizeGB") or 32),
+                    sku=dsku,
+                    vm_id=rid,
+                    os_type=None,
+                    image=None,
                 )
                 data_disks.append(
                     {
@@ -464,7 +515,11 @@ def register(router: Router, ctx: Context) -> None:
                 source = sandbox.disk_dir(ctx, image["image"]["_disk"])
             sandbox.prepare(ctx, disk["id"], admin_user, source)
             record = power.create(
-                ctx, vm, disk_id=disk["id"], admin_user=admin_user, public_keys=keys,
+                ctx,
+                vm,
+                disk_id=disk["id"],
+                admin_user=admin_user,
+                public_keys=keys,
                 custom_data=custom_data,
             )
             provision_s = node_pool.timing(ctx).provision()
@@ -472,10 +527,16 @@ def register(router: Router, ctx: Context) -> None:
             power.set_target(ctx, record, "running", provision_s)
             power.save(ctx, record)
         op = operations.start(
-            ctx, namespace=NAMESPACE, location=location, kind="compute.vm.provisioned",
-            params={"id": rid}, duration=provision_s,
+            ctx,
+            namespace=NAMESPACE,
+            location=location,
+            kind="compute.vm.provisioned",
+            params={"id": rid},
+            duration=provision_s,
         )
-        return json_response(present(ctx, vm), 201, headers=operations.headers(ctx, op, api_version))
+        return json_response(
+            present(ctx, vm), 201, headers=operations.headers(ctx, op, api_version)
+        )
 
     def update_vm(
         request: Request, vm: dict[str, Any], body: dict[str, Any], api_version: str
@@ -508,9 +569,16 @@ def register(router: Router, ctx: Context) -> None:
             vm["identity"] = identity
         vm["systemData"] = system_data(vm, request.state.caller)
         ctx.store.put_resource(vm)
-        op = operations.start(ctx, namespace=NAMESPACE, location=vm["location"],
-                              kind="compute.vm.provisioned", params={"id": vm["id"]})
-        return json_response(present(ctx, vm), 200, headers=operations.headers(ctx, op, api_version))
+        op = operations.start(
+            ctx,
+            namespace=NAMESPACE,
+            location=vm["location"],
+            kind="compute.vm.provisioned",
+            params={"id": vm["id"]},
+        )
+        return json_response(
+            present(ctx, vm), 200, headers=operations.headers(ctx, op, api_version)
+        )
 
     async def put_vm(request: Request, sub: str, rg: str, name: str) -> Response:
         api_version = require_api_version(request)
@@ -535,7 +603,11 @@ def register(router: Router, ctx: Context) -> None:
     def readable(request: Request, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
         caller = request.state.caller
         expand = (request.query_params.get("$expand") or "").lower() == "instanceview"
-        return [present(ctx, vm, expand) for vm in found if is_allowed(ctx, caller.object_id, READ, vm["id"])]
+        return [
+            present(ctx, vm, expand)
+            for vm in found
+            if is_allowed(ctx, caller.object_id, READ, vm["id"])
+        ]
 
     async def list_group(request: Request, sub: str, rg: str) -> Response:
         found = ctx.store.list_resources(type=VM_TYPE, parent=request.state.parent["id"])
@@ -572,8 +644,13 @@ def register(router: Router, ctx: Context) -> None:
                     seconds = 0.0
                 power.save(ctx, record)
             return operations.accepted(
-                ctx, api_version, namespace=NAMESPACE, location=vm["location"],
-                kind="compute.vm.power", params={"id": vm["id"]}, duration=seconds,
+                ctx,
+                api_version,
+                namespace=NAMESPACE,
+                location=vm["location"],
+                kind="compute.vm.power",
+                params={"id": vm["id"]},
+                duration=seconds,
             )
 
         action.__name__ = f"vm_{target}{'_restart' if reboot else ''}"
@@ -600,8 +677,12 @@ def register(router: Router, ctx: Context) -> None:
         vm["properties"]["provisioningState"] = "Deleting"
         ctx.store.put_resource(vm)
         return operations.accepted(
-            ctx, api_version, namespace=NAMESPACE, location=vm["location"],
-            kind="compute.vm.delete", params={"id": vm["id"]},
+            ctx,
+            api_version,
+            namespace=NAMESPACE,
+            location=vm["location"],
+            kind="compute.vm.delete",
+            params={"id": vm["id"]},
             duration=power.STOP_S * node_pool.timing(ctx).time_scale,
         )
 
@@ -618,14 +699,33 @@ def register(router: Router, ctx: Context) -> None:
     vm_route("GET", one, get_vm, READ)
     vm_route("DELETE", one, delete_vm_route, DELETE)
     vm_route("GET", one + "/instanceView", get_instance_view, READ)
-    vm_route("POST", one + "/start", power_action("running", allocate=True), f"{VM_TYPE}/start/action")
-    vm_route("POST", one + "/powerOff", power_action("stopped", allocate=False), f"{VM_TYPE}/powerOff/action")
-    vm_route("POST", one + "/deallocate", power_action("deallocated", allocate=False), f"{VM_TYPE}/deallocate/action")
-    vm_route("POST", one + "/restart", power_action("running", allocate=True, reboot=True), f"{VM_TYPE}/restart/action")
+    vm_route(
+        "POST", one + "/start", power_action("running", allocate=True), f"{VM_TYPE}/start/action"
+    )
+    vm_route(
+        "POST",
+        one + "/powerOff",
+        power_action("stopped", allocate=False),
+        f"{VM_TYPE}/powerOff/action",
+    )
+    vm_route(
+        "POST",
+        one + "/deallocate",
+        power_action("deallocated", allocate=False),
+        f"{VM_TYPE}/deallocate/action",
+    )
+    vm_route(
+        "POST",
+        one + "/restart",
+        power_action("running", allocate=True, reboot=True),
+        f"{VM_TYPE}/restart/action",
+    )
     vm_route("POST", one + "/generalize", generalize, f"{VM_TYPE}/generalize/action")
     router.add("GET", base, list_group, parent=in_group)
     router.add(
-        "GET", "/subscriptions/{sub}/providers/Microsoft.Compute/virtualMachines", list_sub,
+        "GET",
+        "/subscriptions/{sub}/providers/Microsoft.Compute/virtualMachines",
+        list_sub,
         parent=in_subscription(ctx),
     )
 

@@ -64,8 +64,10 @@ def due(ctx: Context, vm_name: str, now: float) -> list[dict[str, Any]]:
     """Faults that strike this VM now (each marked as hit, so it strikes once)."""
     struck = []
     for fault in list_all(ctx):
-        if fault["hit"] is None and now >= fault["added_at"] + fault["after_s"] and re.search(
-            fault["vm"], vm_name
+        if (
+            fault["hit"] is None
+            and now >= fault["added_at"] + fault["after_s"]
+            and re.search(fault["vm"], vm_name)
         ):
             fault["hit"] = {"vm": vm_name, "at": now}
             ctx.store.put(KIND, fault["id"], fault)

@@ -88,7 +88,9 @@ class VmLifecycle:
         vm = ctx.store.get_resource(record["id"])
         if vm is None:
             return
-        for fault in vm_faults.due(ctx, vm["name"], now) if power.state(record, now) == "running" else []:
+        for fault in (
+            vm_faults.due(ctx, vm["name"], now) if power.state(record, now) == "running" else []
+        ):
             self._strike(record, vm, fault)
             vm = ctx.store.get_resource(record["id"])
             record = power.get(ctx, record["id"])
@@ -104,10 +106,14 @@ class VmLifecycle:
         if record.get("identity_principal") != _default_principal(vm):
             principal = _default_principal(vm)
             record["identity_principal"] = principal
-            record["identity_secret"] = bind_workload_identity(ctx, principal) if principal else None
+            record["identity_secret"] = (
+                bind_workload_identity(ctx, principal) if principal else None
+            )
             power.save(ctx, record)
         if record.get("agent_written") != record["boot"]:
-            sandbox.write_agent(ctx, sandbox.disk_dir(ctx, record["disk_id"]), record["agent_secret"])
+            sandbox.write_agent(
+                ctx, sandbox.disk_dir(ctx, record["disk_id"]), record["agent_secret"]
+            )
             record["agent_written"] = record["boot"]
             power.save(ctx, record)
         if record.get("containers_boot", 0) != record["boot"]:
@@ -147,7 +153,9 @@ class VmLifecycle:
         elif kind == "delete":
             delete_vm(ctx, vm)
 
-    def _session(self, record: dict[str, Any], vm: dict[str, Any], nic: dict[str, Any]) -> ssh.Session:
+    def _session(
+        self, record: dict[str, Any], vm: dict[str, Any], nic: dict[str, Any]
+    ) -> ssh.Session:
         from localazure.network.security import inbound_allowed
 
         ctx = self.ctx
@@ -196,7 +204,9 @@ class VmLifecycle:
 
     # -- containers -----------------------------------------------------------------------------
 
-    def _container(self, record: dict[str, Any], vm: dict[str, Any], c: dict[str, Any], now: float) -> None:
+    def _container(
+        self, record: dict[str, Any], vm: dict[str, Any], c: dict[str, Any], now: float
+    ) -> None:
         ctx = self.ctx
         key = c["key"]
         if c["status"] == "removed":
@@ -231,7 +241,9 @@ class VmLifecycle:
             return
         docker_engine.save_container(ctx, c)
 
-    def _start(self, record: dict[str, Any], vm: dict[str, Any], c: dict[str, Any], now: float) -> None:
+    def _start(
+        self, record: dict[str, Any], vm: dict[str, Any], c: dict[str, Any], now: float
+    ) -> None:
         ctx = self.ctx
         path = docker_engine.log_path(ctx, record, c["id"])
         path.parent.mkdir(parents=True, exist_ok=True)

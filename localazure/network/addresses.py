@@ -29,26 +29,22 @@ def public_prefix() -> ipaddress.IPv4Network:
 
 def allocate_public(ctx: Context, resource_id: str) -> str:
     """A free public address for ``resource_id`` (the same one again if it has one)."""
-    taken = {key: body["address"] for key, body in ctx.store.items(_KIND)}
-    for key, address in taken.items():
-        if body_owner(ctx, address) == resource_id.lower():
-            return address
-    used = set(taken.values())
-    for host in list(public_prefix().hosts())[3:]:
+    owner = resource_id.lower()
+    records = ctx.store.values(_KIND)
+    for record in records:
+        if record["owner"] == owner:
+            return record["address"]
+    used = {record["address"] for record in records}
+    for host in public_prefix().hosts():
         address = str(host)
-        if address not in used:
-            ctx.store.put(_KIND, address, {"address": address, "owner": resource_id.lower()})
+        if address not in used and not address.endswith((".0", ".1", ".2", ".3")):
+            ctx.store.put(_KIND, address, {"address": address, "owner": owner})
             return address
     raise bad_request(
         "PublicIPCountLimitReached",
         f"Cannot create more than {len(used)} public IP addresses for this subscription in this "
         "region.",
     )
-
-
-def body_owner(ctx: Context, address: str) -> str | None:
-    record = ctx.store.get(_KIND, address)
-    return record["owner"] if record else None
 
 
 def release_public(ctx: Context, resource_id: str) -> None:

@@ -94,9 +94,7 @@ def _complete_delete(ctx: Context, params: dict[str, Any]) -> None:
     delete_tree(ctx, params["id"])
 
 
-def put_answer(
-    ctx: Context, api_version: str, resource: dict[str, Any], created: bool
-) -> Response:
+def put_answer(ctx: Context, api_version: str, resource: dict[str, Any], created: bool) -> Response:
     op = operations.start(
         ctx,
         namespace=NAMESPACE,

@@ -59,13 +59,18 @@ def _ip_configuration(
             "region.",
         )
     _, subnet = found
-    method = "Static" if str(props.get("privateIPAllocationMethod", "")).lower() == "static" else "Dynamic"
+    method = (
+        "Static"
+        if str(props.get("privateIPAllocationMethod", "")).lower() == "static"
+        else "Dynamic"
+    )
     old_props = (old or {}).get("properties", {})
     if method == "Static" and props.get("privateIPAddress"):
         private = str(props["privateIPAddress"])
-    elif old_props.get("privateIPAddress") and (
-        ref_id(old_props.get("subnet")) or ""
-    ).lower() == subnet["id"].lower():
+    elif (
+        old_props.get("privateIPAddress")
+        and (ref_id(old_props.get("subnet")) or "").lower() == subnet["id"].lower()
+    ):
         private = old_props["privateIPAddress"]
     else:
         private = addresses.allocate_private(
@@ -90,8 +95,8 @@ def _ip_configuration(
     }
     if pip:
         properties["publicIPAddress"] = {"id": pip["id"]}
-        delete_option = (props.get("publicIPAddress") or {}).get("properties", {}).get(
-            "deleteOption"
+        delete_option = (
+            (props.get("publicIPAddress") or {}).get("properties", {}).get("deleteOption")
         )
         if delete_option:
             properties["publicIPAddress"]["properties"] = {"deleteOption": delete_option}
@@ -171,7 +176,9 @@ def register(router: Router, ctx: Context) -> None:
         api_version = request.query_params["api-version"]
         body = await json_body(request)
         props = body.get("properties") or {}
-        location = check_location(body.get("location") or (existing or {}).get("location"), NIC_TYPE)
+        location = check_location(
+            body.get("location") or (existing or {}).get("location"), NIC_TYPE
+        )
         rid = network_id(ctx, group["name"], "networkInterfaces", name)
         requested = props.get("ipConfigurations") or []
         if not requested:
@@ -227,6 +234,4 @@ def register(router: Router, ctx: Context) -> None:
             link(ctx, nic, add=True)
         return put_answer(ctx, api_version, nic, existing is None)
 
-    register_top_level(
-        router, ctx, collection="networkInterfaces", type_name=NIC_TYPE, put=put_nic
-    )
+    register_top_level(router, ctx, collection="networkInterfaces", type_name=NIC_TYPE, put=put_nic)

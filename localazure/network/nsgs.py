@@ -29,15 +29,43 @@ _DIRECTIONS = {"inbound": "Inbound", "outbound": "Outbound"}
 _ACCESS = {"allow": "Allow", "deny": "Deny"}
 _PROTOCOLS = {"tcp": "Tcp", "udp": "Udp", "icmp": "Icmp", "*": "*", "esp": "Esp", "ah": "Ah"}
 _DEFAULT_RULES = (
-    ("AllowVnetInBound", "Inbound", 65000, "VirtualNetwork", "VirtualNetwork", "Allow",
-     "Allow inbound traffic from all VMs in VNET"),
-    ("AllowAzureLoadBalancerInBound", "Inbound", 65001, "AzureLoadBalancer", "*", "Allow",
-     "Allow inbound traffic from azure load balancer"),
+    (
+        "AllowVnetInBound",
+        "Inbound",
+        65000,
+        "VirtualNetwork",
+        "VirtualNetwork",
+        "Allow",
+        "Allow inbound traffic from all VMs in VNET",
+    ),
+    (
+        "AllowAzureLoadBalancerInBound",
+        "Inbound",
+        65001,
+        "AzureLoadBalancer",
+        "*",
+        "Allow",
+        "Allow inbound traffic from azure load balancer",
+    ),
     ("DenyAllInBound", "Inbound", 65500, "*", "*", "Deny", "Deny all inbound traffic"),
-    ("AllowVnetOutBound", "Outbound", 65000, "VirtualNetwork", "VirtualNetwork", "Allow",
-     "Allow outbound traffic from all VMs to all VMs in VNET"),
-    ("AllowInternetOutBound", "Outbound", 65001, "*", "Internet", "Allow",
-     "Allow outbound traffic from all VMs to Internet"),
+    (
+        "AllowVnetOutBound",
+        "Outbound",
+        65000,
+        "VirtualNetwork",
+        "VirtualNetwork",
+        "Allow",
+        "Allow outbound traffic from all VMs to all VMs in VNET",
+    ),
+    (
+        "AllowInternetOutBound",
+        "Outbound",
+        65001,
+        "*",
+        "Internet",
+        "Allow",
+        "Allow outbound traffic from all VMs to Internet",
+    ),
     ("DenyAllOutBound", "Outbound", 65500, "*", "*", "Deny", "Deny all outbound traffic"),
 )
 
@@ -165,7 +193,9 @@ def register(router: Router, ctx: Context) -> None:
         api_version = request.query_params["api-version"]
         body = await json_body(request)
         props = body.get("properties") or {}
-        location = check_location(body.get("location") or (existing or {}).get("location"), NSG_TYPE)
+        location = check_location(
+            body.get("location") or (existing or {}).get("location"), NSG_TYPE
+        )
         rid = network_id(ctx, group["name"], "networkSecurityGroups", name)
         rules = [
             _rule(rid, str(item.get("name") or ""), item.get("properties") or {})
@@ -246,4 +276,6 @@ def register(router: Router, ctx: Context) -> None:
         ("GET", base + "/{name}", get_rule, "read"),
         ("DELETE", base + "/{name}", delete_rule, "delete"),
     ):
-        router.add(method, path, handler, parent=in_group, action=f"{RULE_TYPE}/{verb}", scope=scope)
+        router.add(
+            method, path, handler, parent=in_group, action=f"{RULE_TYPE}/{verb}", scope=scope
+        )

@@ -68,7 +68,9 @@ def register(router: Router, ctx: Context) -> None:
         api_version = request.query_params["api-version"]
         body = await json_body(request)
         props = body.get("properties") or {}
-        location = check_location(body.get("location") or (existing or {}).get("location"), PIP_TYPE)
+        location = check_location(
+            body.get("location") or (existing or {}).get("location"), PIP_TYPE
+        )
         sku = _sku(body.get("sku"), existing)
         method = _METHODS.get(str(props.get("publicIPAllocationMethod") or "Dynamic").lower())
         if method is None:

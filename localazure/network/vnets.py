@@ -58,9 +58,7 @@ def _subnet(
     )
     prefixes = _prefixes(requested, f"subnet {name}")
     if not prefixes:
-        raise bad_request(
-            "InvalidRequestFormat", f"Subnet {name} must have an addressPrefix."
-        )
+        raise bad_request("InvalidRequestFormat", f"Subnet {name} must have an addressPrefix.")
     space = [
         ipaddress.IPv4Network(p, strict=False)
         for p in vnet["properties"]["addressSpace"]["addressPrefixes"]
@@ -150,7 +148,9 @@ def register(router: Router, ctx: Context) -> None:
         api_version = request.query_params["api-version"]
         body = await json_body(request)
         props = body.get("properties") or {}
-        location = check_location(body.get("location") or (existing or {}).get("location"), VNET_TYPE)
+        location = check_location(
+            body.get("location") or (existing or {}).get("location"), VNET_TYPE
+        )
         prefixes = _prefixes((props.get("addressSpace") or {}).get("addressPrefixes"), name)
         if not prefixes:
             raise bad_request(
@@ -188,7 +188,13 @@ def register(router: Router, ctx: Context) -> None:
             for item in requested:
                 sname = str(item.get("name") or "")
                 vnet["properties"]["subnets"].append(
-                    _subnet(ctx, vnet, sname, item.get("properties") or {}, old_subnets.get(sname.lower()))
+                    _subnet(
+                        ctx,
+                        vnet,
+                        sname,
+                        item.get("properties") or {},
+                        old_subnets.get(sname.lower()),
+                    )
                 )
             kept = {s["name"].lower() for s in vnet["properties"]["subnets"]}
             for sname, old in old_subnets.items():
@@ -197,9 +203,7 @@ def register(router: Router, ctx: Context) -> None:
         ctx.store.put_resource(vnet)
         return put_answer(ctx, api_version, vnet, existing is None)
 
-    register_top_level(
-        router, ctx, collection="virtualNetworks", type_name=VNET_TYPE, put=put_vnet
-    )
+    register_top_level(router, ctx, collection="virtualNetworks", type_name=VNET_TYPE, put=put_vnet)
 
     def load_vnet(rg: str, vnet: str) -> dict[str, Any]:
         return resource_or_404(
@@ -251,16 +255,30 @@ def register(router: Router, ctx: Context) -> None:
     )
     scope = "{parent}/providers/" + VNET_TYPE + "/{vnet}"
     in_group = in_resource_group(ctx)
-    router.add("GET", base, list_subnets, parent=in_group, action=f"{SUBNET_TYPE}/read", scope=scope)
     router.add(
-        "PUT", base + "/{name}", put_subnet, parent=in_group, action=f"{SUBNET_TYPE}/write",
+        "GET", base, list_subnets, parent=in_group, action=f"{SUBNET_TYPE}/read", scope=scope
+    )
+    router.add(
+        "PUT",
+        base + "/{name}",
+        put_subnet,
+        parent=in_group,
+        action=f"{SUBNET_TYPE}/write",
         scope=scope,
     )
     router.add(
-        "GET", base + "/{name}", get_subnet, parent=in_group, action=f"{SUBNET_TYPE}/read",
+        "GET",
+        base + "/{name}",
+        get_subnet,
+        parent=in_group,
+        action=f"{SUBNET_TYPE}/read",
         scope=scope,
     )
     router.add(
-        "DELETE", base + "/{name}", delete_subnet, parent=in_group,
-        action=f"{SUBNET_TYPE}/delete", scope=scope,
+        "DELETE",
+        base + "/{name}",
+        delete_subnet,
+        parent=in_group,
+        action=f"{SUBNET_TYPE}/delete",
+        scope=scope,
     )
