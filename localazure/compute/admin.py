@@ -22,6 +22,7 @@ from starlette.responses import Response
 
 from localazure.admin.routes import PREFIX
 from localazure.compute import VM_TYPE, docker_engine, power, ssh, vm_faults
+from localazure.compute.virtual_machines import public_ip_of
 from localazure.core.context import Context
 from localazure.core.errors import bad_request, not_found
 from localazure.core.http import empty, json_body, json_response
@@ -50,8 +51,6 @@ def _vm_nodes(ctx: Context, vm_name: str | None = None) -> dict[str, Any]:
 
 
 def register(router: Router, ctx: Context) -> None:
-    from localazure.compute.virtual_machines import public_ip_of
-
     async def list_vms(request: Request) -> Response:
         now = ctx.clock()
         nodes = _vm_nodes(ctx)

@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from localazure.arm.resources import (
     check_location,
+    delete_tree,
     in_resource_group,
     in_subscription,
     now_iso,
@@ -33,8 +34,7 @@ from localazure.core.errors import AzureError, bad_request, conflict
 from localazure.core.http import empty, json_body, json_response, list_page, require_api_version
 from localazure.core.router import Router
 from localazure.identity import principals
-from localazure.network import NIC_TYPE, PIP_TYPE, nics
-from localazure.network.common import ref_id
+from localazure.network import NIC_TYPE, nics
 from localazure.nodes import pool as node_pool
 from localazure.nodes import vm_catalog
 
@@ -322,8 +322,6 @@ def _complete_delete(ctx: Context, params: dict[str, Any]) -> None:
 
 def delete_vm(ctx: Context, vm: dict[str, Any]) -> None:
     """Delete the VM, then what its ``deleteOption``s say: NICs (and their public IPs), disks."""
-    from localazure.arm.resources import delete_tree
-
     record = power.get(ctx, vm["id"])
     with ctx.store.transaction():
         if record is not None:
@@ -741,6 +739,3 @@ def public_ip_of(ctx: Context, vm: dict[str, Any]) -> tuple[str | None, dict[str
         if nic is not None:
             return nics.public_address(ctx, nic), nic
     return None, None
-
-
-__all__ = ["PIP_TYPE", "public_ip_of", "ref_id"]

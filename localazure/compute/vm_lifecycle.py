@@ -21,9 +21,10 @@ import signal
 from typing import Any
 
 from localazure.compute import docker_engine, power, sandbox, ssh, vm_faults
-from localazure.compute.docker_engine import DockerError
+from localazure.compute.virtual_machines import delete_vm, public_ip_of
 from localazure.core.context import Context
 from localazure.identity.routes import bind_workload_identity
+from localazure.network.security import inbound_allowed
 from localazure.nodes import containers, workload_faults
 from localazure.nodes.containers import ContainerRuntime
 
@@ -136,8 +137,6 @@ class VmLifecycle:
             self._container(record, vm, container, now)
 
     def _strike(self, record: dict[str, Any], vm: dict[str, Any], fault: dict[str, Any]) -> None:
-        from localazure.compute.virtual_machines import delete_vm
-
         ctx = self.ctx
         kind = fault["fault"]
         log.info("fault %s strikes VM %s", kind, vm["name"])
@@ -156,8 +155,6 @@ class VmLifecycle:
     def _session(
         self, record: dict[str, Any], vm: dict[str, Any], nic: dict[str, Any]
     ) -> ssh.Session:
-        from localazure.network.security import inbound_allowed
-
         ctx = self.ctx
         root = sandbox.disk_dir(ctx, record["disk_id"])
         home = sandbox.home(root, record["admin_user"])
@@ -174,11 +171,11 @@ class VmLifecycle:
         )
         env["PATH"] = f"{root / 'bin'}:{env['PATH']}"
         nic_id = nic["id"]
-        port = self.hub.port
 
         def admits(source: str) -> bool:
+            # The rules are Azure's for port 22, whichever port the emulator listens on.
             current = ctx.store.get_resource(nic_id)
-            return current is not None and inbound_allowed(ctx, current, source, port)
+            return current is not None and inbound_allowed(ctx, current, source, 22)
 
         return ssh.Session(record["admin_user"], list(record["public_keys"]), home, env, admits)
 
@@ -274,9 +271,4 @@ class VmLifecycle:
 
 
 def _address(ctx: Context, vm: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
-    from localazure.compute.virtual_machines import public_ip_of
-
     return public_ip_of(ctx, vm)
-
-
-__all__ = ["DockerError", "VmLifecycle"]

@@ -23,7 +23,9 @@ REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
 PLAYBOOK = Path(__file__).parent / "playbooks" / "vm_network.yml"
 INVENTORY = Path(__file__).parent / "inventory" / "localazure.azure_rm.yml"
-_RECAP = re.compile(r"^localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+_RECAP = re.compile(
+    r"^localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M
+)
 
 
 def _env(azure, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -37,15 +39,31 @@ def _env(azure, extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _plain(value):
+    """ansible-inventory --list marks template-unsafe strings as ``{"__ansible_unsafe": ...}``."""
+    return value["__ansible_unsafe"] if isinstance(value, dict) else value
+
+
 def _play(azure, public_key: str) -> subprocess.CompletedProcess:
     argv = [
-        str(VENV_BIN / "ansible-playbook"), str(PLAYBOOK),
-        "-e", f"localazure_port={azure.settings.port}",
-        "-e", f"localazure_state_dir={azure.settings.state_dir}",
-        "-e", json.dumps({"vm_network_public_key": public_key, "vm_network_ssh_source": "127.0.0.1"}),
+        str(VENV_BIN / "ansible-playbook"),
+        str(PLAYBOOK),
+        "-e",
+        f"localazure_port={azure.settings.port}",
+        "-e",
+        f"localazure_state_dir={azure.settings.state_dir}",
+        "-e",
+        json.dumps({"vm_network_public_key": public_key, "vm_network_ssh_source": "127.0.0.1"}),
     ]
-    return subprocess.run(argv, cwd=REPO, env=_env(azure), capture_output=True, text=True,
-                          timeout=600, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        argv,
+        cwd=REPO,
+        env=_env(azure),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_playbook_inventory_and_ssh(azure):
@@ -64,25 +82,38 @@ def test_playbook_inventory_and_ssh(azure):
 
     listing = subprocess.run(
         [str(VENV_BIN / "ansible-inventory"), "-i", str(INVENTORY), "--list"],
-        cwd=REPO, env=_env(azure, azure.env), capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        env=_env(azure, azure.env),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert listing.returncode == 0, listing.stderr[-3000:]
     inventory = json.loads(listing.stdout)
     hosts = inventory["waa_workers"]["hosts"]
     assert len(hosts) == 1 and inventory["pool_vmplay"]["hosts"] == hosts
     hostvars = inventory["_meta"]["hostvars"][hosts[0]]
-    address = hostvars["ansible_host"]
+    address = _plain(hostvars["ansible_host"])
     assert ipaddress.ip_address(address) in ipaddress.ip_network("127.0.0.0/8")
-    assert hostvars["powerstate"] == "running"
+    assert _plain(hostvars["powerstate"]) == "running"
 
-    port = next(v for v in azure.admin("GET", "compute/vms")["value"] if v["name"] == "worker1")["ssh"]["port"]
+    port = next(v for v in azure.admin("GET", "compute/vms")["value"] if v["name"] == "worker1")[
+        "ssh"
+    ]["port"]
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
 
     def connect():
         try:
-            client.connect(address, port=port, username="azureuser", pkey=key, timeout=10,
-                           allow_agent=False, look_for_keys=False)
+            client.connect(
+                address,
+                port=port,
+                username="azureuser",
+                pkey=key,
+                timeout=10,
+                allow_agent=False,
+                look_for_keys=False,
+            )
             return True
         except (OSError, paramiko.SSHException):
             return False

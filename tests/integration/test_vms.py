@@ -36,7 +36,11 @@ def _worker(container: str, tasks=TASKS) -> str:
 
 
 def _events(log: str) -> list[dict]:
-    return [json.loads(line.split(" ", 1)[1]) for line in log.splitlines() if line.startswith("WAA_EVENT ")]
+    return [
+        json.loads(line.split(" ", 1)[1])
+        for line in log.splitlines()
+        if line.startswith("WAA_EVENT ")
+    ]
 
 
 def test_vm_over_ssh_runs_the_worker_from_the_registry(world, azure):
@@ -47,9 +51,9 @@ def test_vm_over_ssh_runs_the_worker_from_the_registry(world, azure):
     assert ipaddress.ip_address(pip.ip_address) in ipaddress.ip_network("127.0.0.0/8")
     nic = world.network.network_interfaces.get(RG, "vm1-nic")
     assert nic.virtual_machine.id.lower() == vm.id.lower()
-    assert ipaddress.ip_address(nic.ip_configurations[0].private_ip_address) in ipaddress.ip_network(
-        "10.1.0.0/24"
-    )
+    assert ipaddress.ip_address(
+        nic.ip_configurations[0].private_ip_address
+    ) in ipaddress.ip_network("10.1.0.0/24")
     wait_for(lambda: world.power_state("vm1") == "running", "vm1 running")
     client = world.ssh_ready("vm1")
     host_key = client.get_transport().get_remote_server_key()

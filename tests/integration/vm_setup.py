@@ -24,7 +24,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 LOCATION = "eastus"
-RG, REGISTRY, IDENTITY, VNET, SUBNET, NSG = "vms", "vmevals", "vm-pull", "vm-net", "default", "vm-nsg"
+RG, REGISTRY, IDENTITY, VNET, SUBNET, NSG = (
+    "vms",
+    "vmevals",
+    "vm-pull",
+    "vm-net",
+    "default",
+    "vm-nsg",
+)
 ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 ADMIN = "azureuser"
 UBUNTU = {
@@ -39,11 +46,15 @@ def new_key() -> tuple[paramiko.PKey, str]:
     """A fresh ed25519 key: paramiko's private key and the OpenSSH public line."""
     private = ed25519.Ed25519PrivateKey.generate()
     pem = private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
     ).decode()
-    public = private.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    ).decode()
+    public = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
     return paramiko.Ed25519Key.from_private_key(io.StringIO(pem)), f"{public} test@controller"
 
 
@@ -121,14 +132,20 @@ class VmWorld:
         pip = self.network.public_ip_addresses.begin_create_or_update(
             RG,
             f"{name}-ip",
-            {"location": LOCATION, "sku": {"name": "Standard"}, "public_ip_allocation_method": "Static"},
+            {
+                "location": LOCATION,
+                "sku": {"name": "Standard"},
+                "public_ip_allocation_method": "Static",
+            },
         ).result()
         nic = self.network.network_interfaces.begin_create_or_update(
             RG,
             f"{name}-nic",
             {
                 "location": LOCATION,
-                "network_security_group": {"id": self.network.network_security_groups.get(RG, NSG).id},
+                "network_security_group": {
+                    "id": self.network.network_security_groups.get(RG, NSG).id
+                },
                 "ip_configurations": [
                     {
                         "name": "ipconfig1",
@@ -158,7 +175,10 @@ class VmWorld:
             {
                 "location": LOCATION,
                 "tags": {"role": "waa-worker", "pool": "test"},
-                "identity": {"type": "UserAssigned", "user_assigned_identities": {self.identity_id: {}}},
+                "identity": {
+                    "type": "UserAssigned",
+                    "user_assigned_identities": {self.identity_id: {}},
+                },
                 "hardware_profile": {"vm_size": size},
                 "security_profile": {"security_type": security_type},
                 "storage_profile": {
@@ -171,7 +191,9 @@ class VmWorld:
                 },
                 "os_profile": os_profile,
                 "network_profile": {
-                    "network_interfaces": [{"id": nic.id, "primary": True, "delete_option": delete_option}]
+                    "network_interfaces": [
+                        {"id": nic.id, "primary": True, "delete_option": delete_option}
+                    ]
                 },
             },
         ).result()
@@ -185,13 +207,22 @@ class VmWorld:
         vm = next(v for v in vms if v["name"] == name)
         return vm["ssh"]["host"], vm["ssh"]["port"]
 
-    def connect(self, name: str, key: paramiko.PKey | None = None, user: str = ADMIN) -> paramiko.SSHClient:
+    def connect(
+        self, name: str, key: paramiko.PKey | None = None, user: str = ADMIN
+    ) -> paramiko.SSHClient:
         host, port = self.address(name)
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
         client.connect(
-            host, port=port, username=user, pkey=key or self.key, timeout=10,
-            allow_agent=False, look_for_keys=False, banner_timeout=10, auth_timeout=10,
+            host,
+            port=port,
+            username=user,
+            pkey=key or self.key,
+            timeout=10,
+            allow_agent=False,
+            look_for_keys=False,
+            banner_timeout=10,
+            auth_timeout=10,
         )
         return client
 
@@ -235,7 +266,9 @@ def build(emulator, *, acr_pull: bool = True, ssh_source: str = "127.0.0.1") -> 
     resources = emulator.mgmt_client(ResourceManagementClient)
     resources.resource_groups.create_or_update(RG, {"location": LOCATION})
     acr = emulator.mgmt_client(ContainerRegistryManagementClient)
-    acr.registries.begin_create(RG, REGISTRY, {"location": LOCATION, "sku": {"name": "Basic"}}).result()
+    acr.registries.begin_create(
+        RG, REGISTRY, {"location": LOCATION, "sku": {"name": "Basic"}}
+    ).result()
     acr.registries.begin_import_image(
         RG,
         REGISTRY,
