@@ -21,12 +21,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from localazure.admin.routes import PREFIX
-from localazure.compute import VM_TYPE, docker_engine, power, ssh, vm_faults
+from localazure.compute import VM_TYPE, docker_engine, power, vm_faults
 from localazure.compute.virtual_machines import public_ip_of
 from localazure.core.context import Context
 from localazure.core.errors import bad_request, not_found
 from localazure.core.http import empty, json_body, json_response
 from localazure.core.router import Router
+from localazure.network.addresses import ssh_port
 from localazure.nodes import pool as node_pool
 
 COMPUTE_PREFIX = PREFIX + "/compute"
@@ -69,7 +70,7 @@ def register(router: Router, ctx: Context) -> None:
                     "public_ip": address,
                     "ssh": {
                         "host": address,
-                        "port": ssh.ssh_port(),
+                        "port": ssh_port(),
                         "user": record.get("admin_user"),
                     },
                     "node_seconds": total.get("node_seconds", 0.0),

@@ -3,9 +3,8 @@ IP address, with the VM's own host key, accepting only the admin user with one o
 keys of ``osProfile`` (no password login). A connection is accepted only when the NSGs on the
 VM's NIC and subnet allow the client's address to the SSH port (``network.security``).
 
-The port: 22 when the emulator may bind it (root, or ``net.ipv4.ip_unprivileged_port_start``
-at most 22), else 2222; ``LOCALAZURE_VM_SSH_PORT`` sets it. Every VM has its own address, so
-they all share the one port.
+The port is ``network.addresses.ssh_port()`` (22 when the emulator may bind it, else 2222):
+every VM has its own address, so they all share the one port.
 
 Commands run with ``bash`` in the admin user's home on the VM's disk, in a process group of
 their own that ends with the connection (as sshd hangs up a session). The servers live on one
@@ -28,21 +27,9 @@ from typing import Any
 
 import asyncssh
 
+from localazure.network.addresses import ssh_port
+
 log = logging.getLogger("localazure.compute.ssh")
-PORT_ENV = "LOCALAZURE_VM_SSH_PORT"
-UNPRIVILEGED_PORT = 2222
-
-
-def ssh_port() -> int:
-    if os.environ.get(PORT_ENV):
-        return int(os.environ[PORT_ENV])
-    if os.geteuid() == 0:
-        return 22
-    try:
-        start = int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text())
-    except (OSError, ValueError):
-        start = 1024
-    return 22 if start <= 22 else UNPRIVILEGED_PORT
 
 
 @dataclass

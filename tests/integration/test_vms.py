@@ -191,3 +191,33 @@ def test_eviction_kills_the_worker_and_stops_node_time(world, azure):
     client = world.ssh_ready("vm9")
     assert "Exited (137)" in run(client, "docker ps -a")[1]
     client.close()
+
+
+def test_image_captured_from_a_generalized_vm(world):
+    world.vm("src")
+    client = world.ssh_ready("src")
+    run(client, "echo from-image > marker.txt")
+    client.close()
+    with pytest.raises(HttpResponseError) as err:
+        world.compute.images.begin_create_or_update(
+            RG,
+            "golden",
+            {"location": "eastus", "source_virtual_machine": {"id": _vm_id(world, "src")}},
+        ).result()
+    assert err.value.error.code == "OperationNotAllowed"
+    world.compute.virtual_machines.begin_deallocate(RG, "src").result()
+    world.compute.virtual_machines.generalize(RG, "src")
+    image = world.compute.images.begin_create_or_update(
+        RG, "golden", {"location": "eastus", "source_virtual_machine": {"id": _vm_id(world, "src")}}
+    ).result()
+    assert image.storage_profile.os_disk.os_state == "Generalized"
+    with pytest.raises(HttpResponseError):
+        world.compute.virtual_machines.begin_start(RG, "src").result()
+    world.vm("copy", image={"id": image.id})
+    client = world.ssh_ready("copy")
+    assert run(client, "cat marker.txt")[1].strip() == "from-image"
+    client.close()
+
+
+def _vm_id(world, name: str) -> str:
+    return world.compute.virtual_machines.get(RG, name).id

@@ -127,6 +127,7 @@ class VmWorld:
         security_type: str = "Standard",
         custom_data: str | None = None,
         delete_option: str = "Delete",
+        image: dict[str, str] | None = None,
     ) -> Any:
         subnet_id = self.network.subnets.get(RG, VNET, SUBNET).id
         pip = self.network.public_ip_addresses.begin_create_or_update(
@@ -182,7 +183,7 @@ class VmWorld:
                 "hardware_profile": {"vm_size": size},
                 "security_profile": {"security_type": security_type},
                 "storage_profile": {
-                    "image_reference": UBUNTU,
+                    "image_reference": image or UBUNTU,
                     "os_disk": {
                         "create_option": "FromImage",
                         "managed_disk": {"storage_account_type": "Premium_LRS"},

@@ -57,7 +57,7 @@ def test_public_addresses_are_loopback_and_stable(tmp_path):
     ctx = Context.create(Settings(state_dir=tmp_path))
     first = addresses.allocate_public(ctx, "/x/pip1")
     second = addresses.allocate_public(ctx, "/x/pip2")
-    assert first.startswith("127.10.") and second.startswith("127.10.") and first != second
+    assert first.startswith("127.150.") and second.startswith("127.150.") and first != second
     assert addresses.allocate_public(ctx, "/X/PIP1") == first
     addresses.release_public(ctx, "/x/pip1")
     assert addresses.allocate_public(ctx, "/x/pip3") == first
@@ -71,4 +71,4 @@ def test_private_addresses_skip_the_reserved_ones():
 def test_public_prefix_must_be_loopback(monkeypatch):
     monkeypatch.setenv(addresses.PUBLIC_PREFIX_ENV, "10.0.0.0/16")
     with pytest.raises(ValueError, match="127.0.0.0/8"):
-        addresses.public_prefix()
+        addresses.public_prefix(44300)
