@@ -221,3 +221,45 @@ def test_image_captured_from_a_generalized_vm(world):
 
 def _vm_id(world, name: str) -> str:
     return world.compute.virtual_machines.get(RG, name).id
+
+
+def test_container_faults_ssh_refused_and_vm_deleted_under_a_worker(world, azure):
+    world.vm("vm10")
+    client = world.ssh_ready("vm10")
+    run(client, docker_login_with_identity(world))
+    azure.admin("POST", "ml/faults", {"fault": "crash", "job": "^crashy$", "after_s": 0.2})
+    azure.admin("POST", "ml/faults", {"fault": "never_starts", "job": "^silent$"})
+    image = "vmevals.azurecr.io/winarena:latest"
+    run(
+        client,
+        f"docker run -d --name crashy {image} sleep 60; docker run -d --name silent {image} echo hi",
+    )
+    assert run(client, "docker wait crashy")[1].strip() == "137"
+    time.sleep(0.5)
+    code, out, _ = run(client, "docker logs silent; docker ps")
+    assert "hi" not in out and "silent" in out
+    client.close()
+
+    azure.admin("POST", "compute/faults", {"fault": "ssh_refused", "vm": "^vm10$", "duration_s": 2})
+    wait_for(lambda: _refused(world, "vm10"), "SSH refused")
+    client = world.ssh_ready("vm10")
+    run(client, "docker run -d --name long " + image + " sleep 600")
+    azure.admin("POST", "compute/faults", {"fault": "delete", "vm": "^vm10$"})
+    wait_for(
+        lambda: "vm10" not in {v.name for v in world.compute.virtual_machines.list(RG)},
+        "vm10 deleted",
+    )
+    wait_for(lambda: not client.get_transport().is_active(), "session ended with the VM")
+    nodes = azure.admin("GET", "compute/nodes?vm=vm10")["value"]
+    assert nodes and all(n["released_at"] is not None for n in nodes)
+
+
+def _refused(world, name: str) -> bool:
+    try:
+        world.connect(name).close()
+    except paramiko.ssh_exception.NoValidConnectionsError:
+        # What paramiko raises when the TCP connection is refused.
+        return True
+    except (OSError, EOFError, paramiko.SSHException):
+        return False
+    return False

@@ -231,7 +231,7 @@ class VmWorld:
         def attempt():
             try:
                 return self.connect(name)
-            except (OSError, paramiko.SSHException):
+            except (OSError, EOFError, paramiko.SSHException):
                 return None
 
         return wait_for(attempt, f"SSH on {name}")
