@@ -54,3 +54,14 @@ def write_agent(ctx: Context, root: Path, secret: str) -> None:
         json.dump(
             {"endpoint": ctx.endpoint, "secret": secret, "ca": str(ctx.settings.ca_bundle)}, f
         )
+
+
+def remove_orphans(ctx: Context, owner_ids: list[str]) -> None:
+    """Drop disk directories no disk or image owns any more (after a reset, say)."""
+    root = ctx.settings.state_dir / "compute" / "disks"
+    if not root.is_dir():
+        return
+    kept = {disk_dir(ctx, owner).name for owner in owner_ids}
+    for entry in root.iterdir():
+        if entry.name not in kept:
+            shutil.rmtree(entry, ignore_errors=True)

@@ -5,12 +5,15 @@ containers) on a lifecycle loop of its own (``nodes.lifecycle``), started with t
 from __future__ import annotations
 
 from localazure.compute import (
+    DISK_TYPE,
+    IMAGE_TYPE,
     admin,
     disks,
     docker_engine,
     images,
     marketplace,
     power,
+    sandbox,
     virtual_machines,
 )
 from localazure.compute.ssh import SshHub
@@ -35,6 +38,12 @@ class ComputeService(BaseService):
         runtime = ContainerRuntime()
         self._hub = SshHub()
         self._loop = LifecycleLoop(ctx, runtime, [VmLifecycle(ctx, runtime, self._hub)])
+
+    def bootstrap(self, ctx: Context) -> None:
+        owners = [
+            r["id"] for t in (DISK_TYPE, IMAGE_TYPE) for r in ctx.store.list_resources(type=t)
+        ]
+        sandbox.remove_orphans(ctx, owners)
 
     def start(self) -> None:
         if self._hub is not None and self._loop is not None:

@@ -7,23 +7,26 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from localazure.arm.resources import (
+    check_location,
     delete_tree,
     in_resource_group,
     in_subscription,
     provider_id,
     resource_or_404,
+    system_data,
 )
 from localazure.authorization.access import is_allowed
 from localazure.core import operations
 from localazure.core.context import Context
 from localazure.core.errors import AzureError, bad_request, not_found
-from localazure.core.http import empty, json_response, list_page, require_api_version
+from localazure.core.http import empty, json_body, json_response, list_page, require_api_version
 from localazure.core.router import Router
 from localazure.network import NAMESPACE
 
@@ -130,7 +133,48 @@ def delete_answer(ctx: Context, api_version: str, resource: dict[str, Any] | Non
     )
 
 
-Handler = Callable[..., Awaitable[Response]]
+@dataclass(frozen=True)
+class PutRequest:
+    """A PUT of a top-level network resource, as its type's handler receives it."""
+
+    request: Request
+    group: dict[str, Any]
+    name: str
+    id: str
+    existing: dict[str, Any] | None
+    body: dict[str, Any]
+    location: str
+    api_version: str
+
+    @property
+    def props(self) -> dict[str, Any]:
+        return self.body.get("properties") or {}
+
+    @property
+    def old_props(self) -> dict[str, Any]:
+        return (self.existing or {}).get("properties", {})
+
+    def common(self, type_name: str) -> dict[str, Any]:
+        """The fields every network resource has, for a new body of this PUT."""
+        return {
+            "name": self.name,
+            "id": self.id,
+            "etag": new_etag(),
+            "type": type_name,
+            "location": self.location,
+            "tags": self.body.get("tags") or {},
+            "systemData": system_data(self.existing, self.request.state.caller),
+        }
+
+    def answer(self, ctx: Context, resource: dict[str, Any]) -> Response:
+        return put_answer(ctx, self.api_version, resource, self.existing is None)
+
+
+def find_child(items: list[dict[str, Any]], kind: str, name: str, parent: dict[str, Any]) -> dict:
+    for item in items:
+        if item["name"].lower() == name.lower():
+            return item
+    raise child_not_found(kind, name, parent)
 
 
 def register_top_level(
@@ -139,19 +183,28 @@ def register_top_level(
     *,
     collection: str,
     type_name: str,
-    put: Callable[[Request, dict[str, Any], str, dict[str, Any] | None], Awaitable[Response]],
+    put: Callable[[PutRequest], Awaitable[Response]],
     present: Callable[[dict[str, Any]], dict[str, Any]] = lambda body: body,
 ) -> None:
     """PUT/GET/DELETE of ``.../resourceGroups/{rg}/providers/Microsoft.Network/<collection>/{name}``
-    and the lists per group and subscription. ``put(request, group, name, existing)``."""
+    and the lists per group and subscription."""
     read, write, delete = f"{type_name}/read", f"{type_name}/write", f"{type_name}/delete"
 
     def rid(rg: str, name: str) -> str:
         return network_id(ctx, rg, collection, name)
 
     async def put_one(request: Request, sub: str, rg: str, name: str) -> Response:
-        require_api_version(request)
-        return await put(request, request.state.parent, name, ctx.store.get_resource(rid(rg, name)))
+        api_version = require_api_version(request)
+        group = request.state.parent
+        existing = ctx.store.get_resource(rid(rg, name))
+        body = await json_body(request)
+        location = check_location(
+            body.get("location") or (existing or {}).get("location"), type_name
+        )
+        resource_id = network_id(ctx, group["name"], collection, name)
+        return await put(
+            PutRequest(request, group, name, resource_id, existing, body, location, api_version)
+        )
 
     async def get_one(request: Request, sub: str, rg: str, name: str) -> Response:
         require_api_version(request)

@@ -6,21 +6,17 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from starlette.requests import Request
 from starlette.responses import Response
 
-from localazure.arm.resources import check_location, system_data
 from localazure.core.context import Context
 from localazure.core.errors import bad_request
-from localazure.core.http import json_body
 from localazure.core.router import Router
 from localazure.network import NIC_TYPE, NSG_TYPE, PIP_TYPE, addresses, nsgs, public_ips, vnets
 from localazure.network.common import (
+    PutRequest,
     before_delete,
     in_use,
-    network_id,
     new_etag,
-    put_answer,
     ref_id,
     referenced,
     register_top_level,
@@ -170,23 +166,15 @@ def _before_delete(ctx: Context, nic: dict[str, Any]) -> None:
 
 
 def register(router: Router, ctx: Context) -> None:
-    async def put_nic(
-        request: Request, group: dict[str, Any], name: str, existing: dict[str, Any] | None
-    ) -> Response:
-        api_version = request.query_params["api-version"]
-        body = await json_body(request)
-        props = body.get("properties") or {}
-        location = check_location(
-            body.get("location") or (existing or {}).get("location"), NIC_TYPE
-        )
-        rid = network_id(ctx, group["name"], "networkInterfaces", name)
+    async def put_nic(put: PutRequest) -> Response:
+        rid, props = put.id, put.props
         requested = props.get("ipConfigurations") or []
         if not requested:
             raise bad_request(
                 "NetworkInterfaceMustHaveAtLeastOneIpConfiguration",
                 f"Network interface {rid} must have at least one IP configuration.",
             )
-        old_props = (existing or {}).get("properties", {})
+        old_props = put.old_props
         old_configs = {c["name"].lower(): c for c in old_props.get("ipConfigurations", [])}
         configs = [
             _ip_configuration(ctx, rid, item, i, old_configs.get(str(item.get("name", "")).lower()))
@@ -217,21 +205,11 @@ def register(router: Router, ctx: Context) -> None:
         for key in ("virtualMachine", "primary"):
             if key in old_props:
                 properties[key] = old_props[key]
-        nic = {
-            "name": name,
-            "id": rid,
-            "etag": new_etag(),
-            "type": NIC_TYPE,
-            "location": location,
-            "tags": body.get("tags") or {},
-            "kind": "Regular",
-            "systemData": system_data(existing, request.state.caller),
-            "properties": properties,
-        }
+        nic = {**put.common(NIC_TYPE), "kind": "Regular", "properties": properties}
         with ctx.store.transaction():
-            link(ctx, existing, add=False)
+            link(ctx, put.existing, add=False)
             ctx.store.put_resource(nic)
             link(ctx, nic, add=True)
-        return put_answer(ctx, api_version, nic, existing is None)
+        return put.answer(ctx, nic)
 
     register_top_level(router, ctx, collection="networkInterfaces", type_name=NIC_TYPE, put=put_nic)

@@ -9,15 +9,16 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from localazure.arm.resources import check_location, in_resource_group, resource_or_404, system_data
+from localazure.arm.resources import in_resource_group, resource_or_404
 from localazure.core.context import Context
 from localazure.core.errors import bad_request
 from localazure.core.http import empty, json_body, json_response, list_page, require_api_version
 from localazure.core.router import Router
 from localazure.network import NSG_TYPE, RULE_TYPE
 from localazure.network.common import (
+    PutRequest,
     before_delete,
-    child_not_found,
+    find_child,
     in_use,
     network_id,
     new_etag,
@@ -187,30 +188,16 @@ def _before_nsg_delete(ctx: Context, nsg: dict[str, Any]) -> None:
 
 
 def register(router: Router, ctx: Context) -> None:
-    async def put_nsg(
-        request: Request, group: dict[str, Any], name: str, existing: dict[str, Any] | None
-    ) -> Response:
-        api_version = request.query_params["api-version"]
-        body = await json_body(request)
-        props = body.get("properties") or {}
-        location = check_location(
-            body.get("location") or (existing or {}).get("location"), NSG_TYPE
-        )
-        rid = network_id(ctx, group["name"], "networkSecurityGroups", name)
+    async def put_nsg(put: PutRequest) -> Response:
+        rid, props = put.id, put.props
         rules = [
             _rule(rid, str(item.get("name") or ""), item.get("properties") or {})
             for item in props.get("securityRules") or []
         ]
         _check_rules(rules)
-        old = (existing or {}).get("properties", {})
+        old = put.old_props
         nsg = {
-            "name": name,
-            "id": rid,
-            "etag": new_etag(),
-            "type": NSG_TYPE,
-            "location": location,
-            "tags": body.get("tags") or {},
-            "systemData": system_data(existing, request.state.caller),
+            **put.common(NSG_TYPE),
             "properties": {
                 "provisioningState": "Succeeded",
                 "resourceGuid": old.get("resourceGuid") or str(uuid.uuid4()),
@@ -221,7 +208,7 @@ def register(router: Router, ctx: Context) -> None:
             },
         }
         ctx.store.put_resource(nsg)
-        return put_answer(ctx, api_version, nsg, existing is None)
+        return put.answer(ctx, nsg)
 
     register_top_level(
         router, ctx, collection="networkSecurityGroups", type_name=NSG_TYPE, put=put_nsg
@@ -246,10 +233,9 @@ def register(router: Router, ctx: Context) -> None:
 
     async def get_rule(request: Request, sub: str, rg: str, nsg: str, name: str) -> Response:
         group = load(rg, nsg)
-        for rule in group["properties"]["securityRules"]:
-            if rule["name"].lower() == name.lower():
-                return json_response(rule)
-        raise child_not_found("securityRules", name, group)
+        return json_response(
+            find_child(group["properties"]["securityRules"], "securityRules", name, group)
+        )
 
     async def list_rules(request: Request, sub: str, rg: str, nsg: str) -> Response:
         return json_response(list_page(load(rg, nsg)["properties"]["securityRules"]))

@@ -7,21 +7,16 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from starlette.requests import Request
 from starlette.responses import Response
 
-from localazure.arm.resources import check_location, system_data
 from localazure.core.context import Context
 from localazure.core.errors import bad_request
-from localazure.core.http import json_body
 from localazure.core.router import Router
 from localazure.network import PIP_TYPE, addresses
 from localazure.network.common import (
+    PutRequest,
     before_delete,
     in_use,
-    network_id,
-    new_etag,
-    put_answer,
     register_top_level,
 )
 
@@ -62,16 +57,9 @@ def _before_delete(ctx: Context, pip: dict[str, Any]) -> None:
 
 
 def register(router: Router, ctx: Context) -> None:
-    async def put_pip(
-        request: Request, group: dict[str, Any], name: str, existing: dict[str, Any] | None
-    ) -> Response:
-        api_version = request.query_params["api-version"]
-        body = await json_body(request)
-        props = body.get("properties") or {}
-        location = check_location(
-            body.get("location") or (existing or {}).get("location"), PIP_TYPE
-        )
-        sku = _sku(body.get("sku"), existing)
+    async def put_pip(put: PutRequest) -> Response:
+        props, existing, name, location = put.props, put.existing, put.name, put.location
+        sku = _sku(put.body.get("sku"), existing)
         method = _METHODS.get(str(props.get("publicIPAllocationMethod") or "Dynamic").lower())
         if method is None:
             raise bad_request(
@@ -86,8 +74,7 @@ def register(router: Router, ctx: Context) -> None:
                     f"{name} must have AllocationMethod set to Static.",
                 )
             method = "Static"
-        rid = network_id(ctx, group["name"], "publicIPAddresses", name)
-        old = (existing or {}).get("properties", {})
+        rid, old = put.id, put.old_props
         properties: dict[str, Any] = {
             "provisioningState": "Succeeded",
             "resourceGuid": old.get("resourceGuid") or str(uuid.uuid4()),
@@ -106,20 +93,10 @@ def register(router: Router, ctx: Context) -> None:
             }
         if old.get("ipConfiguration"):
             properties["ipConfiguration"] = old["ipConfiguration"]
-        pip = {
-            "name": name,
-            "id": rid,
-            "etag": new_etag(),
-            "type": PIP_TYPE,
-            "location": location,
-            "tags": body.get("tags") or {},
-            "sku": sku,
-            "systemData": system_data(existing, request.state.caller),
-            "properties": properties,
-        }
-        if body.get("zones"):
-            pip["zones"] = body["zones"]
+        pip = {**put.common(PIP_TYPE), "sku": sku, "properties": properties}
+        if put.body.get("zones"):
+            pip["zones"] = put.body["zones"]
         ctx.store.put_resource(pip)
-        return put_answer(ctx, api_version, pip, existing is None)
+        return put.answer(ctx, pip)
 
     register_top_level(router, ctx, collection="publicIPAddresses", type_name=PIP_TYPE, put=put_pip)

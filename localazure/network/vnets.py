@@ -11,10 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from localazure.arm.resources import (
-    check_location,
     in_resource_group,
     resource_or_404,
-    system_data,
 )
 from localazure.core.context import Context
 from localazure.core.errors import bad_request
@@ -22,9 +20,10 @@ from localazure.core.http import empty, json_body, json_response, list_page, req
 from localazure.core.router import Router
 from localazure.network import NSG_TYPE, SUBNET_TYPE, VNET_TYPE
 from localazure.network.common import (
+    PutRequest,
     before_delete,
-    child_not_found,
     delete_answer,
+    find_child,
     in_use,
     network_id,
     new_etag,
@@ -142,30 +141,16 @@ def _before_vnet_delete(ctx: Context, vnet: dict[str, Any]) -> None:
 
 
 def register(router: Router, ctx: Context) -> None:
-    async def put_vnet(
-        request: Request, group: dict[str, Any], name: str, existing: dict[str, Any] | None
-    ) -> Response:
-        api_version = request.query_params["api-version"]
-        body = await json_body(request)
-        props = body.get("properties") or {}
-        location = check_location(
-            body.get("location") or (existing or {}).get("location"), VNET_TYPE
-        )
+    async def put_vnet(put: PutRequest) -> Response:
+        props, existing, name = put.props, put.existing, put.name
         prefixes = _prefixes((props.get("addressSpace") or {}).get("addressPrefixes"), name)
         if not prefixes:
             raise bad_request(
                 "InvalidRequestFormat",
                 f"Virtual network {name} must have at least one address prefix in addressSpace.",
             )
-        rid = network_id(ctx, group["name"], "virtualNetworks", name)
         vnet: dict[str, Any] = {
-            "name": name,
-            "id": rid,
-            "etag": new_etag(),
-            "type": VNET_TYPE,
-            "location": location,
-            "tags": body.get("tags") or {},
-            "systemData": system_data(existing, request.state.caller),
+            **put.common(VNET_TYPE),
             "properties": {
                 "provisioningState": "Succeeded",
                 "resourceGuid": (existing or {}).get("properties", {}).get("resourceGuid")
@@ -201,7 +186,7 @@ def register(router: Router, ctx: Context) -> None:
                 if sname not in kept:
                     _check_subnet_free(old)
         ctx.store.put_resource(vnet)
-        return put_answer(ctx, api_version, vnet, existing is None)
+        return put.answer(ctx, vnet)
 
     register_top_level(router, ctx, collection="virtualNetworks", type_name=VNET_TYPE, put=put_vnet)
 
@@ -226,10 +211,7 @@ def register(router: Router, ctx: Context) -> None:
     async def get_subnet(request: Request, sub: str, rg: str, vnet: str, name: str) -> Response:
         require_api_version(request)
         network = load_vnet(rg, vnet)
-        for subnet in network["properties"]["subnets"]:
-            if subnet["name"].lower() == name.lower():
-                return json_response(subnet)
-        raise child_not_found("subnets", name, network)
+        return json_response(find_child(network["properties"]["subnets"], "subnets", name, network))
 
     async def list_subnets(request: Request, sub: str, rg: str, vnet: str) -> Response:
         return json_response(list_page(load_vnet(rg, vnet)["properties"]["subnets"]))
