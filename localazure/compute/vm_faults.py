@@ -18,6 +18,7 @@ import uuid
 from typing import Any
 
 from localazure.core.context import Context
+from localazure.nodes.workload_faults import regex_option, seconds_option
 
 KIND = "compute-fault"
 FAULTS = ("ssh_drop", "ssh_refused", "evict", "delete")
@@ -27,29 +28,18 @@ def add(ctx: Context, spec: dict[str, Any]) -> dict[str, Any]:
     kind = spec.get("fault")
     if kind not in FAULTS:
         raise ValueError(f"'fault' must be one of {list(FAULTS)}, not {kind!r}")
-    pattern = spec.get("vm", ".*")
-    try:
-        re.compile(pattern)
-    except (re.error, TypeError) as err:
-        raise ValueError(f"'vm' must be a regular expression: {err}") from None
+    pattern = regex_option(spec, "vm")
     fault = {
         "id": uuid.uuid4().hex[:12],
         "fault": kind,
         "vm": pattern,
-        "after_s": _seconds(spec, "after_s", 0.0),
-        "duration_s": _seconds(spec, "duration_s", 5.0),
+        "after_s": seconds_option(spec, "after_s", 0.0),
+        "duration_s": seconds_option(spec, "duration_s", 5.0),
         "added_at": ctx.clock(),
         "hit": None,
     }
     ctx.store.put(KIND, fault["id"], fault)
     return fault
-
-
-def _seconds(spec: dict[str, Any], name: str, default: float) -> float:
-    value = spec.get(name, default)
-    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"'{name}' must be a number of seconds >= 0, not {value!r}")
-    return float(value)
 
 
 def list_all(ctx: Context) -> list[dict[str, Any]]:

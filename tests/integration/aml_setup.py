@@ -59,17 +59,7 @@ class AmlWorld:
     # -- resources --------------------------------------------------------------------------------
 
     def grant_acr_pull(self) -> None:
-        auth = self.emulator.mgmt_client(AuthorizationManagementClient)
-        auth.role_assignments.create(
-            self.registry_id,
-            str(uuid.uuid4()),
-            {
-                "role_definition_id": f"/subscriptions/{self.emulator.subscription_id}/providers"
-                f"/Microsoft.Authorization/roleDefinitions/{ACR_PULL}",
-                "principal_id": self.principal_id,
-                "principal_type": "ServicePrincipal",
-            },
-        )
+        grant_acr_pull(self.emulator, self.registry_id, self.principal_id)
 
     def cluster(
         self,
@@ -195,6 +185,21 @@ class AmlWorld:
             if time.monotonic() > deadline:
                 raise AssertionError(f"cluster {compute} did not scale down: {report['computes']}")
             time.sleep(0.2)
+
+
+def grant_acr_pull(emulator, registry_id: str, principal_id: str) -> None:
+    """AcrPull on the registry for a service principal (a managed identity)."""
+    auth = emulator.mgmt_client(AuthorizationManagementClient)
+    auth.role_assignments.create(
+        registry_id,
+        str(uuid.uuid4()),
+        {
+            "role_definition_id": f"/subscriptions/{emulator.subscription_id}/providers"
+            f"/Microsoft.Authorization/roleDefinitions/{ACR_PULL}",
+            "principal_id": principal_id,
+            "principal_type": "ServicePrincipal",
+        },
+    )
 
 
 def _status(value: Any) -> str:

@@ -10,18 +10,18 @@ import base64
 import io
 import shlex
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import paramiko
-from azure.mgmt.authorization import AuthorizationManagementClient
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 from azure.mgmt.network import NetworkManagementClient
 from azure.mgmt.resource import ResourceManagementClient
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from tests.integration.aml_setup import grant_acr_pull
 
 LOCATION = "eastus"
 RG, REGISTRY, IDENTITY, VNET, SUBNET, NSG = (
@@ -32,7 +32,6 @@ RG, REGISTRY, IDENTITY, VNET, SUBNET, NSG = (
     "default",
     "vm-nsg",
 )
-ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 ADMIN = "azureuser"
 UBUNTU = {
     "publisher": "Canonical",
@@ -85,17 +84,7 @@ class VmWorld:
         return f"{REGISTRY}.azurecr.io"
 
     def grant_acr_pull(self) -> None:
-        auth = self.emulator.mgmt_client(AuthorizationManagementClient)
-        auth.role_assignments.create(
-            self.registry_id,
-            str(uuid.uuid4()),
-            {
-                "role_definition_id": f"/subscriptions/{self.emulator.subscription_id}/providers"
-                f"/Microsoft.Authorization/roleDefinitions/{ACR_PULL}",
-                "principal_id": self.identity_principal,
-                "principal_type": "ServicePrincipal",
-            },
-        )
+        grant_acr_pull(self.emulator, self.registry_id, self.identity_principal)
 
     def ssh_rule(self, source: str, access: str = "Allow") -> None:
         self.network.network_security_groups.begin_create_or_update(
