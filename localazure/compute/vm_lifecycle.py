@@ -93,10 +93,10 @@ class VmLifecycle:
             vm_faults.due(ctx, vm["name"], now) if power.state(record, now) == "running" else []
         ):
             self._strike(record, vm, fault)
-            vm = ctx.store.get_resource(record["id"])
-            record = power.get(ctx, record["id"])
+            vm_id = record["id"]
+            vm, record = ctx.store.get_resource(vm_id), power.get(ctx, vm_id)
             if vm is None or record is None:
-                self.hub.stop(power.key(fault["hit"]["vm"]))
+                self.hub.stop(power.key(vm_id))
                 return
         key = power.key(record["id"])
         state = power.state(record, now)
