@@ -15,13 +15,11 @@ from typing import Any
 
 import paramiko
 from azure.mgmt.compute import ComputeManagementClient
-from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 from azure.mgmt.network import NetworkManagementClient
-from azure.mgmt.resource import ResourceManagementClient
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from tests.integration.aml_setup import grant_acr_pull
+from tests.integration.aml_setup import grant_acr_pull, registry_with_waa
 
 LOCATION = "eastus"
 RG, REGISTRY, IDENTITY, VNET, SUBNET, NSG = (
@@ -253,20 +251,7 @@ print(json.load(urllib.request.urlopen("https://{world.login_server}/oauth2/exch
 
 def build(emulator, *, acr_pull: bool = True, ssh_source: str = "127.0.0.1") -> VmWorld:
     emulator.admin("PUT", "ml/settings", {"time_scale": 0.05})
-    resources = emulator.mgmt_client(ResourceManagementClient)
-    resources.resource_groups.create_or_update(RG, {"location": LOCATION})
-    acr = emulator.mgmt_client(ContainerRegistryManagementClient)
-    acr.registries.begin_create(
-        RG, REGISTRY, {"location": LOCATION, "sku": {"name": "Basic"}}
-    ).result()
-    acr.registries.begin_import_image(
-        RG,
-        REGISTRY,
-        {
-            "source": {"registryUri": "docker.io", "sourceImage": "windowsarena/winarena:latest"},
-            "targetTags": ["winarena:latest"],
-        },
-    ).result()
+    resources = registry_with_waa(emulator, RG, REGISTRY)
     identity = resources.resources.begin_create_or_update_by_id(
         f"/subscriptions/{emulator.subscription_id}/resourceGroups/{RG}/providers"
         f"/Microsoft.ManagedIdentity/userAssignedIdentities/{IDENTITY}",
