@@ -58,27 +58,7 @@ class AmlWorld:
 
     # -- resources --------------------------------------------------------------------------------
 
-    def registry_with_waa(emulator, resource_group: str, registry: str) -> ResourceManagementClient:
-    """A resource group and a Basic registry in it holding ``winarena:latest`` (imported from
-    Docker Hub); returns the resource client."""
-    resources = emulator.mgmt_client(ResourceManagementClient)
-    resources.resource_groups.create_or_update(resource_group, {"location": LOCATION})
-    acr = emulator.mgmt_client(ContainerRegistryManagementClient)
-    acr.registries.begin_create(
-        resource_group, registry, {"location": LOCATION, "sku": {"name": "Basic"}}
-    ).result()
-    acr.registries.begin_import_image(
-        resource_group,
-        registry,
-        {
-            "source": {"registryUri": "docker.io", "sourceImage": WAA_SOURCE},
-            "targetTags": ["winarena:latest"],
-        },
-    ).result()
-    return resources
-
-
-def grant_acr_pull(self) -> None:
+    def grant_acr_pull(self) -> None:
         grant_acr_pull(self.emulator, self.registry_id, self.principal_id)
 
     def cluster(
