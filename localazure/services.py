@@ -8,11 +8,13 @@ from __future__ import annotations
 from localazure.acr.service import ContainerRegistryService
 from localazure.authorization.service import AuthorizationService
 from localazure.batch.service import BatchService
+from localazure.compute.service import ComputeService
 from localazure.core.service import Service
 from localazure.identity.service import IdentityService
 from localazure.keyvault.service import KeyVaultService
 from localazure.ml.service import MachineLearningService
 from localazure.msi.service import ManagedIdentityService
+from localazure.network.service import NetworkService
 from localazure.publicregistry.service import PublicRegistryService
 from localazure.storage.service import StorageService
 
@@ -29,4 +31,6 @@ def all_services() -> list[Service]:
         KeyVaultService(),
         MachineLearningService(),
         BatchService(),
+        NetworkService(),
+        ComputeService(),
     ]

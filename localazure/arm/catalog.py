@@ -108,6 +108,20 @@ PROVIDERS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
         "batchAccounts": (EVERY_REGION, ("2024-07-01", "2024-02-01", "2023-11-01")),
         "batchAccounts/pools": (EVERY_REGION, ("2024-07-01", "2024-02-01", "2023-11-01")),
     },
+    "Microsoft.Compute": {
+        "virtualMachines": (EVERY_REGION, ("2024-07-01", "2024-03-01", "2023-09-01")),
+        "disks": (EVERY_REGION, ("2024-03-02", "2023-10-02", "2023-04-02")),
+        "images": (EVERY_REGION, ("2024-07-01", "2024-03-01", "2023-09-01")),
+        "locations/publishers": (EVERY_REGION, ("2024-07-01", "2024-03-01")),
+        "locations/vmSizes": (EVERY_REGION, ("2024-07-01", "2024-03-01")),
+        "locations/usages": (EVERY_REGION, ("2024-07-01", "2024-03-01")),
+    },
+    "Microsoft.Network": {
+        "virtualNetworks": (EVERY_REGION, ("2024-05-01", "2024-03-01", "2023-09-01")),
+        "networkSecurityGroups": (EVERY_REGION, ("2024-05-01", "2024-03-01", "2023-09-01")),
+        "publicIPAddresses": (EVERY_REGION, ("2024-05-01", "2024-03-01", "2023-09-01")),
+        "networkInterfaces": (EVERY_REGION, ("2024-05-01", "2024-03-01", "2023-09-01")),
+    },
 }
 _IMPLEMENTED = {ns.lower(): ns for ns in PROVIDERS}
 

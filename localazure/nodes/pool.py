@@ -407,3 +407,9 @@ def report(ctx: Context, now: float, compute: str | None = None) -> dict[str, An
         total["node_seconds"] = round(total["node_seconds"] + node["node_seconds"], 3)
         total["cost_usd"] += node["cost_usd"]
     return {"value": nodes, "computes": list(totals.values())}
+
+
+def allocate(ctx: Context, spec: PoolSpec, now: float, provision_s: float) -> dict[str, Any]:
+    """One node for a pool of its own (a virtual machine): counted in quota and node time like
+    a cluster's nodes; the caller checks quota first (its service words the error)."""
+    return _provision(ctx, spec, now, provision_s)

@@ -30,11 +30,7 @@ def add_fault(ctx: Context, spec: dict[str, Any]) -> dict[str, Any]:
     kind = spec.get("fault")
     if kind not in FAULTS:
         raise ValueError(f"'fault' must be one of {list(FAULTS)}, not {kind!r}")
-    pattern = spec.get("job", ".*")
-    try:
-        re.compile(pattern)
-    except (re.error, TypeError) as err:
-        raise ValueError(f"'job' must be a regular expression: {err}") from None
+    pattern = regex_option(spec, "job")
     times = spec.get("times", 1)
     if not isinstance(times, int) or times < 1:
         raise ValueError(f"'times' must be a whole number >= 1, not {times!r}")
@@ -43,15 +39,26 @@ def add_fault(ctx: Context, spec: dict[str, Any]) -> dict[str, Any]:
         "fault": kind,
         "job": pattern,
         "times": times,
-        "after_s": _seconds(spec, "after_s", DEFAULT_AFTER_S),
-        "delay_s": _seconds(spec, "delay_s", DEFAULT_DELAY_S),
+        "after_s": seconds_option(spec, "after_s", DEFAULT_AFTER_S),
+        "delay_s": seconds_option(spec, "delay_s", DEFAULT_DELAY_S),
         "hits": 0,
     }
     ctx.store.put(FAULT_KIND, fault["id"], fault)
     return fault
 
 
-def _seconds(spec: dict[str, Any], name: str, default: float) -> float:
+def regex_option(spec: dict[str, Any], name: str) -> str:
+    """A fault's regular expression option (default: match everything)."""
+    pattern = spec.get(name, ".*")
+    try:
+        re.compile(pattern)
+    except (re.error, TypeError) as err:
+        raise ValueError(f"'{name}' must be a regular expression: {err}") from None
+    return pattern
+
+
+def seconds_option(spec: dict[str, Any], name: str, default: float) -> float:
+    """A fault's duration option: a number of seconds >= 0."""
     value = spec.get(name, default)
     if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
         raise ValueError(f"'{name}' must be a number of seconds >= 0, not {value!r}")

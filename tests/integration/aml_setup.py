@@ -60,17 +60,7 @@ class AmlWorld:
     # -- resources --------------------------------------------------------------------------------
 
     def grant_acr_pull(self) -> None:
-        auth = self.emulator.mgmt_client(AuthorizationManagementClient)
-        auth.role_assignments.create(
-            self.registry_id,
-            str(uuid.uuid4()),
-            {
-                "role_definition_id": f"/subscriptions/{self.emulator.subscription_id}/providers"
-                f"/Microsoft.Authorization/roleDefinitions/{ACR_PULL}",
-                "principal_id": self.principal_id,
-                "principal_type": "ServicePrincipal",
-            },
-        )
+        grant_acr_pull(self.emulator, self.registry_id, self.principal_id)
 
     def cluster(
         self,
@@ -198,6 +188,41 @@ class AmlWorld:
             time.sleep(0.2)
 
 
+def registry_with_waa(emulator, resource_group: str, registry: str) -> ResourceManagementClient:
+    """A resource group and a Basic registry in it holding ``winarena:latest`` (imported from
+    Docker Hub); returns the resource client."""
+    resources = emulator.mgmt_client(ResourceManagementClient)
+    resources.resource_groups.create_or_update(resource_group, {"location": LOCATION})
+    acr = emulator.mgmt_client(ContainerRegistryManagementClient)
+    acr.registries.begin_create(
+        resource_group, registry, {"location": LOCATION, "sku": {"name": "Basic"}}
+    ).result()
+    acr.registries.begin_import_image(
+        resource_group,
+        registry,
+        {
+            "source": {"registryUri": "docker.io", "sourceImage": WAA_SOURCE},
+            "targetTags": ["winarena:latest"],
+        },
+    ).result()
+    return resources
+
+
+def grant_acr_pull(emulator, registry_id: str, principal_id: str) -> None:
+    """AcrPull on the registry for a service principal (a managed identity)."""
+    auth = emulator.mgmt_client(AuthorizationManagementClient)
+    auth.role_assignments.create(
+        registry_id,
+        str(uuid.uuid4()),
+        {
+            "role_definition_id": f"/subscriptions/{emulator.subscription_id}/providers"
+            f"/Microsoft.Authorization/roleDefinitions/{ACR_PULL}",
+            "principal_id": principal_id,
+            "principal_type": "ServicePrincipal",
+        },
+    )
+
+
 def _status(value: Any) -> str:
     return str(getattr(value, "value", value))
 
@@ -214,20 +239,7 @@ def build(
     (node provisioning, image pull)."""
     emulator.admin("PUT", "ml/settings", {"time_scale": time_scale})
     sub = f"/subscriptions/{emulator.subscription_id}"
-    resources = emulator.mgmt_client(ResourceManagementClient)
-    resources.resource_groups.create_or_update(RG, {"location": LOCATION})
-    acr = emulator.mgmt_client(ContainerRegistryManagementClient)
-    acr.registries.begin_create(
-        RG, REGISTRY, {"location": LOCATION, "sku": {"name": "Basic"}}
-    ).result()
-    acr.registries.begin_import_image(
-        RG,
-        REGISTRY,
-        {
-            "source": {"registryUri": "docker.io", "sourceImage": WAA_SOURCE},
-            "targetTags": ["winarena:latest"],
-        },
-    ).result()
+    resources = registry_with_waa(emulator, RG, REGISTRY)
     workspace_id = (
         f"{sub}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices"
         f"/workspaces/{WORKSPACE}"
