@@ -9,7 +9,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from localazure.arm.resources import in_subscription, normalise_location
+from localazure.arm.catalog import normalise_location
+from localazure.arm.resources import in_subscription
 from localazure.core.context import Context
 from localazure.core.errors import not_found
 from localazure.core.http import json_response, list_page

@@ -175,12 +175,17 @@ def test_providers_report_what_is_emulated(resources):
     registered = {ns for ns, p in providers.items() if p.registration_state == "Registered"}
     assert registered == {
         "Microsoft.Authorization",
+        "Microsoft.Batch",
+        "Microsoft.Compute",
         "Microsoft.ContainerRegistry",
+        "Microsoft.KeyVault",
         "Microsoft.MachineLearningServices",
         "Microsoft.ManagedIdentity",
+        "Microsoft.Network",
         "Microsoft.Resources",
+        "Microsoft.Storage",
     }
-    assert providers["Microsoft.Compute"].registration_state == "NotRegistered"
+    assert providers["Microsoft.Sql"].registration_state == "NotRegistered"
     registries = resources.providers.get("Microsoft.ContainerRegistry").resource_types
     by_type = {t.resource_type: t for t in registries}
     assert "West US" in by_type["registries"].locations
@@ -192,11 +197,11 @@ def test_providers_report_what_is_emulated(resources):
 
 def test_unregistered_namespaces_refuse_every_request(azure, resources):
     resources.resource_groups.create_or_update("vms", {"location": "eastus"})
-    base = f"/subscriptions/{azure.subscription_id}/resourceGroups/vms/providers/Microsoft.Compute"
+    base = f"/subscriptions/{azure.subscription_id}/resourceGroups/vms/providers/Microsoft.Sql"
     for method, path in (
-        ("GET", f"{base}/virtualMachines/vm1"),
-        ("GET", f"{base}/virtualMachines"),
-        ("DELETE", f"{base}/virtualMachines/vm1"),
+        ("GET", f"{base}/servers/sql1"),
+        ("GET", f"{base}/servers"),
+        ("DELETE", f"{base}/servers/sql1"),
     ):
         with pytest.raises(HttpResponseError) as err:
             getattr(resources.resources, "get_by_id" if method == "GET" else "begin_delete_by_id")(
@@ -206,7 +211,7 @@ def test_unregistered_namespaces_refuse_every_request(azure, resources):
             409,
             "MissingSubscriptionRegistration",
         )
-        assert "Microsoft.Compute" in err.value.error.message
+        assert "Microsoft.Sql" in err.value.error.message
     # Implemented providers answer lists of an empty group with 200 and an empty value.
     listed = resources.resources.get_by_id(
         f"/subscriptions/{azure.subscription_id}/resourceGroups/vms/providers"
@@ -224,9 +229,9 @@ def test_azcollection_info_on_an_unregistered_namespace_fails(azure, resources):
         json.dumps(
             {
                 "resource_group": "vms",
-                "provider": "Network",
-                "resource_type": "virtualNetworks",
-                "api_version": "2024-05-01",
+                "provider": "Sql",
+                "resource_type": "servers",
+                "api_version": "2023-08-01",
             }
         ),
         check=False,
