@@ -47,15 +47,20 @@ unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
 
 integration: $(STAMP)
-	$(BIN)/pytest tests/integration -q
+	# Two workers, each with its own emulators; a file's tests stay together (they share fixtures).
+	$(BIN)/pytest tests/integration -q -n 2 --dist loadfile
 
 molecule: $(STAMP)
 	# Molecule keeps a scenario's state (prepared, converged) under ~/.ansible/tmp, outside the
 	# checkout: reset it first so that every run prepares from scratch.
 	cd roles/acr && ../../$(BIN)/molecule reset -s acr && ../../$(BIN)/molecule test -s acr
 	cd roles/acr_pull && ../../$(BIN)/molecule reset -s acr_pull && ../../$(BIN)/molecule test -s acr_pull
+	cd roles/waa_image && ../../$(BIN)/molecule reset -s waa_image && ../../$(BIN)/molecule test -s waa_image
 
-test: lint unit integration molecule
+# The suites are independent: integration (the long one) and molecule start first, lint and unit
+# follow as slots free up; each suite's output is printed whole when it ends.
+test: $(STAMP)
+	$(MAKE) --no-print-directory -j2 --output-sync=target integration molecule lint unit
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/scheduling.py
