@@ -228,13 +228,16 @@ def test_same_grant_twice_conflicts_and_same_put_is_idempotent(sub):
 
 READER = BUILT_IN_IDS["Reader"]
 GROUP = "/resourceGroups/rbac"
+# Fixed ids no principal or role has (collected identically by every pytest-xdist worker).
+UNKNOWN_PRINCIPAL = "0badc0de-0000-4000-8000-000000000001"
+UNKNOWN_ROLE = "0badc0de-0000-4000-8000-000000000002"
 
 
 @pytest.mark.parametrize(
     ("scope_suffix", "principal", "role_guid", "name", "expected"),
     [
-        (GROUP, str(uuid.uuid4()), READER, None, (400, "PrincipalNotFound")),
-        (GROUP, DEV_SP_OBJECT_ID, str(uuid.uuid4()), None, (400, "RoleDefinitionDoesNotExist")),
+        (GROUP, UNKNOWN_PRINCIPAL, READER, None, (400, "PrincipalNotFound")),
+        (GROUP, DEV_SP_OBJECT_ID, UNKNOWN_ROLE, None, (400, "RoleDefinitionDoesNotExist")),
         (GROUP, DEV_SP_OBJECT_ID, READER, "reader", (400, "InvalidRoleAssignmentId")),
         ("/resourceGroups/absent", DEV_SP_OBJECT_ID, READER, None, (404, "ResourceGroupNotFound")),
         (
