@@ -298,8 +298,9 @@ def _pointed_at(emulator: RunningEmulator):
 @pytest.fixture(scope="module")
 def playground(tmp_path_factory):
     root = tmp_path_factory.mktemp("playbooks")
-    emulator = RunningEmulator(root / "localazure").start()
+    emulator = RunningEmulator(root / "localazure")
     try:
+        emulator.start()
         with _pointed_at(emulator):
             yield Playground(emulator, root)
     finally:
