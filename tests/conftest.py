@@ -7,6 +7,7 @@ makes ``localazure`` importable without installing it.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -31,16 +32,12 @@ def _stop_tree(process: psutil.Process) -> None:
     except psutil.NoSuchProcess:
         return
     for p in tree:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             p.terminate()
-        except psutil.NoSuchProcess:
-            pass
     _, alive = psutil.wait_procs(tree, timeout=_STOP_GRACE_S)
     for p in alive:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs(alive, timeout=_STOP_GRACE_S)
 
 

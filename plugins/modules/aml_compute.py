@@ -11,13 +11,13 @@ version_added: "0.1.0"
 description:
   - Creates, updates or deletes an Azure ML compute cluster with azure-ai-ml.
   - Before creating anything it checks what a Windows Agent Arena worker needs and Azure would
-    only reveal hours later; each refusal says what to change
-    - the VM size exists in the workspace's region;
-    - the size supports nested virtualization, which the WAA container needs to run Windows
-      under KVM (unless I(require_nested_virtualization=false));
-    - the security type is C(Standard): C(TrustedLaunch) VMs do not run nested VMs;
-    - max_instances times the size's vCPUs fits in the family's (or, for low priority, the
-      regional) core quota, less the cores in use.
+    only reveal hours later; each refusal says what to change.
+  - "Check 1: the VM size exists in the workspace's region."
+  - "Check 2: the size supports nested virtualization, which the WAA container needs to run
+    Windows under KVM (unless O(require_nested_virtualization=false))."
+  - "Check 3: the security type is V(Standard); V(TrustedLaunch) VMs do not run nested VMs."
+  - "Check 4: O(max_instances) times the size's vCPUs fits in the family's (or, for low
+    priority, the regional) core quota, less the cores in use."
   - The size, priority and security type of an existing cluster cannot change; the module fails
     and says to delete the cluster or choose another name. Scale settings and tags update in place.
 options:

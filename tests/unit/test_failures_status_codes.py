@@ -4,6 +4,8 @@ status decides: 429 and 5xx are transient, whatever the text around them says.""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import requests
 from azure.core.exceptions import HttpResponseError
@@ -77,7 +79,7 @@ def test_a_429_is_throttled_whatever_its_text_says(message):
     word in its text must not make it permanent."""
     failure = classify(None, message, status_code=429)
     assert (failure.code, failure.kind) == ("Throttled", FailureKind.TRANSIENT)
-    body = ('{"message": "%s"}' % message).encode()
+    body = json.dumps({"message": message}).encode()
     assert classify_exception(http_error(429, body, "application/json")).is_transient
 
 
