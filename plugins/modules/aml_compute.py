@@ -80,7 +80,7 @@ extends_documentation_fragment:
   - azure.azcollection.azure
   - openadapt.azure_eval.aml_workspace
 author:
-  - OpenAdapt evaluation infrastructure team
+  - OpenAdapt evaluation infrastructure team (@OpenAdaptAI)
 notes:
   - Supports C(--check) (the preflight checks run, nothing is created) and C(--diff).
 """
@@ -124,12 +124,18 @@ prices:
 """
 
 import re
+import traceback
+
+from ansible.module_utils.basic import missing_required_lib
 
 try:
     from azure.ai.ml.entities import AmlCompute, IdentityConfiguration, ManagedIdentityConfiguration
     from azure.core.exceptions import ResourceNotFoundError
 except ImportError:
     AmlCompute = object
+    AZURE_SDK_IMPORT_ERROR = traceback.format_exc()
+else:
+    AZURE_SDK_IMPORT_ERROR = None
 
 from ansible_collections.azure.azcollection.plugins.module_utils.azure_rm_common import (
     AzureRMModuleBase,
@@ -176,6 +182,8 @@ class AzureRMAMLCompute(AzureRMModuleBase):
         super().__init__(self.module_arg_spec, supports_check_mode=True, supports_tags=False)
 
     def exec_module(self, **kwargs):
+        if AZURE_SDK_IMPORT_ERROR:
+            self.fail(missing_required_lib("azure-ai-ml"), exception=AZURE_SDK_IMPORT_ERROR)
         params = self.module.params
         self._check_arguments(params)
         self.ml = azure_ml.workspace_client(self)
