@@ -313,6 +313,37 @@ def test_full_run_report_has_every_task_once_and_agrees_with_the_jobs(playground
         assert task_id in completed.get(job, []), (task_id, result["job_key"])
 
 
+def test_report_and_summary_agree_with_the_ledger_and_are_written_once(playground, site_run):
+    from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import Ledger
+
+    with Ledger(playground.runs_dir / RUN_NAME / "ledger.sqlite3") as ledger:
+        recorded = ledger.results()
+    evaluation = site_run.report["evaluation"]
+    assert {t: (r["status"], r["score"]) for t, r in evaluation["tasks"].items()} == {
+        t: (r.status, r.score) for t, r in recorded.items()
+    }
+    counts = Counter(r.status for r in recorded.values())
+    assert (evaluation["succeeded"], evaluation["failed"], evaluation["errored"]) == (
+        counts["success"],
+        counts["fail"],
+        counts["error"],
+    )
+    domains = Counter(r.domain for r in recorded.values())
+    assert {d: v["total"] for d, v in evaluation["domains"].items()} == dict(domains)
+
+    # The summary, printed once, says what the ledger says.
+    stdout = site_run.run.stdout
+    assert stdout.count(f"WAA evaluation {RUN_NAME} on aml: completed") == 1, stdout[-3000:]
+    assert (
+        stdout.count(
+            f"tasks {len(recorded)}: {counts['success']} succeeded, {counts['fail']} failed, "
+            f"{counts['error']} errors, 0 without a result"
+        )
+        == 1
+    )
+    assert stdout.count(f"report: {playground.report_dir / RUN_NAME}.json") == 1
+
+
 def test_full_run_node_hours_agree_with_the_emulator_nodes(playground, site_run):
     deadline = time.monotonic() + IDLE_SECONDS + 90
     nodes = playground.cluster_nodes()
