@@ -71,6 +71,8 @@ molecule: $(STAMP)
 	# checkout: reset it first so that every run prepares from scratch.
 	cd roles/acr && ../../$(BIN)/molecule reset -s acr && ../../$(BIN)/molecule test -s acr
 	cd roles/acr_pull && ../../$(BIN)/molecule reset -s acr_pull && ../../$(BIN)/molecule test -s acr_pull
+	cd roles/aml_cluster && ../../$(BIN)/molecule reset -s aml_cluster && ../../$(BIN)/molecule test -s aml_cluster
+	cd roles/eval && ../../$(BIN)/molecule reset -s eval && ../../$(BIN)/molecule test -s eval
 
 test: lint unit integration molecule
 
