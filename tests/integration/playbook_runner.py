@@ -39,6 +39,7 @@ OWNER = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
 # Variables of the caller's environment that would point a client at another emulator.
 _FOREIGN_ENV_PREFIXES = ("AZURE_", "LOCALAZURE_", "ARM_", "ANSIBLE_")
 _FOREIGN_ENV_KEYS = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "EVAL_REPORT_DIR")
+_TASK = re.compile(r"^TASK \[(?P<name>.+?)\] \*+")
 _RECAP = re.compile(
     r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
     r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)",
@@ -67,6 +68,17 @@ class Run:
         assert found, f"no PLAY RECAP for localhost in the output:\n{self.tail()}"
         last = found[-1]
         return {key: int(last[key]) for key in ("ok", "changed", "unreachable", "failed")}
+
+    def changed_tasks(self) -> set[str]:
+        """The names of the tasks that reported ``changed`` (for any item)."""
+        changed, current = set(), None
+        for line in self.stdout.splitlines():
+            task = _TASK.match(line)
+            if task:
+                current = task["name"]
+            elif current and line.startswith("changed: ["):
+                changed.add(current)
+        return changed
 
     def tail(self, lines: int = 60) -> str:
         return "\n".join(

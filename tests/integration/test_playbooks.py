@@ -68,9 +68,14 @@ def playground(tmp_path_factory):
 # -- 3. check mode on an empty emulator ----------------------------------------------------------
 
 
-def test_check_mode_on_an_empty_emulator_creates_nothing(playground):
+@pytest.fixture(scope="module")
+def empty_check_run(playground) -> Run:
     playground.reset()
-    run = playground.play("--check", "-e", "tier=aml")
+    return playground.play("--check", "--diff", "-e", "tier=aml")
+
+
+def test_check_mode_on_an_empty_emulator_creates_nothing(playground, empty_check_run):
+    run = empty_check_run
 
     assert run.returncode == 0, run.tail()
     assert run.recap()["failed"] == 0
@@ -311,6 +316,22 @@ def test_full_run_report_has_every_task_once_and_agrees_with_the_jobs(playground
     for task_id, result in evaluation["tasks"].items():
         job = re.sub(r"[^A-Za-z0-9_-]", "-", result["job_key"]).lower()
         assert task_id in completed.get(job, []), (task_id, result["job_key"])
+
+
+def test_check_mode_on_an_empty_emulator_changes_the_tasks_the_real_run_changes(
+    empty_check_run, site_run
+):
+    real = site_run.run.changed_tasks()
+    assert len(real) >= 10, real
+    assert empty_check_run.changed_tasks() == real
+
+
+def test_check_mode_on_a_complete_emulator_changes_nothing(playground, site_run):
+    run = playground.play("--check", "--diff", "-e", "tier=aml")
+
+    assert run.returncode == 0, run.tail()
+    assert run.changed_tasks() == set(), run.tail()
+    assert run.recap()["changed"] == 0
 
 
 def test_report_and_summary_agree_with_the_ledger_and_are_written_once(playground, site_run):
