@@ -42,10 +42,6 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "collections"), str(ROOT)]
 
-from ansible_collections.openadapt.azure_eval.plugins.module_utils.aml_tier import (  # noqa: E402
-    STD_LOG,
-    AmlTier,
-)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.engine import (  # noqa: E402
     EngineConfig,
     EvaluationEngine,
@@ -57,6 +53,10 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.scheduler import (  # noqa: E402
     make_scheduler,
+)
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.aml import (  # noqa: E402
+    STD_LOG,
+    AmlTier,
 )
 from localazure.testing import RunningEmulator  # noqa: E402
 from localazure.workload import taskset  # noqa: E402

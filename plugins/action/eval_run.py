@@ -8,25 +8,21 @@ creates, and returns the run's results for the eval_report callback.
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import json
 import logging
 import os
 import signal
+import time
 from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 
 from ansible.errors import AnsibleActionFail
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from ansible_collections.openadapt.azure_eval.plugins.module_utils.aml_tier import (
-    AmlTier,
-    UnknownPrice,
-)
-from ansible_collections.openadapt.azure_eval.plugins.module_utils.credentials import (
-    MissingCredentials,
-)
+from ansible_collections.openadapt.azure_eval.plugins.module_utils import eval_inputs
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.engine import (
     EngineConfig,
     EvaluationEngine,
@@ -34,12 +30,20 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.engine import
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures import PermanentFailure
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import (
-    Ledger,
     LedgerMismatch,
+    RunStatus,
     config_fingerprint,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.progress import RunProgress
-from ansible_collections.openadapt.azure_eval.plugins.module_utils.taskset import select_tasks
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.run_lock import RunLocked
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.run_summary import (
+    ledger_summary,
+)
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers import registry
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base import (
+    TierContext,
+    TierSpec,
+)
 
 display = Display()
 
@@ -47,7 +51,7 @@ COLLECTION_ROOT = Path(__file__).resolve().parents[2]
 WORKER_SCRIPT = COLLECTION_ROOT / "worker" / "waa_worker.py"
 
 ARGUMENT_SPEC = dict(
-    tier=dict(type="str", required=True, choices=["aml"]),
+    tier=dict(type="str", required=True, choices=registry.names()),
     run_name=dict(type="str", required=True),
     task_set=dict(type="path", required=True),
     task_ids=dict(type="list", elements="str", default=[]),
@@ -72,16 +76,12 @@ ARGUMENT_SPEC = dict(
     subscription_id=dict(type="str"),
     cloud_environment=dict(type="str"),
     disable_instance_discovery=dict(type="bool"),
-    aml=dict(
-        type="dict",
-        options=dict(
-            resource_group=dict(type="str", required=True),
-            workspace=dict(type="str", required=True),
-            compute=dict(type="str", required=True),
-            environment=dict(type="str", required=True),
-            experiment_name=dict(type="str", default="waa-evaluation"),
-        ),
-    ),
+    # The tier's own options, checked against the argument spec its module registers.
+    tier_options=dict(type="dict", default={}),
+    # Check every input (the task set read and the selection made) and stop there.
+    check_only=dict(type="bool", default=False),
+    # The names the user set the options by (roles/eval: workers -> eval_workers), for messages.
+    variable_names=dict(type="dict", default={}),
 )
 
 
@@ -91,27 +91,29 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        _, args = self.validate_argument_spec(
-            argument_spec=ARGUMENT_SPEC, required_if=[["tier", "aml", ["aml"]]]
-        )
+        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        spec = registry.get(args["tier"])
+        tasks, errors = eval_inputs.check(args, args["variable_names"])
+        if errors:
+            raise AnsibleActionFail(
+                "the evaluation cannot run as set; nothing was created: " + "; ".join(errors)
+            )
+        if args["check_only"]:
+            result.update(changed=False, tasks=len(tasks), msg=f"{len(tasks)} tasks to run")
+            return result
+        args["tier_options"] = _tier_options(spec, args["tier_options"])
         if self._task.check_mode:
             result.update(changed=True, skipped=False, msg="check mode: the evaluation would run")
             return result
         run_dir = Path(args["state_dir"]) / args["run_name"]
         run_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            tasks = select_tasks(
-                args["task_set"], args["task_ids"], args["domains"], args["max_tasks"]
-            )
-        except (OSError, ValueError) as err:
-            raise AnsibleActionFail(f"task_set {args['task_set']}: {err}") from None
 
         environment = self._task_environment(task_vars)
         # SDK notices (azure-ai-ml writes some to stderr itself) are shown at -vvv.
         with _applied(environment), _logging_to_display(), redirect_stderr(_DisplayStream(True)):
             try:
-                tier = self._tier(args, environment)
-            except (MissingCredentials, UnknownPrice) as err:
+                tier = spec.build(self._tier_context(args, environment, run_dir))
+            except spec.setup_errors as err:
                 raise AnsibleActionFail(str(err)) from None
             config = EngineConfig(
                 workers=args["workers"],
@@ -122,8 +124,11 @@ class ActionModule(ActionBase):
                 scheduling=args["scheduling"],
                 price_per_node_hour=tier.price_per_node_hour,
                 run_id=args["run_name"],
-                config_fingerprint=config_fingerprint(_fingerprinted(args)),
+                config_fingerprint=config_fingerprint(_fingerprinted(spec, args)),
                 status_file=run_dir / "status.json",
+                # Ansible's worker runs in a session of its own: a SIGKILL of ansible-playbook
+                # would not reach it.
+                watch_parent=True,
             )
             engine = EvaluationEngine(
                 tier,
@@ -136,9 +141,15 @@ class ActionModule(ActionBase):
                     len(tasks), stream=_DisplayStream(), is_tty=False, plain_interval_s=15
                 ),
             )
+            since_command = _seconds_since_command()
             display.display(
                 f"eval_run: {len(tasks)} tasks on {args['workers']} {args['tier']} workers "
                 f"({args['scheduling']} scheduling); ledger {run_dir / 'ledger.sqlite3'}"
+                + (
+                    f"; the engine starts {since_command:.1f}s after the command"
+                    if since_command is not None
+                    else ""
+                )
             )
             try:
                 with _interruptible():
@@ -147,25 +158,29 @@ class ActionModule(ActionBase):
                 return self._failed(
                     result,
                     run_dir,
-                    args,
                     "interrupted: every job this run started was cancelled; run the same command "
                     "to resume",
                 )
             except PermanentFailure as err:
-                return self._failed(result, run_dir, args, err.failure.describe())
+                return self._failed(result, run_dir, err.failure.describe())
             except TierUnhealthy as err:
-                return self._failed(result, run_dir, args, str(err))
+                return self._failed(result, run_dir, str(err))
+            except RunLocked as err:
+                raise AnsibleActionFail(str(err)) from None
             except LedgerMismatch as err:
                 raise AnsibleActionFail(
                     f"{err}. Use another run_name for a different evaluation, or delete {run_dir}."
                 ) from None
+            finally:
+                tier.close()
         evaluation = run.to_dict()
         result.update(
-            changed=run.jobs_submitted > 0,
+            changed=run.session_jobs_submitted > 0,
             evaluation=evaluation,
             ledger=str(run_dir / "ledger.sqlite3"),
             status_file=str(run_dir / "status.json"),
             tier_details=tier.describe(),
+            engine_started_after_s=since_command,
         )
         (run_dir / "result.json").write_text(json.dumps(evaluation, indent=2, default=str))
         return result
@@ -178,25 +193,58 @@ class ActionModule(ActionBase):
                 environment.update({str(k): str(v) for k, v in templated.items()})
         return environment
 
-    def _tier(self, args, environment):
+    def _tier_context(self, args, environment, run_dir):
         job_env = dict(args["environment_variables"])
         job_env["HEARTBEAT_INTERVAL"] = str(args["heartbeat_interval"])
-        return AmlTier.from_environment(
-            {**os.environ, **environment, **_auth_environment(args)},
+        return TierContext(
+            options=args["tier_options"],
+            environment={**os.environ, **environment, **_auth_environment(args)},
+            run_name=args["run_name"],
             worker_script=WORKER_SCRIPT.read_text(),
+            state_dir=run_dir,
             job_environment=job_env,
             secret_environment=args["secret_environment_variables"],
             job_timeout=args["job_timeout"],
-            run_name=args["run_name"],
-            **args["aml"],
         )
 
-    def _failed(self, result, run_dir, args, message):
-        partial = _ledger_summary(run_dir / "ledger.sqlite3")
+    def _failed(self, result, run_dir, message):
+        partial = ledger_summary(run_dir / "ledger.sqlite3", RunStatus.FAILED.value)
+        if partial:
+            # The figure the engine wrote last (the same the progress lines showed).
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                status = json.loads((run_dir / "status.json").read_text())
+                partial["cost"] = {"total_usd": status["cost"]["current_usd"]}
         result.update(
             failed=True, msg=message, evaluation=partial, ledger=str(run_dir / "ledger.sqlite3")
         )
         return result
+
+
+def _tier_options(spec: TierSpec, options):
+    """The tier's options, validated against its argument spec (defaults filled in)."""
+    checked = ArgumentSpecValidator(dict(spec.argument_spec)).validate(dict(options or {}))
+    if checked.error_messages:
+        raise AnsibleActionFail(
+            f"tier_options of tier {spec.name}: " + "; ".join(checked.error_messages)
+        )
+    return checked.validated_parameters
+
+
+def _seconds_since_command():
+    """Seconds since ansible-playbook started (this action runs in its worker, a child of it),
+    from the process table where there is one (Linux); None elsewhere."""
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        stat = Path(f"/proc/{os.getppid()}/stat").read_text()
+        started_ticks = int(stat.rsplit(")", 1)[1].split()[19])
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return max(0.0, time.time() - (boot + started_ticks / ticks))
 
 
 def _auth_environment(args):
@@ -212,7 +260,7 @@ def _auth_environment(args):
     return {env: str(args[arg]) for arg, env in names.items() if args.get(arg)}
 
 
-def _fingerprinted(args):
+def _fingerprinted(spec: TierSpec, args):
     """What makes a run the same run: the tasks and the tier target, not tuning knobs."""
     return {
         "tier": args["tier"],
@@ -220,23 +268,7 @@ def _fingerprinted(args):
         "task_ids": sorted(args["task_ids"]),
         "domains": sorted(args["domains"]),
         "max_tasks": args["max_tasks"],
-        "aml": {k: v for k, v in (args["aml"] or {}).items() if k != "experiment_name"},
-    }
-
-
-def _ledger_summary(path):
-    if not Path(path).exists():
-        return {}
-    with Ledger(path) as ledger:
-        results = list(ledger.results().values())
-        meta = ledger.run_meta()
-    return {
-        "run_id": meta.run_id if meta else None,
-        "status": "failed",
-        "tasks": {r.task_id: dataclasses.asdict(r) for r in results},
-        "succeeded": sum(1 for r in results if r.status == "success"),
-        "failed": sum(1 for r in results if r.status == "fail"),
-        "errored": sum(1 for r in results if r.status == "error"),
+        spec.name: spec.fingerprint(args["tier_options"]),
     }
 
 

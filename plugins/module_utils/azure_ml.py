@@ -58,6 +58,34 @@ def workspace_client(module_base):
     )
 
 
+# azure-ai-ml keeps two things the project needs behind private members; they are reached here
+# only, so that an SDK upgrade that moves them breaks one place.
+
+
+def run_details(ml_client, name: str):
+    """A job's run-history details (status, error, log URLs, start and end times): what
+    ``ml_client.jobs.stream`` reads, one request."""
+    return ml_client.jobs._runs_operations.get_run_details(name)
+
+
+def run_error(details) -> tuple[str | None, str | None]:
+    """(code, message) of a failed run: the inner code when there is one (``UserProcessFailed``,
+    ``NodeLost``), else the category (``UserError``, ``SystemError``)."""
+    error = details.error.error if details.error and details.error.error else None
+    if error is None:
+        return None, None
+    inner = getattr(error, "inner_error", None)
+    return (inner.code if inner and inner.code else None) or error.code, error.message
+
+
+def compute_resource(ml_client, name: str):
+    """A compute's REST resource, with what the ``AmlCompute`` entity drops (current node count,
+    node state counts)."""
+    return ml_client.compute._operation.get(
+        ml_client.resource_group_name, ml_client.workspace_name, name
+    )
+
+
 WORKSPACE_ARGS = dict(
     resource_group=dict(type="str", required=True),
     workspace=dict(type="str", required=True),

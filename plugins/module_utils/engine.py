@@ -4,24 +4,34 @@ The engine hands chunks of tasks to jobs on a tier, reads the jobs' worker event
 task's final result in the ledger the moment it arrives, and keeps the run healthy: startup
 verification, stuck detection, failure classification, retries with backoff, a circuit breaker,
 and cancellation of everything it started when it is interrupted or hits a permanent failure.
+The active jobs' bookkeeping and health checks are ``active_jobs``'s; what the results add up
+to is ``run_summary``'s.
 """
 
 from __future__ import annotations
 
+import _thread
 import dataclasses
 import logging
+import os
 import random
 import signal
-import statistics
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.active_jobs import (
+    ActiveJob,
+    JobBook,
+    health_failure,
+    short,
+)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.circuit_breaker import (
     BreakerState,
     CircuitBreaker,
@@ -29,15 +39,12 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.circuit_break
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.cost import (
     VM_PRICES,
     CostBreakdown,
-    NodeInterval,
     NodeUsage,
     TaskTiming,
     compute_cost,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures import (
     JOB_CANCELED,
-    STARTUP_TIMEOUT,
-    STUCK,
     TASK_ERROR,
     THROTTLED,
     WORKER_CRASH,
@@ -48,8 +55,12 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures impo
     classify_exception,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import (
+    CancelCode,
+    JobRecordState,
     Ledger,
+    RunStatus,
     TaskResultRow,
+    TaskStatus,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.progress import (
     ProgressCounters,
@@ -58,6 +69,18 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.progress impo
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.retries import (
     RetryPolicy,
     backoff_delay,
+)
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.run_lock import (
+    ParentWatch,
+    RunLock,
+)
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.run_summary import (
+    DomainSummary,
+    ResultSummary,
+    RetryRecord,
+    RunResult,
+    TaskOutcome,
+    summarize,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.scheduler import (
     Scheduler,
@@ -72,9 +95,11 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.status_file i
     write_status,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.task_order import longest_first
-from ansible_collections.openadapt.azure_eval.plugins.module_utils.tier import (
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base import (
+    FixedCapacity,
     JobState,
     JobStatus,
+    MeasuresNodeTime,
     Tier,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.worker_events import (
@@ -82,7 +107,23 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.worker_events
     parse_lines,
 )
 
+__all__ = [
+    "DomainSummary",
+    "EngineConfig",
+    "EvaluationEngine",
+    "RetryRecord",
+    "RunCancelled",
+    "RunResult",
+    "TaskOutcome",
+    "TierUnhealthy",
+]
+
 log = logging.getLogger(__name__)
+
+# The submit retry of a config that names none.
+DEFAULT_SUBMIT_RETRY = RetryPolicy(
+    max_attempts=4, initial_delay=2.0, max_delay=30.0, max_total_delay=90.0
+)
 
 
 class RunCancelled(KeyboardInterrupt):
@@ -115,6 +156,10 @@ class EngineConfig:
     run_id: str | None = None
     config_fingerprint: str = ""
     status_file: str | Path | None = None
+    # Stop as on Ctrl-C when the process that started the engine dies (ansible-playbook).
+    watch_parent: bool = False
+    # Jobs read at once (each read is a status and a log request).
+    poll_threads: int = 8
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -123,96 +168,12 @@ class EngineConfig:
             raise ValueError("max_attempts must be at least 1")
         if self.poll_interval <= 0:
             raise ValueError("poll_interval must be positive")
+        if self.startup_timeout <= 0 or self.stuck_after <= 0:
+            raise ValueError("startup_timeout and stuck_after must be positive")
+        if self.poll_threads < 1:
+            raise ValueError("poll_threads must be at least 1")
         if self.scheduling not in ("dynamic", "static"):
             raise ValueError("scheduling must be 'dynamic' or 'static'")
-
-
-@dataclass(frozen=True)
-class TaskOutcome:
-    task_id: str
-    domain: str | None
-    status: str
-    score: float
-    duration_s: float | None
-    error: str | None
-    attempts: int
-    job_key: str | None
-
-
-@dataclass(frozen=True)
-class DomainSummary:
-    domain: str
-    total: int
-    succeeded: int
-    failed: int
-    errored: int
-    success_rate: float
-    mean_score: float
-
-
-@dataclass(frozen=True)
-class RetryRecord:
-    at: float
-    job_key: str
-    handle: str | None
-    kind: str
-    code: str
-    reason: str
-    requeued_task_ids: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class RunResult:
-    run_id: str
-    tier: str
-    status: str
-    total_tasks: int
-    tasks: dict[str, TaskOutcome]
-    domains: dict[str, DomainSummary]
-    succeeded: int
-    failed: int
-    errored: int
-    success_rate: float
-    mean_score: float
-    retries: list[RetryRecord]
-    jobs_submitted: int
-    duplicates_ignored: int
-    started_at: float
-    finished_at: float
-    makespan_s: float
-    avg_task_duration_s: float | None
-    cost: CostBreakdown
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["cost"] = self.cost.to_dict()
-        data["retries"] = [dataclasses.asdict(r) for r in self.retries]
-        return data
-
-
-@dataclass
-class _ActiveJob:
-    job_key: str
-    task_ids: list[str]
-    submitted_at: float
-    handle: str = ""
-    state: JobState = JobState.QUEUED
-    running_since: float | None = None
-    first_event_at: float | None = None
-    last_event_at: float | None = None
-    reported: set[str] = field(default_factory=set)
-    worker_finished: bool = False
-    poll_not_before: float = 0.0
-    in_flight: str | None = None
-    in_flight_since: float | None = None
-    client_idle_s: float = 0.0
-    worker: str | None = None
-    node_started_at: float | None = None
-    node_released_at: float | None = None
-    poll_errors: int = 0
-
-    def unreported(self) -> list[str]:
-        return [t for t in self.task_ids if t not in self.reported]
 
 
 # A tier call that keeps failing this many polls in a row counts as a lost job.
@@ -247,27 +208,38 @@ class EvaluationEngine:
         if repeated:
             raise ValueError(f"task ids must be unique; repeated: {repeated[:5]}")
         self._domains = {task_id: domain for domain, task_id in tasks}
+        self._workers = self.config.workers
+        if isinstance(tier, FixedCapacity):
+            self._workers = max(1, min(self._workers, tier.capacity()))
         self.breaker = CircuitBreaker(
             target=tier.name,
             failure_threshold=self.config.breaker_threshold,
             cooldown_s=self.config.breaker_cooldown,
             clock=clock,
         )
-        self._active: dict[str, _ActiveJob] = {}
+        self._book = JobBook(tier)
         self._final: dict[str, TaskResultRow] = {}
-        self._intervals: dict[str, NodeInterval] = {}
         self._retries: list[RetryRecord] = []
         self._hold_until = 0.0
         self._unhealthy_since: float | None = None
         self._last_failure: Failure | None = None
-        self._jobs_submitted = 0
+        self._jobs_submitted = 0  # by this session
+        self._adopted = 0  # jobs of earlier sessions this one watched
+        self._poller: futures.ThreadPoolExecutor | None = None
+        self._reads: dict[str, futures.Future] = {}  # job key -> its read under way
+        self._run_started_at = 0.0
         self._job_seq = 0
         self._instance = ""
         self._session = 1
         self._cancelling = False
+        self._controller_gone = False
         self.run_id = ""
         self.ledger: Ledger | None = None
         self._scheduler: Scheduler = make_scheduler("dynamic", [], 1)
+
+    @property
+    def _active(self) -> dict[str, ActiveJob]:
+        return self._book.active
 
     # public ----------------------------------------------------------------------------------
 
@@ -278,41 +250,78 @@ class EvaluationEngine:
         KeyboardInterrupt after cancelling every job it started.
         """
         started_at = self._clock()
+        # Before anything is read, created or cancelled: a second controller stops here.
+        lock = RunLock(self.ledger_path)
+        lock.acquire()
         try:
             ledger = self._open_ledger(started_at)
-            self._cancel_orphans(ledger, started_at)
-            self._scheduler = make_scheduler(
-                self.config.scheduling,
-                self._queue_order(ledger.pending(self._task_ids)),
-                self.config.workers,
-                factor=self.config.chunk_factor,
-                max_chunk=self.config.max_chunk,
+            self._poller = futures.ThreadPoolExecutor(
+                self.config.poll_threads, thread_name_prefix="engine-poll"
             )
-            self._supervise(ledger)
-            ledger.set_status("completed")
+            self._supervise(ledger, started_at)
+            ledger.set_status(RunStatus.COMPLETED)
             finished_at = self._clock()
-            self._publish(finished_at, "completed")
-            return self._result(started_at, finished_at)
+            # One figure for the status file, the last progress line and the report.
+            cost = self._cost(finished_at, final=True)
+            self._publish(finished_at, RunStatus.COMPLETED, cost)
+            return self._result(finished_at, cost)
         finally:
+            if self._poller is not None:
+                # A read still hanging (a throttled call inside the SDK's own retries) is not
+                # waited for: its job is closed already.
+                self._poller.shutdown(wait=False, cancel_futures=True)
             self.close()
+            lock.release()
 
-    def _supervise(self, ledger: Ledger) -> None:
+    def _start_session(self, ledger: Ledger, now: float) -> None:
+        """Take what earlier sessions left (the orphans' logs read to their end, the healthy
+        ones adopted), then queue every task without a result that no adopted job holds."""
+        self._adopt_orphans(ledger)
+        self._account_unobserved_node_time(ledger)
+        held = {t for job in self._book.jobs() for t in job.unreported()}
+        self._scheduler = make_scheduler(
+            self.config.scheduling,
+            self._queue_order([t for t in ledger.pending(self._task_ids) if t not in held]),
+            self._workers,
+            factor=self.config.chunk_factor,
+            max_chunk=self.config.max_chunk,
+        )
+
+    def _supervise(self, ledger: Ledger, started_at: float) -> None:
         previous_handler = self._install_signal_handler()
+        watch = (
+            ParentWatch(lambda: self._stop_for(previous_handler)).start()
+            if self.config.watch_parent
+            else None
+        )
         if self._progress is not None:
             self._progress.start()
         try:
+            self._start_session(ledger, started_at)
             self._loop()
         except BaseException as exc:
             self._cancelling = True
             status = _status_for(exc)
-            self._cancel_all(self._clock(), reason=f"run {status}: {_short(exc)}")
+            self._cancel_all(self._clock(), reason=f"run {status}: {short(exc)}")
             ledger.set_status(status)
-            self._publish(self._clock(), status)
+            now = self._clock()
+            self._publish(now, status, self._cost(now, final=True))
             raise
         finally:
+            if watch is not None:
+                watch.stop()
             self._restore_signal_handler(previous_handler)
             if self._progress is not None:
                 self._progress.stop()
+
+    def _stop_for(self, signal_handler: Any) -> None:
+        """The controller that started the engine is gone: stop as on Ctrl-C (cancel what the
+        run started), from the main thread."""
+        self._controller_gone = True
+        if signal_handler is not None:
+            os.kill(os.getpid(), signal.SIGTERM)  # wakes a sleep; the handler raises
+        else:
+            _thread.interrupt_main()
 
     def close(self) -> None:
         if self.ledger is not None:
@@ -335,15 +344,9 @@ class EvaluationEngine:
         self._job_seq = ledger.job_count()
         known = set(self._task_ids)
         self._final = {tid: row for tid, row in ledger.results().items() if tid in known}
-        for job in ledger.jobs():
-            if job.node_started_at is None:
-                continue
-            # A job left behind by a killed controller: assume its node was released when last
-            # seen, never that it is still running up a bill.
-            released = job.node_released_at or job.ended_at or job.node_started_at
-            self._intervals[job.job_key] = NodeInterval(
-                job.job_key, job.node_started_at, max(released, job.node_started_at)
-            )
+        self._retries = [RetryRecord(**row) for row in ledger.retries()]
+        self._run_started_at = meta.started_at
+        self._book.attach(ledger)
         return ledger
 
     def _install_signal_handler(self) -> Any:
@@ -351,8 +354,11 @@ class EvaluationEngine:
             return None
 
         def on_sigterm(signum: int, frame: FrameType | None) -> None:
-            if not self._cancelling:
-                raise RunCancelled(f"received signal {signum}")
+            if self._cancelling:
+                return
+            if self._controller_gone:
+                raise RunCancelled("the controller that started the run is gone")
+            raise RunCancelled(f"received signal {signum}")
 
         return signal.signal(signal.SIGTERM, on_sigterm)
 
@@ -367,14 +373,38 @@ class EvaluationEngine:
             now = self._clock()
             self._fill_slots(now)
             self._check_give_up(now)
-            self._publish(now, "running")
+            self._publish(now, RunStatus.RUNNING)
             if not self._active and self._scheduler.remaining == 0:
                 return
             self._sleep(self.config.poll_interval)
-            now = self._clock()
-            for job in list(self._active.values()):
-                if now >= job.poll_not_before:
-                    self._poll_job(job, now)
+            self._poll_round()
+
+    def _poll_round(self) -> None:
+        """Read every job that is due, each in a thread of its own (at most ``poll_threads``
+        at once), so that a slow or throttled read of one job never holds up the others: what
+        has been read within a poll interval is taken now, a read still under way is taken in
+        a later round, and its job is not read again meanwhile."""
+        now = self._clock()
+        fresh = []
+        for job in self._book.jobs():
+            if job.job_key not in self._reads and now >= job.poll_not_before:
+                fresh.append(self._poller.submit(self._read_job, job.handle))
+                self._reads[job.job_key] = fresh[-1]
+        # A read left from an earlier round has had its wait already.
+        futures.wait(fresh, timeout=self.config.poll_interval)
+        for job_key, read in list(self._reads.items()):
+            if not read.done():
+                continue
+            del self._reads[job_key]
+            job = self._active.get(job_key)
+            if job is not None:  # not closed while it was being read
+                self._take_read(job, read)
+
+    def _read_job(self, handle: str) -> tuple[JobStatus, list[str], float]:
+        """One poll of a job (in a poller thread): its status, its new log lines, and when."""
+        status = self.tier.status(handle)
+        lines = self.tier.read_new_lines(handle)
+        return status, lines, self._clock()
 
     def _queue_order(self, pending: list[str]) -> list[str]:
         """WAA's file order for static sharding (its compatibility mode); longest expected
@@ -387,13 +417,8 @@ class EvaluationEngine:
                 observed.setdefault(row.domain, []).append(row.duration_s)
         return longest_first(pending, self._domains, observed)
 
-    def _busy_slots(self) -> int:
-        """Jobs whose worker has not said it finished; a finished worker's job is only
-        finalizing, so its slot goes to the next chunk at once."""
-        return sum(1 for job in self._active.values() if not job.worker_finished)
-
     def _fill_slots(self, now: float) -> None:
-        while self._busy_slots() < self.config.workers and self._scheduler.remaining:
+        while self._book.busy_slots() < self._workers and self._scheduler.remaining:
             if now < self._hold_until or not self.breaker.allow():
                 return
             chunk: list[str] = []
@@ -409,14 +434,9 @@ class EvaluationEngine:
         job_key = "-".join(p for p in (self.run_id, self._instance, f"{self._job_seq:04d}") if p)
         # Recorded before submitting so that a controller killed mid-submit leaves a trace.
         self.ledger.record_job_submitted(job_key, None, chunk, now)
-        policy = self.config.submit_retry or RetryPolicy(
-            max_attempts=4, initial_delay=2.0, max_delay=30.0, max_total_delay=90.0
-        )
-        if policy.sleep is time.sleep:
-            policy = dataclasses.replace(policy, sleep=self._sleep)
 
         def on_retry(attempt: int, failure: Failure, delay: float) -> None:
-            self._retries.append(
+            self._add_retry(
                 RetryRecord(
                     at=self._clock(),
                     job_key=job_key,
@@ -428,18 +448,20 @@ class EvaluationEngine:
                 )
             )
 
-        policy = dataclasses.replace(policy, on_retry=on_retry)
+        retrier = (self.config.submit_retry or DEFAULT_SUBMIT_RETRY).with_hooks(
+            sleep=self._sleep, on_retry=on_retry, codes=self.tier.failure_codes
+        )
         try:
-            handle = policy.call(self.tier.submit, job_key, list(chunk))
+            handle = retrier.call(self.tier.submit, job_key, list(chunk))
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 # Interrupted inside the submit: the tier may have accepted the job already.
                 self._cancel_by_key(job_key, "interrupted while submitting")
                 raise
-            failure = classify_exception(exc)
+            failure = self._classify_exception(exc)
             self.ledger.update_job(
                 job_key,
-                state="SUBMIT_FAILED",
+                state=JobRecordState.SUBMIT_FAILED,
                 ended_at=self._clock(),
                 failure_kind=failure.kind.value,
                 failure_code=failure.code,
@@ -451,21 +473,26 @@ class EvaluationEngine:
             self._note_transient(job_key, None, failure, self._clock(), tuple(chunk))
             return
         self._jobs_submitted += 1
-        self.ledger.update_job(job_key, handle=handle, state=JobState.QUEUED.value)
+        self.ledger.update_job(job_key, handle=handle, state=JobState.QUEUED)
         # The startup clock starts when the tier accepted the job, after any submit retries.
-        self._active[job_key] = _ActiveJob(
-            job_key=job_key, task_ids=list(chunk), submitted_at=self._clock(), handle=handle
+        self._book.add(
+            ActiveJob(
+                job_key=job_key, task_ids=list(chunk), submitted_at=self._clock(), handle=handle
+            )
         )
         log.info("submitted %s (%s) with %d task(s)", job_key, handle, len(chunk))
 
+    def _classify_exception(self, exc: BaseException) -> Failure:
+        return classify_exception(exc, codes=self.tier.failure_codes)
+
     # polling ---------------------------------------------------------------------------------
 
-    def _poll_job(self, job: _ActiveJob, now: float) -> None:
+    def _take_read(self, job: ActiveJob, read: futures.Future) -> None:
+        now = self._clock()
         try:
-            status = self.tier.status(job.handle)
-            lines = self.tier.read_new_lines(job.handle)
+            status, lines, read_at = read.result()
         except Exception as exc:
-            failure = classify_exception(exc)
+            failure = self._classify_exception(exc)
             if not failure.is_transient:
                 raise PermanentFailure(failure) from exc
             if failure.retry_after is not None:
@@ -477,62 +504,28 @@ class EvaluationEngine:
             if job.poll_errors >= _MAX_POLL_ERRORS:
                 self._fail_job(job, failure, now)
             return
+        self._take_poll(job, status, lines, read_at)
+
+    def _take_poll(self, job: ActiveJob, status: JobStatus, lines: list[str], now: float) -> None:
+        """What one successful poll of a job read, taken at ``now`` (when it was read)."""
         job.poll_errors = 0
         for event in parse_lines(lines):
             self._on_event(job, event, now)
-        before = (job.state, job.node_started_at, job.node_released_at)
-        self._note_node_times(job, status)
-        if status.state is JobState.RUNNING and job.running_since is None:
-            job.running_since = now
-        job.state = status.state
-        if (job.state, job.node_started_at, job.node_released_at) != before:
-            assert self.ledger is not None
-            self.ledger.update_job(
-                job.job_key,
-                state=status.state.value,
-                node_started_at=job.node_started_at,
-                node_released_at=job.node_released_at,
-            )
+        self._book.note_status(job, status, now)
         if status.state.terminal:
             self._on_terminal(job, status, now)
             return
-        self._check_health(job, now)
+        failure = health_failure(
+            job,
+            now,
+            startup_timeout=self.config.startup_timeout,
+            stuck_after=self.config.stuck_after,
+        )
+        if failure is not None:
+            self._fail_job(job, failure, now)
 
-    def _note_node_times(self, job: _ActiveJob, status: JobStatus) -> None:
-        if status.node_started_at is not None:
-            job.node_started_at = status.node_started_at
-        if status.node_released_at is not None:
-            job.node_released_at = status.node_released_at
-        if job.node_started_at is not None:
-            self._intervals[job.job_key] = NodeInterval(
-                job.job_key, job.node_started_at, job.node_released_at
-            )
-
-    def _check_health(self, job: _ActiveJob, now: float) -> None:
-        cfg = self.config
-        if job.first_event_at is None:
-            since = job.running_since if job.running_since is not None else job.submitted_at
-            where = "reaching RUNNING" if job.running_since is not None else "submission"
-            if now - since > cfg.startup_timeout:
-                message = (
-                    f"worker printed no event within {cfg.startup_timeout:.0f}s of {where} "
-                    f"(job state {job.state.value}); the container probably never started"
-                )
-                self._fail_job(job, Failure(FailureKind.TRANSIENT, STARTUP_TIMEOUT, message), now)
-            return
-        assert job.last_event_at is not None
-        silence = now - job.last_event_at
-        if silence > cfg.stuck_after:
-            message = f"no worker event for {silence:.0f}s (limit {cfg.stuck_after:.0f}s)"
-            self._fail_job(job, Failure(FailureKind.TRANSIENT, STUCK, message), now)
-        elif job.in_flight is not None and job.client_idle_s > cfg.stuck_after:
-            message = (
-                f"WAA client silent for {job.client_idle_s:.0f}s on task {job.in_flight} "
-                f"(limit {cfg.stuck_after:.0f}s)"
-            )
-            self._fail_job(job, Failure(FailureKind.TRANSIENT, STUCK, message), now)
-
-    def _on_event(self, job: _ActiveJob, event: WorkerEvent, now: float) -> None:
+    def _on_event(self, job: ActiveJob, event: WorkerEvent, read_at: float) -> None:
+        now = _event_time(event, job, read_at)
         job.last_event_at = now
         if job.first_event_at is None:
             # Any event proves the worker runs, even if the "started" line itself was lost.
@@ -551,15 +544,15 @@ class EvaluationEngine:
         elif event.event == "finished":
             job.worker_finished = True
 
-    def _on_task_result(self, job: _ActiveJob, event: WorkerEvent, now: float) -> None:
+    def _on_task_result(self, job: ActiveJob, event: WorkerEvent, now: float) -> None:
         assert self.ledger is not None
         task_id = event.task_id
-        if task_id is None or task_id not in job.task_ids or task_id in job.reported:
-            log.warning(
-                "ignoring result for %s from %s: not assigned or already reported",
-                task_id,
-                job.job_key,
-            )
+        if task_id is not None and task_id in job.reported:
+            # Read again from an adopted job's log (taken by an earlier session).
+            log.debug("result for %s from %s already taken", task_id, job.job_key)
+            return
+        if task_id is None or task_id not in job.task_ids:
+            log.warning("ignoring result for %s from %s: not assigned", task_id, job.job_key)
             return
         job.reported.add(task_id)
         started_at = job.in_flight_since if job.in_flight == task_id else None
@@ -567,7 +560,7 @@ class EvaluationEngine:
             job.in_flight = None
         status = str(event.get("status"))
         error = event.get("error")
-        if status == "error" and self.config.retry_task_errors:
+        if status == TaskStatus.ERROR and self.config.retry_task_errors:
             failure = Failure(FailureKind.TRANSIENT, TASK_ERROR, str(error or "task failed"))
             if self._charge_attempt(task_id, job, failure, now, started_at):
                 self._scheduler.requeue([task_id])
@@ -597,17 +590,10 @@ class EvaluationEngine:
         )
         self._breaker_success()
 
-    def _on_terminal(self, job: _ActiveJob, status: JobStatus, now: float) -> None:
-        assert self.ledger is not None
-        del self._active[job.job_key]
-        if job.node_started_at is not None and job.node_released_at is None:
-            # The tier did not say when it gave the node back: bill up to now.
-            job.node_released_at = now
-            self._intervals[job.job_key] = NodeInterval(job.job_key, job.node_started_at, now)
-            self.ledger.update_job(job.job_key, node_released_at=now)
+    def _on_terminal(self, job: ActiveJob, status: JobStatus, now: float) -> None:
         missing = job.unreported()
         if status.state is JobState.COMPLETED:
-            self.ledger.update_job(job.job_key, ended_at=now)
+            self._book.close_job(job.job_key, now, cancel=False)
             if missing:
                 failure = Failure(
                     FailureKind.TRANSIENT,
@@ -618,45 +604,26 @@ class EvaluationEngine:
                 self._requeue_unfinished(job, failure, now)
             return
         if status.state is JobState.CANCELED:
-            failure = classify(
-                status.error_code or JOB_CANCELED,
-                status.error_message or "the job was canceled outside the engine",
-            )
+            code = status.error_code or JOB_CANCELED
+            message = status.error_message or "the job was canceled outside the engine"
         else:
-            failure = classify(
-                status.error_code, status.error_message or "the job failed without a message"
-            )
-        self.ledger.update_job(
-            job.job_key,
-            ended_at=now,
-            failure_kind=failure.kind.value,
-            failure_code=failure.code,
-            reason=failure.message,
-        )
+            code = status.error_code
+            message = status.error_message or "the job failed without a message"
+        failure = classify(code, message, codes=self.tier.failure_codes)
+        self._book.close_job(job.job_key, now, cancel=False, failure=failure)
         if not failure.is_transient:
             raise PermanentFailure(failure)
         self._requeue_unfinished(job, failure, now)
 
-    def _fail_job(self, job: _ActiveJob, failure: Failure, now: float) -> None:
+    def _fail_job(self, job: ActiveJob, failure: Failure, now: float) -> None:
         """A job the engine gives up on: cancel it and requeue what it did not finish."""
-        assert self.ledger is not None
         log.warning("job %s: %s", job.job_key, failure.describe())
-        self._cancel_job(job)
-        del self._active[job.job_key]
-        if job.node_started_at is not None and job.node_released_at is None:
-            self._intervals[job.job_key] = NodeInterval(job.job_key, job.node_started_at, now)
-        self.ledger.update_job(
-            job.job_key,
-            state=JobState.CANCELED.value,
-            ended_at=now,
-            node_released_at=job.node_released_at or (now if job.node_started_at else None),
-            failure_kind=failure.kind.value,
-            failure_code=failure.code,
-            reason=failure.message,
+        self._book.close_job(
+            job.job_key, now, cancel=True, state=JobState.CANCELED, failure=failure
         )
         self._requeue_unfinished(job, failure, now)
 
-    def _requeue_unfinished(self, job: _ActiveJob, failure: Failure, now: float) -> None:
+    def _requeue_unfinished(self, job: ActiveJob, failure: Failure, now: float) -> None:
         """The task in flight is charged an attempt; tasks never started are requeued free."""
         requeue = []
         for task_id in job.unreported():
@@ -671,7 +638,7 @@ class EvaluationEngine:
     def _charge_attempt(
         self,
         task_id: str,
-        job: _ActiveJob,
+        job: ActiveJob,
         failure: Failure,
         now: float,
         started_at: float | None,
@@ -681,7 +648,7 @@ class EvaluationEngine:
         self.ledger.record_attempt(
             task_id,
             job.job_key,
-            outcome="error",
+            outcome=TaskStatus.ERROR.value,
             ended_at=now,
             job_handle=job.handle,
             worker=job.worker,
@@ -695,7 +662,7 @@ class EvaluationEngine:
             return task_id not in self._final
         self._record_final(
             task_id,
-            "error",
+            TaskStatus.ERROR.value,
             0.0,
             job,
             error=f"gave up after {attempts} attempt(s); last: {failure.code}: {failure.message}",
@@ -707,7 +674,7 @@ class EvaluationEngine:
         task_id: str,
         status: str,
         score: float,
-        job: _ActiveJob,
+        job: ActiveJob,
         *,
         domain: str | None = None,
         duration_s: float | None = None,
@@ -763,7 +730,7 @@ class EvaluationEngine:
         now: float,
         requeued: tuple[str, ...],
     ) -> None:
-        self._retries.append(
+        self._add_retry(
             RetryRecord(
                 at=now,
                 job_key=job_key,
@@ -774,6 +741,12 @@ class EvaluationEngine:
                 requeued_task_ids=requeued,
             )
         )
+
+    def _add_retry(self, record: RetryRecord) -> None:
+        """Kept in the ledger too, so that a resumed run reports the retries of all sessions."""
+        self._retries.append(record)
+        assert self.ledger is not None
+        self.ledger.record_retry(**dataclasses.asdict(record))
 
     def _breaker_success(self) -> None:
         self.breaker.record_success()
@@ -797,74 +770,90 @@ class EvaluationEngine:
 
     # cancellation ----------------------------------------------------------------------------
 
-    def _cancel_job(self, job: _ActiveJob) -> None:
-        try:
-            self.tier.cancel(job.handle)
-        except Exception as exc:  # one failed cancel must not stop the others
-            log.error("could not cancel %s (%s): %s", job.job_key, job.handle, _short(exc))
-
-    def _handle_for(self, job_key: str) -> str | None:
-        """The tier's name for a job it may have accepted without answering (tiers that name
-        jobs after their keys say so with ``handle_for``)."""
-        handle_for = getattr(self.tier, "handle_for", None)
-        return handle_for(job_key) if handle_for else None
-
     def _cancel_by_key(self, job_key: str, reason: str) -> None:
-        handle = self._handle_for(job_key)
+        """Cancel a job the tier may have accepted without answering (tiers that name jobs
+        after their keys can tell its handle)."""
+        handle = self.tier.handle_for(job_key)
         if handle is None or self.ledger is None:
             return
-        try:
-            self.tier.cancel(handle)
-        except Exception as exc:  # the job may not exist: the submit never reached the tier
-            log.info("no job %s to cancel: %s", handle, _short(exc))
-        self.ledger.update_job(
+        self._book.close_job(
             job_key,
+            self._clock(),
+            cancel=True,
             handle=handle,
-            state=JobState.CANCELED.value,
-            ended_at=self._clock(),
-            failure_code="CancelledByEngine",
+            state=JobState.CANCELED,
+            failure_code=CancelCode.BY_ENGINE,
             reason=reason,
         )
 
-    def _cancel_orphans(self, ledger: Ledger, now: float) -> None:
-        """Cancel the jobs an earlier controller started and never saw end (it was killed).
+    def _account_unobserved_node_time(self, ledger: Ledger) -> None:
+        """The node time between the last sample of the previous session and this one's
+        first (the controller was killed, or the run stopped and was started again later)."""
+        if not isinstance(self.tier, MeasuresNodeTime):
+            return
+        last = ledger.last_node_sample(before_session=self._session)
+        if last is None:
+            return
+        since, nodes = last
+        now = self._clock()
+        jobs = [i for i in self._book.intervals.values() if (i.released_at or now) > since]
+        seconds = self.tier.unobserved_node_seconds(since, now, nodes, jobs)
+        ledger.record_unobserved_node_seconds(self._session, seconds)
+        log.info("node time while no controller watched (%.0fs): %.0f node-s", now - since, seconds)
 
-        Their unfinished tasks are pending again and will be scheduled in new jobs; a job left
-        running could otherwise run the same task at the same time, or record nothing after
-        spending node time."""
-        terminal = {state.value for state in JobState if state.terminal} | {"SUBMIT_FAILED"}
-        for row in ledger.jobs():
-            handle = row.handle or self._handle_for(row.job_key)
-            if row.state in terminal or not handle:
+    def _adopt_orphans(self, ledger: Ledger) -> None:
+        """The jobs an earlier controller started and never saw end (it was killed): each one's
+        log is read to its end first and every task result in it taken into the ledger (once:
+        what the earlier session took is not taken again). A job that ended is closed; one still
+        running is adopted and watched like this session's own jobs, so a healthy one finishes
+        its tasks and an unhealthy one is cancelled by the health checks. A job the tier no
+        longer knows is cancelled (``OrphanCancelled``) and its tasks are scheduled again."""
+        for row in self._book.unfinished_rows():
+            handle = row.handle or self.tier.handle_for(row.job_key)
+            if not handle:
                 continue
-            try:
-                self.tier.cancel(handle)
-            except Exception as exc:  # a job the tier no longer knows is not worth stopping for
-                log.warning("could not cancel orphaned job %s: %s", row.handle, _short(exc))
-            ledger.update_job(
-                row.job_key,
-                state=JobState.CANCELED.value,
-                ended_at=now,
-                failure_code="OrphanCancelled",
-                reason="left running by an earlier controller that stopped; cancelled on resume",
+            taken = {a.task_id for a in ledger.attempts() if a.job_key == row.job_key}
+            job = ActiveJob(
+                job_key=row.job_key,
+                task_ids=list(row.task_ids),
+                submitted_at=row.submitted_at,
+                handle=handle,
+                node_started_at=row.node_started_at,
+                reported=taken | {t for t in row.task_ids if t in self._final},
             )
-            log.warning("cancelled job %s left running by an earlier controller", handle)
+            try:
+                status = self.tier.status(handle)
+                lines = self.tier.read_new_lines(handle)
+            except Exception as exc:
+                self._book.close_job(
+                    row.job_key,
+                    self._clock(),
+                    cancel=True,
+                    handle=handle,
+                    state=JobState.CANCELED,
+                    failure_code=CancelCode.ORPHAN,
+                    reason="left by an earlier controller that stopped and no longer readable "
+                    f"({short(exc)}); cancelled on resume",
+                )
+                log.warning("cancelled job %s left by an earlier controller", handle)
+                continue
+            self._book.add(job)
+            self._adopted += 1
+            log.warning(
+                "adopted job %s left by an earlier controller (%s)", handle, status.state.value
+            )
+            self._take_poll(job, status, lines, self._clock())
 
     def _cancel_all(self, now: float, reason: str) -> None:
-        assert self.ledger is not None
-        for job in list(self._active.values()):
-            self._cancel_job(job)
-            self.ledger.update_job(
+        for job in self._book.jobs():
+            self._book.close_job(
                 job.job_key,
-                state=JobState.CANCELED.value,
-                ended_at=now,
-                node_released_at=job.node_released_at or (now if job.node_started_at else None),
-                failure_code="CancelledByEngine",
+                now,
+                cancel=True,
+                state=JobState.CANCELED,
+                failure_code=CancelCode.BY_ENGINE,
                 reason=reason,
             )
-            if job.node_started_at is not None and job.node_released_at is None:
-                self._intervals[job.job_key] = NodeInterval(job.job_key, job.node_started_at, now)
-            del self._active[job.job_key]
 
     # reporting -------------------------------------------------------------------------------
 
@@ -877,7 +866,7 @@ class EvaluationEngine:
         remaining = len(self._task_ids) - len(self._final)
         return compute_cost(
             self.config.price_per_node_hour,
-            list(self._intervals.values()),
+            list(self._book.intervals.values()),
             timings,
             remaining,
             now,
@@ -887,44 +876,43 @@ class EvaluationEngine:
     def _measured_node_time(self, now: float, final: bool) -> NodeUsage | None:
         """The tier's measured node time, this session's added to the earlier sessions' (kept in
         the ledger, so a resumed run's cost is the whole run's)."""
-        node_usage = getattr(self.tier, "node_usage", None)
-        if node_usage is None or self.ledger is None:
+        if not isinstance(self.tier, MeasuresNodeTime) or self.ledger is None:
             return None
-        session = node_usage(now, final=final)
-        self.ledger.record_node_seconds(self._session, session.node_seconds)
+        session = self.tier.node_usage(now, final=final)
+        # What is still to come is billed in this figure but not recorded: a later session
+        # accounts the time after this one itself.
+        self.ledger.record_node_seconds(self._session, session.node_seconds - session.still_to_come)
+        self.ledger.record_node_sample(self._session, now, session.nodes_held)
         earlier = self.ledger.node_seconds(excluding_session=self._session)
         return NodeUsage(earlier + session.node_seconds, session.nodes_held)
 
-    def _counts(self) -> dict[str, int]:
-        statuses = [row.status for row in self._final.values()]
-        running = sum(1 for job in self._active.values() if job.in_flight is not None)
-        total = len(self._task_ids)
-        return {
-            "total": total,
-            "completed": len(statuses),
-            "succeeded": statuses.count("success"),
-            "failed": statuses.count("fail"),
-            "errored": statuses.count("error"),
-            "running": running,
-            "pending": total - len(statuses) - running,
-        }
+    def _summary(self, *, with_attempts: bool = False) -> ResultSummary:
+        attempts = self.ledger.attempt_count if with_attempts and self.ledger else (lambda _: 0)
+        return summarize(self._task_ids, self._final, attempts)
 
-    def _publish(self, now: float, status: str) -> None:
-        counts = self._counts()
-        cost = self._cost(now)
-        durations = [r.duration_s for r in self._final.values() if r.duration_s is not None]
-        completed = counts["completed"]
+    def _publish(self, now: float, status: str, cost: CostBreakdown | None = None) -> None:
+        summary = self._summary()
+        cost = cost or self._cost(now)
+        running = sum(1 for job in self._active.values() if job.in_flight is not None)
         jobs = max(1, self._jobs_submitted)
         if self.config.status_file is not None:
             write_status(
                 self.config.status_file,
                 DashboardSnapshot(
-                    status=status,
+                    status=str(status),
                     timestamp=now,
-                    tasks=TaskCounts(**counts),
+                    tasks=TaskCounts(
+                        total=summary.total,
+                        completed=summary.completed,
+                        succeeded=summary.succeeded,
+                        failed=summary.failed,
+                        errored=summary.errored,
+                        running=running,
+                        pending=summary.total - summary.completed - running,
+                    ),
                     performance=PerformanceFigures(
-                        avg_task_duration=statistics.fmean(durations) if durations else None,
-                        task_success_rate=counts["succeeded"] / completed if completed else None,
+                        avg_task_duration=summary.avg_task_duration_s,
+                        task_success_rate=summary.success_rate,
                         retry_rate=len(self._retries) / jobs if self._jobs_submitted else None,
                     ),
                     cost=CostFigures(
@@ -947,93 +935,67 @@ class EvaluationEngine:
         if self._progress is not None:
             self._progress.update(
                 ProgressCounters(
-                    total=counts["total"],
-                    done=completed,
-                    succeeded=counts["succeeded"],
-                    failed=counts["failed"],
-                    errored=counts["errored"],
-                    running=counts["running"],
+                    total=summary.total,
+                    done=summary.completed,
+                    succeeded=summary.succeeded,
+                    failed=summary.failed,
+                    errored=summary.errored,
+                    running=running,
                     retries=len(self._retries),
                     spend_usd=cost.total_usd,
                     active_jobs=len(self._active),
                 )
             )
 
-    def _result(self, started_at: float, finished_at: float) -> RunResult:
+    def _result(self, finished_at: float, cost: CostBreakdown) -> RunResult:
+        """The whole run's, across its sessions."""
         assert self.ledger is not None
-        tasks: dict[str, TaskOutcome] = {}
-        for task_id in self._task_ids:
-            row = self._final.get(task_id)
-            if row is None:
-                continue
-            tasks[task_id] = TaskOutcome(
-                task_id=task_id,
-                domain=row.domain,
-                status=row.status,
-                score=row.score,
-                duration_s=row.duration_s,
-                error=row.error,
-                attempts=self.ledger.attempt_count(task_id),
-                job_key=row.job_key,
-            )
-        outcomes = list(tasks.values())
-        durations = [o.duration_s for o in outcomes if o.duration_s is not None]
-        succeeded = sum(1 for o in outcomes if o.status == "success")
+        summary = self._summary(with_attempts=True)
+        last_result = max((row.recorded_at for row in self._final.values()), default=finished_at)
+        # A session with nothing left to do (the run was complete) does not stretch the span.
+        ended_at = finished_at if self._jobs_submitted or self._adopted else last_result
         return RunResult(
             run_id=self.run_id,
             tier=self.tier.name,
-            status="completed",
-            total_tasks=len(self._task_ids),
-            tasks=tasks,
-            domains=_domain_summaries(outcomes),
-            succeeded=succeeded,
-            failed=sum(1 for o in outcomes if o.status == "fail"),
-            errored=sum(1 for o in outcomes if o.status == "error"),
-            success_rate=succeeded / len(outcomes) if outcomes else 0.0,
-            mean_score=statistics.fmean([o.score for o in outcomes]) if outcomes else 0.0,
+            status=RunStatus.COMPLETED.value,
+            total_tasks=summary.total,
+            tasks=summary.tasks,
+            domains=summary.domains,
+            succeeded=summary.succeeded,
+            failed=summary.failed,
+            errored=summary.errored,
+            success_rate=summary.success_rate or 0.0,
+            mean_score=summary.mean_score,
             retries=list(self._retries),
-            jobs_submitted=self._jobs_submitted,
+            jobs_submitted=self.ledger.accepted_job_count(),
             duplicates_ignored=self.ledger.duplicates_ignored,
-            started_at=started_at,
-            finished_at=finished_at,
-            makespan_s=finished_at - started_at,
-            avg_task_duration_s=statistics.fmean(durations) if durations else None,
-            cost=self._cost(finished_at, final=True),
+            started_at=self._run_started_at,
+            finished_at=ended_at,
+            makespan_s=max(0.0, ended_at - self._run_started_at),
+            avg_task_duration_s=summary.avg_task_duration_s,
+            cost=cost,
+            sessions=self._session,
+            session_jobs_submitted=self._jobs_submitted,
         )
 
 
-def _domain_summaries(outcomes: list[TaskOutcome]) -> dict[str, DomainSummary]:
-    by_domain: dict[str, list[TaskOutcome]] = {}
-    for outcome in outcomes:
-        by_domain.setdefault(outcome.domain or "unknown", []).append(outcome)
-    summaries = {}
-    for domain, items in sorted(by_domain.items()):
-        succeeded = sum(1 for o in items if o.status == "success")
-        summaries[domain] = DomainSummary(
-            domain=domain,
-            total=len(items),
-            succeeded=succeeded,
-            failed=sum(1 for o in items if o.status == "fail"),
-            errored=sum(1 for o in items if o.status == "error"),
-            success_rate=succeeded / len(items),
-            mean_score=statistics.fmean([o.score for o in items]),
-        )
-    return summaries
-
-
-def _status_for(exc: BaseException) -> str:
+def _status_for(exc: BaseException) -> RunStatus:
     if isinstance(exc, KeyboardInterrupt):
-        return "cancelled"
+        return RunStatus.CANCELLED
     if isinstance(exc, PermanentFailure):
-        return "failed"
+        return RunStatus.FAILED
     if isinstance(exc, TierUnhealthy):
-        return "stopped"
-    return "crashed"
+        return RunStatus.STOPPED
+    return RunStatus.CRASHED
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) <= 500 else text[:497] + "..."
+def _event_time(event: WorkerEvent, job: ActiveJob, read_at: float) -> float:
+    """When an event happened: the worker's own time when it is plausible (after the job was
+    submitted, not after it was read), else the time it was read."""
+    ts = event.get("ts")
+    if isinstance(ts, (int, float)) and job.submitted_at <= ts <= read_at:
+        return float(ts)
+    return read_at
 
 
 def _new_run_id(now: float, rng: random.Random) -> str:

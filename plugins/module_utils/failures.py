@@ -118,7 +118,9 @@ _TRANSIENT_CODES = frozenset(
     }
 )
 
-# Vendor codes (Azure ARM, AML, Batch, ACR, docker) mapped to canonical ones; keys are lowercase.
+# Vendor codes shared by every service (Azure ARM, ACR, docker) mapped to canonical ones; keys are
+# lowercase. A tier's own codes (Azure ML's run-history inner codes, Batch's exit codes) sit in
+# the tier's ``failure_codes`` and are passed in as ``codes``, consulted first.
 _CODE_ALIASES: dict[str, str] = {
     "throttled": THROTTLED,
     "toomanyrequests": THROTTLED,
@@ -173,14 +175,6 @@ _CODE_ALIASES: dict[str, str] = {
     "resourcenotfound": INVALID_CONFIGURATION,
     "resourcegroupnotfound": INVALID_CONFIGURATION,
     "nestedvirtualizationunavailable": NESTED_VIRTUALIZATION_UNAVAILABLE,
-    # Azure ML run-history inner error codes
-    "imagepulltransienterror": SERVER_ERROR,
-    "registrynotfound": IMAGE_NOT_FOUND,
-    "userprocessfailed": WORKER_CRASH,
-    "jobtimeout": WORKER_CRASH,
-    "nodelost": SERVER_ERROR,
-    "computedeleted": INVALID_CONFIGURATION,
-    "kvmunavailable": NESTED_VIRTUALIZATION_UNAVAILABLE,
     "authenticationfailed": AUTHENTICATION_FAILED,
     "invalidauthenticationtoken": AUTHENTICATION_FAILED,
     "expiredauthenticationtoken": AUTHENTICATION_FAILED,
@@ -270,12 +264,17 @@ def kind_of(code: str) -> FailureKind:
     return FailureKind.TRANSIENT if code in _TRANSIENT_CODES else FailureKind.PERMANENT
 
 
-def canonical_code(code: str | None) -> str | None:
+def canonical_code(code: str | None, codes: Mapping[str, str] | None = None) -> str | None:
+    """The canonical code of a vendor code: the tier's table ``codes`` first, then the shared
+    one."""
     if not code:
         return None
     if code in HINTS or code in _TRANSIENT_CODES:
         return code
-    return _CODE_ALIASES.get(_normalise(code))
+    key = _normalise(code)
+    if codes and key in codes:
+        return codes[key]
+    return _CODE_ALIASES.get(key)
 
 
 def _normalise(code: str | None) -> str:
@@ -289,15 +288,18 @@ def classify(
     status_code: int | None = None,
     headers: Mapping[str, str] | None = None,
     now: Callable[[], float] = time.time,
+    codes: Mapping[str, str] | None = None,
 ) -> Failure:
     """Classify an error described by a code, a message, an HTTP status and response headers.
 
-    Precedence: a recognised code, then the message, then the HTTP status. Anything unknown is
-    transient: the engine's attempt caps and circuit breaker bound the cost of retrying it.
+    Precedence: a recognised code (the tier's ``codes`` before the shared table), then the
+    message, then the HTTP status. Anything unknown is transient: the engine's attempt caps and
+    circuit breaker bound the cost of retrying it.
     """
     message = message or ""
-    generic = _GENERIC_CODES.get(_normalise(code)) if code else None
-    canonical = None if generic else canonical_code(code)
+    tier_code = canonical_code(code, codes) if codes and _normalise(code) in codes else None
+    generic = None if tier_code else (_GENERIC_CODES.get(_normalise(code)) if code else None)
+    canonical = tier_code or (None if generic else canonical_code(code))
     if canonical is None:
         canonical = _code_from_message(message)
     if canonical is None and status_code is not None:
@@ -307,7 +309,7 @@ def classify(
     retry_after = parse_retry_after(headers, now=now) if headers else None
     kind = kind_of(canonical)
     detail = message or (code or "")
-    if code and canonical_code(code) is None and not generic and code not in detail:
+    if code and canonical_code(code, codes) is None and not generic and code not in detail:
         detail = f"[{code}] {detail}" if detail else code
     return Failure(
         kind=kind,
@@ -325,8 +327,14 @@ def _code_from_message(message: str) -> str | None:
     return None
 
 
-def classify_exception(exc: BaseException, *, now: Callable[[], float] = time.time) -> Failure:
-    """Classify an exception from an SDK call, the standard library or this project."""
+def classify_exception(
+    exc: BaseException,
+    *,
+    now: Callable[[], float] = time.time,
+    codes: Mapping[str, str] | None = None,
+) -> Failure:
+    """Classify an exception from an SDK call, the standard library or this project (``codes``:
+    the table of the tier whose call raised it)."""
     if isinstance(exc, FailureError):
         return exc.failure
     status_code = getattr(exc, "status_code", None)
@@ -340,12 +348,15 @@ def classify_exception(exc: BaseException, *, now: Callable[[], float] = time.ti
         status_code = getattr(response, "status_code", None)
     if code is None and status_code is None:
         code = _code_from_exception_type(exc)
+        if code == WORKER_CRASH:
+            message = f"{type(exc).__name__}: {message}"
     return classify(
         code if isinstance(code, str) else None,
         message,
         status_code=status_code if isinstance(status_code, int) else None,
         headers=headers if _is_mapping(headers) else None,
         now=now,
+        codes=codes,
     )
 
 
@@ -358,8 +369,12 @@ def _code_from_exception_type(exc: BaseException) -> str | None:
         return AUTHENTICATION_FAILED
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return CONNECTION_ERROR
-    if isinstance(exc, (ValueError, TypeError)):
+    if isinstance(exc, ValueError):
         return INVALID_CONFIGURATION
+    if isinstance(exc, TypeError):
+        # A bug in the code the call ran (the tier's or an SDK's), not a setting to correct: a
+        # crash of that job, retried within the attempt caps.
+        return WORKER_CRASH
     return None
 
 

@@ -15,8 +15,11 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base import JobState
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS run_meta (
@@ -61,11 +64,60 @@ CREATE TABLE IF NOT EXISTS attempts (
     reason TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_by_task ON attempts (task_id);
+CREATE TABLE IF NOT EXISTS retries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    job_key TEXT NOT NULL,
+    handle TEXT,
+    kind TEXT NOT NULL,
+    code TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    requeued_task_ids TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
 """
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"  # interrupted (Ctrl-C, SIGTERM)
+    FAILED = "failed"  # a permanent failure
+    STOPPED = "stopped"  # the tier stayed unhealthy
+    CRASHED = "crashed"  # anything else
+
+
+class TaskStatus(StrEnum):
+    """A task's final result."""
+
+    SUCCESS = "success"
+    FAIL = "fail"
+    ERROR = "error"
+
+
+class JobRecordState(StrEnum):
+    """The engine's own states of a job in the ledger, before the tier knows it; afterwards the
+    state is the tier's (``tiers.base.JobState``)."""
+
+    SUBMITTED = "SUBMITTED"  # recorded before the submit, so a kill mid-submit leaves a trace
+    SUBMIT_FAILED = "SUBMIT_FAILED"
+
+
+def job_ended(state: str) -> bool:
+    """Whether a job in this ledger state is over."""
+    if state in (JobRecordState.SUBMITTED, JobRecordState.SUBMIT_FAILED):
+        return state == JobRecordState.SUBMIT_FAILED
+    return JobState(state).terminal
+
+
+class CancelCode(StrEnum):
+    """The failure code of a job the engine cancelled itself."""
+
+    BY_ENGINE = "CancelledByEngine"
+    ORPHAN = "OrphanCancelled"
 
 
 class LedgerMismatch(Exception):
@@ -176,7 +228,7 @@ class Ledger:
                     ("config_fingerprint", config_fingerprint),
                     ("started_at", repr(started_at)),
                     ("sessions", "1"),
-                    ("status", "running"),
+                    ("status", RunStatus.RUNNING.value),
                     ("instance", uuid.uuid4().hex[:6]),
                 ],
             )
@@ -194,7 +246,7 @@ class Ledger:
         self._db.execute(
             "UPDATE run_meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'sessions'"
         )
-        self.set_status("running")
+        self.set_status(RunStatus.RUNNING)
         meta = self.run_meta()
         assert meta is not None
         return meta
@@ -208,16 +260,40 @@ class Ledger:
             config_fingerprint=rows["config_fingerprint"],
             started_at=float(rows["started_at"]),
             sessions=int(rows.get("sessions", "1")),
-            status=rows.get("status", "running"),
+            status=rows.get("status", RunStatus.RUNNING.value),
             instance=rows.get("instance", ""),
         )
 
     def record_node_seconds(self, session: int, seconds: float) -> None:
         """The node time a session measured on its tier (committed at once)."""
+        self._set_meta(f"node_seconds.{session}", repr(float(seconds)))
+
+    def record_unobserved_node_seconds(self, session: int, seconds: float) -> None:
+        """Node time nobody measured before this session started (while no controller ran),
+        as the tier estimated it."""
+        self._set_meta(f"node_seconds.gap.{session}", repr(float(seconds)))
+
+    def record_node_sample(self, session: int, at: float, nodes: int) -> None:
+        """The last node count a session read, and when: where the next session's estimate of
+        the unobserved time starts."""
+        self._set_meta(f"node_sample.{session}", json.dumps({"at": at, "nodes": nodes}))
+
+    def last_node_sample(self, before_session: int) -> tuple[float, int] | None:
+        """(when, nodes) of the latest sample of a session before this one."""
+        for session in range(before_session - 1, 0, -1):
+            row = self._db.execute(
+                "SELECT value FROM run_meta WHERE key = ?", (f"node_sample.{session}",)
+            ).fetchone()
+            if row:
+                sample = json.loads(row[0])
+                return float(sample["at"]), int(sample["nodes"])
+        return None
+
+    def _set_meta(self, key: str, value: str) -> None:
         self._db.execute(
             "INSERT INTO run_meta (key, value) VALUES (?, ?) "
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (f"node_seconds.{session}", repr(float(seconds))),
+            (key, value),
         )
 
     def node_seconds(self, *, excluding_session: int | None = None) -> float:
@@ -228,12 +304,8 @@ class Ledger:
         skip = f"node_seconds.{excluding_session}"
         return sum(float(value) for key, value in rows if key != skip)
 
-    def set_status(self, status: str) -> None:
-        self._db.execute(
-            "INSERT INTO run_meta (key, value) VALUES ('status', ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (status,),
-        )
+    def set_status(self, status: RunStatus | str) -> None:
+        self._set_meta("status", str(status))
 
     # results -------------------------------------------------------------------------------
 
@@ -307,8 +379,14 @@ class Ledger:
     ) -> None:
         self._db.execute(
             "INSERT INTO jobs (job_key, handle, task_ids, submitted_at, state) "
-            "VALUES (?, ?, ?, ?, 'SUBMITTED')",
-            (job_key, handle, json.dumps(list(task_ids)), submitted_at),
+            "VALUES (?, ?, ?, ?, ?)",
+            (
+                job_key,
+                handle,
+                json.dumps(list(task_ids)),
+                submitted_at,
+                JobRecordState.SUBMITTED.value,
+            ),
         )
 
     def update_job(self, job_key: str, **fields: Any) -> None:
@@ -318,9 +396,8 @@ class Ledger:
         if not fields:
             return
         assignments = ", ".join(f"{name} = ?" for name in fields)
-        self._db.execute(
-            f"UPDATE jobs SET {assignments} WHERE job_key = ?", (*fields.values(), job_key)
-        )
+        values = [str(v) if isinstance(v, StrEnum) else v for v in fields.values()]
+        self._db.execute(f"UPDATE jobs SET {assignments} WHERE job_key = ?", (*values, job_key))
 
     def jobs(self) -> list[JobRow]:
         rows = self._db.execute(
@@ -330,8 +407,50 @@ class Ledger:
         ).fetchall()
         return [JobRow(row[0], row[1], json.loads(row[2]), *row[3:]) for row in rows]
 
+    def accepted_job_count(self) -> int:
+        """Jobs of every session that the tier accepted."""
+        return int(
+            self._db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE state NOT IN (?, ?)",
+                (JobRecordState.SUBMITTED.value, JobRecordState.SUBMIT_FAILED.value),
+            ).fetchone()[0]
+        )
+
     def job_count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
+
+    # retries -------------------------------------------------------------------------------
+
+    def record_retry(
+        self,
+        at: float,
+        job_key: str,
+        handle: str | None,
+        kind: str,
+        code: str,
+        reason: str,
+        requeued_task_ids: Sequence[str],
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO retries (at, job_key, handle, kind, code, reason, requeued_task_ids) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (at, job_key, handle, kind, code, reason, json.dumps(list(requeued_task_ids))),
+        )
+
+    def retries(self) -> list[dict[str, Any]]:
+        """Every retry of every session, in order."""
+        rows = self._db.execute(
+            "SELECT at, job_key, handle, kind, code, reason, requeued_task_ids FROM retries "
+            "ORDER BY id"
+        ).fetchall()
+        names = ("at", "job_key", "handle", "kind", "code", "reason")
+        return [
+            {
+                **dict(zip(names, row[:6], strict=True)),
+                "requeued_task_ids": tuple(json.loads(row[6])),
+            }
+            for row in rows
+        ]
 
     # attempts ------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -27,9 +27,12 @@ T = TypeVar("T")
 RetryListener = Callable[[int, Failure, float], None]
 
 
-def _is_transient(exc: BaseException) -> bool:
-    # KeyboardInterrupt, SystemExit and the engine's cancellation are never retried.
-    return isinstance(exc, Exception) and classify_exception(exc).is_transient
+def _is_transient(codes: Mapping[str, str] | None) -> Callable[[BaseException], bool]:
+    def check(exc: BaseException) -> bool:
+        # KeyboardInterrupt, SystemExit and the engine's cancellation are never retried.
+        return isinstance(exc, Exception) and classify_exception(exc, codes=codes).is_transient
+
+    return check
 
 
 def backoff_delay(attempt: int, initial: float, maximum: float, jitter: float) -> float:
@@ -51,13 +54,14 @@ class _stop_after_total_delay(stop_base):
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """How many times and how long to retry: values only, comparable and safe to share. The
+    runtime hooks (how to sleep, who hears of a retry) come with :meth:`with_hooks`."""
+
     max_attempts: int = 5
     initial_delay: float = 1.0
     max_delay: float = 60.0
     max_total_delay: float = 300.0
     jitter: float = 1.0
-    sleep: Callable[[float], None] = time.sleep
-    on_retry: RetryListener | None = None
 
     def wait_for(self, attempt: int, failure: Failure | None = None) -> float:
         """Delay before retry number ``attempt``: max(backoff, the service's Retry-After)."""
@@ -66,24 +70,54 @@ class RetryPolicy:
             delay = max(delay, failure.retry_after)
         return delay
 
+    def with_hooks(
+        self,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        on_retry: RetryListener | None = None,
+        codes: Mapping[str, str] | None = None,
+    ) -> Retrier:
+        """This policy applied with these hooks; ``codes`` is the failure table of the tier
+        whose calls are retried."""
+        return Retrier(self, sleep=sleep, on_retry=on_retry, codes=codes)
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return self.with_hooks().call(fn, *args, **kwargs)
+
+    def __call__(self, fn: Callable[..., T]) -> Callable[..., T]:
+        return self.with_hooks()(fn)
+
+
+@dataclass(frozen=True)
+class Retrier:
+    """A :class:`RetryPolicy` with its runtime hooks."""
+
+    policy: RetryPolicy
+    sleep: Callable[[float], None] = time.sleep
+    on_retry: RetryListener | None = None
+    codes: Mapping[str, str] | None = None
+
+    def _classify(self, exc: BaseException) -> Failure:
+        return classify_exception(exc, codes=self.codes)
+
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome is not None else None
-        failure = classify_exception(exc) if exc is not None else None
-        return self.wait_for(state.attempt_number, failure)
+        failure = self._classify(exc) if exc is not None else None
+        return self.policy.wait_for(state.attempt_number, failure)
 
     def _before_sleep(self, state: RetryCallState) -> None:
         if self.on_retry is None or state.outcome is None:
             return
         exc = state.outcome.exception()
         if exc is not None:
-            self.on_retry(state.attempt_number, classify_exception(exc), state.upcoming_sleep)
+            self.on_retry(state.attempt_number, self._classify(exc), state.upcoming_sleep)
 
     def retrying(self) -> Retrying:
         return Retrying(
-            retry=retry_if_exception(_is_transient),
+            retry=retry_if_exception(_is_transient(self.codes)),
             wait=self._wait,
-            stop=stop_after_attempt(self.max_attempts)
-            | _stop_after_total_delay(self.max_total_delay),
+            stop=stop_after_attempt(self.policy.max_attempts)
+            | _stop_after_total_delay(self.policy.max_total_delay),
             sleep=self.sleep,
             before_sleep=self._before_sleep,
             reraise=True,
@@ -100,6 +134,14 @@ class RetryPolicy:
         return wrapper
 
 
-def retry_transient(policy: RetryPolicy | None = None, **overrides: Any) -> Callable[..., Any]:
+def retry_transient(
+    policy: RetryPolicy | None = None,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    on_retry: RetryListener | None = None,
+    **values: Any,
+) -> Retrier:
     """Decorator: ``@retry_transient(max_attempts=3)`` retries the function's transient failures."""
-    return dataclasses.replace(policy or RetryPolicy(), **overrides)
+    return dataclasses.replace(policy or RetryPolicy(), **values).with_hooks(
+        sleep=sleep, on_retry=on_retry
+    )

@@ -238,11 +238,7 @@ class AzureRMAMLCompute(AzureRMModuleBase):
 
     def _existing(self):
         try:
-            return self.ml.compute._operation.get(
-                self.module.params["resource_group"],
-                self.module.params["workspace"],
-                self.module.params["name"],
-            )
+            return azure_ml.compute_resource(self.ml, self.module.params["name"])
         except ResourceNotFoundError:
             return None
 

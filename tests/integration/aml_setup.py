@@ -19,7 +19,8 @@ from azure.mgmt.authorization import AuthorizationManagementClient
 from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 from azure.mgmt.resource import ResourceManagementClient
 
-from ansible_collections.openadapt.azure_eval.plugins.module_utils.aml_tier import AmlTier
+from ansible_collections.openadapt.azure_eval.plugins.module_utils import azure_ml
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.aml import AmlTier
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER_SCRIPT = REPO_ROOT / "worker" / "waa_worker.py"
@@ -155,7 +156,7 @@ class AmlWorld:
 
     def run_error(self, name: str) -> tuple[str | None, str | None]:
         """(category code, inner code) of a failed run, from run history."""
-        details = self.ml_client.jobs._runs_operations.get_run_details(name)
+        details = azure_ml.run_details(self.ml_client, name)
         if not details.error or not details.error.error:
             return None, None
         error = details.error.error
@@ -163,7 +164,7 @@ class AmlWorld:
         return error.code, inner.code if inner else None
 
     def std_log(self, name: str) -> str:
-        details = self.ml_client.jobs._runs_operations.get_run_details(name)
+        details = azure_ml.run_details(self.ml_client, name)
         url = (details.log_files or {}).get(STD_LOG)
         if url is None:
             return ""

@@ -22,12 +22,12 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO_ROOT / "collections"), str(REPO_ROOT)]
 
-from ansible_collections.openadapt.azure_eval.plugins.module_utils.aml_tier import (  # noqa: E402
-    AmlTier,
-)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.engine import (  # noqa: E402
     EngineConfig,
     EvaluationEngine,
+)
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.aml import (  # noqa: E402
+    AmlTier,
 )
 
 

@@ -2,8 +2,8 @@
 
 - ``playbooks/registry.yml`` alone against the emulator, with bogus Azure credentials in the
   caller's environment (they must not be used), twice (the second run changes nothing);
-- ``playbooks/aml.yml`` alone: before the registry layer exists it stops with what to run first
-  and creates nothing; after it, it runs the layer and a small evaluation;
+- ``playbooks/aml.yml`` alone (it runs the registry layer's checks and the layer itself first):
+  the Azure ML layer and a small evaluation;
 - the emulator's port and state directory come from LOCALAZURE_PORT/LOCALAZURE_STATE_DIR;
 - the Azure inventory never starts the emulator.
 """
@@ -46,17 +46,6 @@ def _paths(playground) -> list[str]:
     return [r["path"] for r in playground.emulator.requests()]
 
 
-def test_aml_layer_alone_without_the_registry_says_what_to_run_first(playground):
-    playground.reset()
-    run = playground.play(playbook=PLAYBOOKS / "aml.yml", env=AMBIENT_AZURE)
-
-    assert run.returncode != 0, run.tail()
-    assert run.recap()["failed"] == 1
-    assert "Run `ansible-playbook playbooks/registry.yml` first" in run.output, run.tail()
-    assert f"registry '{REGISTRY}' (missing)" in run.output
-    assert playground.writes() == []
-
-
 def test_registry_layer_alone_uses_only_the_emulator_and_is_idempotent(playground):
     playground.reset()
     first = playground.play(playbook=PLAYBOOKS / "registry.yml", env=AMBIENT_AZURE)
@@ -73,7 +62,7 @@ def test_registry_layer_alone_uses_only_the_emulator_and_is_idempotent(playgroun
     assert second.recap()["changed"] == 0, second.tail()
 
 
-def test_aml_layer_alone_reads_the_registry_layer_from_azure(playground):
+def test_aml_layer_alone_runs_with_the_registry_layer_in_place(playground):
     # After the previous test: the registry layer exists, nothing else.
     run = playground.play(
         "-e", "eval_max_tasks=3", playbook=PLAYBOOKS / "aml.yml", env=AMBIENT_AZURE

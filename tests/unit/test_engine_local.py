@@ -20,7 +20,7 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures impo
     PermanentFailure,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import Ledger
-from ansible_collections.openadapt.azure_eval.plugins.module_utils.local_tier import LocalTier
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.local import LocalTier
 from localazure.workload import taskset
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -114,7 +114,7 @@ def test_killed_controller_resumes_without_running_anything_twice(tmp_path, tier
         sys.path[:0] = [{str(REPO_ROOT / "collections")!r}, {str(REPO_ROOT)!r}]
         from ansible_collections.openadapt.azure_eval.plugins.module_utils.engine import (
             EngineConfig, EvaluationEngine)
-        from ansible_collections.openadapt.azure_eval.plugins.module_utils.local_tier import (
+        from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.local import (
             LocalTier)
         from localazure.workload import taskset
         tier = LocalTier({str(tmp_path / "work")!r}, heartbeat_interval=0.1,

@@ -177,3 +177,34 @@ def test_umbrella_codes_let_the_message_decide():
     batch = classify("FailureExitCode", "The task exited with an exit code representing a failure")
     assert batch.code == "WorkerCrash"
     assert classify("SystemError", "node agent lost").code == "ServerError"
+
+
+def test_a_tiers_own_codes_are_consulted_before_the_shared_table():
+    from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.aml import (
+        FAILURE_CODES,
+    )
+
+    # Azure ML's inner codes are the AML tier's: known with its table, unknown without.
+    assert classify("UserProcessFailed", "exit 3", codes=FAILURE_CODES).code == "WorkerCrash"
+    assert classify("KvmUnavailable", "", codes=FAILURE_CODES).code == (
+        "NestedVirtualizationUnavailable"
+    )
+    assert classify("UserProcessFailed", "exit 3").code == "Unknown"
+    # A tier's table wins over the shared generic codes.
+    assert classify("UserError", "x", codes={"usererror": "ImageNotFound"}).code == "ImageNotFound"
+
+
+def test_an_unexpected_type_error_is_a_transient_crash_of_the_job():
+    failure = classify_exception(TypeError("unsupported operand type(s) for +: 'int' and 'str'"))
+    assert failure.is_transient
+    assert failure.code == "WorkerCrash"
+    assert failure.message.startswith("TypeError: ")
+    assert classify_exception(ValueError("vm_size is empty")).code == "InvalidConfiguration"
+
+
+def test_every_tier_module_is_registered():
+    from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers import registry
+
+    assert registry.names() == ["aml", "local"]
+    with pytest.raises(registry.UnknownTier, match="registered tiers: aml, local"):
+        registry.get("batch")

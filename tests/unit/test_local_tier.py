@@ -5,8 +5,8 @@ import sys
 import time
 from pathlib import Path
 
-from ansible_collections.openadapt.azure_eval.plugins.module_utils.local_tier import LocalTier
-from ansible_collections.openadapt.azure_eval.plugins.module_utils.tier import JobState
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base import JobState
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.local import LocalTier
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.worker_events import (
     parse_lines,
 )

@@ -46,7 +46,9 @@ class Flaky:
 def test_transient_failures_are_retried_until_success():
     sleeps = []
     fn = Flaky([ConnectionResetError("reset"), Throttled()])
-    policy = RetryPolicy(max_attempts=5, initial_delay=1.0, jitter=0.0, sleep=sleeps.append)
+    policy = RetryPolicy(max_attempts=5, initial_delay=1.0, jitter=0.0).with_hooks(
+        sleep=sleeps.append
+    )
     assert policy.call(fn, 21) == 42
     assert fn.calls == 3
     assert sleeps == [1.0, 2.0]  # exponential, no jitter
@@ -55,7 +57,7 @@ def test_transient_failures_are_retried_until_success():
 def test_retry_after_wins_when_longer_than_backoff():
     sleeps = []
     fn = Flaky([Throttled(retry_after=30)])
-    RetryPolicy(initial_delay=1.0, jitter=0.0, sleep=sleeps.append).call(fn, 1)
+    RetryPolicy(initial_delay=1.0, jitter=0.0).with_hooks(sleep=sleeps.append).call(fn, 1)
     assert sleeps == [30.0]
 
 
@@ -63,7 +65,7 @@ def test_permanent_failure_is_reraised_at_once():
     sleeps = []
     fn = Flaky([Forbidden()])
     with pytest.raises(Forbidden):
-        RetryPolicy(sleep=sleeps.append).call(fn, 1)
+        RetryPolicy().with_hooks(sleep=sleeps.append).call(fn, 1)
     assert fn.calls == 1 and sleeps == []
 
 
@@ -71,7 +73,7 @@ def test_attempt_cap_reraises_the_last_transient_error():
     sleeps = []
     fn = Flaky([TimeoutError("t1"), TimeoutError("t2"), TimeoutError("t3"), TimeoutError("t4")])
     with pytest.raises(TimeoutError, match="t3"):
-        RetryPolicy(max_attempts=3, jitter=0.0, sleep=sleeps.append).call(fn, 1)
+        RetryPolicy(max_attempts=3, jitter=0.0).with_hooks(sleep=sleeps.append).call(fn, 1)
     assert fn.calls == 3 and len(sleeps) == 2
 
 
@@ -79,7 +81,7 @@ def test_total_delay_cap_stops_before_sleeping_past_it():
     sleeps = []
     fn = Flaky([Throttled(retry_after=40), Throttled(retry_after=40), Throttled(retry_after=40)])
     with pytest.raises(Throttled):
-        RetryPolicy(max_attempts=10, max_total_delay=60, sleep=sleeps.append).call(fn, 1)
+        RetryPolicy(max_attempts=10, max_total_delay=60).with_hooks(sleep=sleeps.append).call(fn, 1)
     assert sleeps == [40.0]  # a second 40 s wait would exceed the 60 s budget
     assert fn.calls == 2
 
@@ -109,5 +111,5 @@ def test_decorator_form_and_listener_see_each_retry():
 def test_keyboard_interrupt_is_never_retried():
     fn = Flaky([KeyboardInterrupt()])
     with pytest.raises(KeyboardInterrupt):
-        RetryPolicy(sleep=lambda s: None).call(fn, 1)
+        RetryPolicy().with_hooks(sleep=lambda s: None).call(fn, 1)
     assert fn.calls == 1

@@ -14,24 +14,45 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shlex
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import requests
 
 from ansible_collections.openadapt.azure_eval.plugins.module_utils import azure_ml, vm_sizes
-from ansible_collections.openadapt.azure_eval.plugins.module_utils.cost import NodeUsage
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.cost import (
+    NodeInterval,
+    NodeUsage,
+)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.credentials import (
+    MissingCredentials,
     credential_from_env,
     subscription_from_env,
 )
-from ansible_collections.openadapt.azure_eval.plugins.module_utils.tier import JobState, JobStatus
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures import (
+    IMAGE_NOT_FOUND,
+    INVALID_CONFIGURATION,
+    NESTED_VIRTUALIZATION_UNAVAILABLE,
+    SERVER_ERROR,
+    WORKER_CRASH,
+)
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base import (
+    BaseTier,
+    JobState,
+    JobStatus,
+    TierContext,
+    TierSpec,
+)
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.common import (
+    NodeMeter,
+    RangedLog,
+    UnknownPrice,
+    worker_command,
+)
 
 STD_LOG = "user_logs/std_log.txt"
-_HEREDOC_END = "WAA_WORKER_PY_EOF"
 _JOB_NAME = re.compile(r"[^A-Za-z0-9_-]")
 _STATES = {
     "notstarted": JobState.QUEUED,
@@ -50,19 +71,17 @@ _STATES = {
 }
 
 
-class UnknownPrice(ValueError):
-    pass
-
-
-def worker_command(worker_script: str, job_key: str, task_ids: list[str]) -> str:
-    """The job's command: write the worker script, then run it on the job's tasks."""
-    if _HEREDOC_END in worker_script:
-        raise ValueError("the worker script contains the heredoc terminator")
-    args = shlex.join(["--worker-id", job_key, "--task-ids", ",".join(task_ids)])
-    return (
-        f"cat > waa_worker.py <<'{_HEREDOC_END}'\n{worker_script.rstrip()}\n{_HEREDOC_END}\n"
-        f"python -u waa_worker.py {args}"
-    )
+# Run-history inner error codes (lowercase) and what they mean; the category codes
+# (UserError, SystemError) say only "it failed" and are left to the generic classifier.
+FAILURE_CODES: dict[str, str] = {
+    "imagepulltransienterror": SERVER_ERROR,
+    "registrynotfound": IMAGE_NOT_FOUND,
+    "userprocessfailed": WORKER_CRASH,
+    "jobtimeout": WORKER_CRASH,
+    "nodelost": SERVER_ERROR,
+    "computedeleted": INVALID_CONFIGURATION,
+    "kvmunavailable": NESTED_VIRTUALIZATION_UNAVAILABLE,
+}
 
 
 def job_name(job_key: str) -> str:
@@ -70,42 +89,8 @@ def job_name(job_key: str) -> str:
     return _JOB_NAME.sub("-", job_key).lower()[:255]
 
 
-class _NodeMeter:
-    """Integrates the cluster's allocated node count over time."""
-
-    def __init__(self, read: Callable[[], tuple[int, int]], interval: float):
-        self._read = read
-        self._interval = interval
-        self.node_seconds = 0.0
-        self.nodes = 0
-        self._at: float | None = None
-        self._idle_since: float | None = None
-
-    def sample(self, now: float, *, force: bool = False) -> None:
-        if self._at is not None and not force and now - self._at < self._interval:
-            return
-        nodes, busy = self._read()
-        if self._at is not None:
-            self.node_seconds += self.nodes * max(now - self._at, 0.0)
-        if busy == 0 and nodes > 0:
-            self._idle_since = self._idle_since if self._idle_since is not None else now
-        else:
-            self._idle_since = None
-        self.nodes, self._at = nodes, now
-
-    def idle_for(self, now: float) -> float:
-        return now - self._idle_since if self._idle_since is not None else 0.0
-
-
 @dataclass
-class _LogCursor:
-    url: str | None = None
-    offset: int = 0
-    partial: str = ""
-
-
-@dataclass
-class AmlTier:
+class AmlTier(BaseTier):
     ml_client: Any
     compute: str
     environment: str
@@ -119,8 +104,9 @@ class AmlTier:
     compute_details: dict[str, Any] = field(default_factory=dict)
     name: str = "aml"
     node_sample_interval: float = 5.0
-    _cursors: dict[str, _LogCursor] = field(default_factory=dict)
-    _node_meter: _NodeMeter | None = None
+    failure_codes: ClassVar[Mapping[str, str]] = FAILURE_CODES
+    _cursors: dict[str, RangedLog] = field(default_factory=dict)
+    _node_meter: NodeMeter | None = None
     _http: requests.Session = field(default_factory=requests.Session)
 
     @classmethod
@@ -167,7 +153,7 @@ class AmlTier:
         low_priority = (cluster.tier or "").lower() in ("low_priority", "lowpriority")
         price = prices.get("low_priority" if low_priority else "dedicated")
         if price is None:
-            raise ValueError(
+            raise UnknownPrice(
                 f"no price known for {cluster.size} ({cluster.tier}); cannot account cost"
             )
         self.price_per_node_hour = price
@@ -198,24 +184,55 @@ class AmlTier:
         that stay regardless of the run."""
         meter = self._meter()
         meter.sample(now, force=final)
-        seconds = meter.node_seconds
+        tail = 0.0
         if final:
-            idle = float(self.compute_details.get("idle_time_before_scale_down") or 0)
-            above_min = max(meter.nodes - int(self.compute_details.get("min_instances") or 0), 0)
-            seconds += above_min * max(idle - meter.idle_for(now), 0.0)
-        return NodeUsage(node_seconds=seconds, nodes_held=meter.nodes)
+            above_min = max(meter.nodes - self._min_nodes, 0)
+            tail = above_min * max(self._idle_s - meter.idle_for(now), 0.0)
+        return NodeUsage(
+            node_seconds=meter.node_seconds + tail, nodes_held=meter.nodes, still_to_come=tail
+        )
 
-    def _meter(self) -> _NodeMeter:
+    def unobserved_node_seconds(
+        self, start: float, end: float, nodes_at_start: int, jobs: list[NodeInterval]
+    ) -> float:
+        """The cluster's node time while no controller watched it (between ``start``, the last
+        sample of an earlier session, and ``end``), from what is known: the nodes held at
+        ``start``, the node intervals of the jobs that ran meanwhile (from run history), and the
+        idle time before scale-down. Each node held at ``start`` stays while a job of that time
+        runs on it, then idles until it scales down (the ``min_instances`` stay); a node a job
+        acquired later counts from then."""
+        through = sorted(
+            (j.released_at if j.released_at is not None else end)
+            for j in jobs
+            if j.acquired_at <= start and (j.released_at is None or j.released_at > start)
+        )[::-1]
+        seconds = 0.0
+        for index in range(nodes_at_start):
+            busy_until = through[index] if index < len(through) else start
+            until = end if index < self._min_nodes else busy_until + self._idle_s
+            seconds += max(0.0, min(until, end) - start)
+        for job in jobs:
+            if start < job.acquired_at < end:
+                released = job.released_at if job.released_at is not None else end
+                seconds += max(0.0, min(released + self._idle_s, end) - job.acquired_at)
+        return seconds
+
+    @property
+    def _idle_s(self) -> float:
+        return float(self.compute_details.get("idle_time_before_scale_down") or 0)
+
+    @property
+    def _min_nodes(self) -> int:
+        return int(self.compute_details.get("min_instances") or 0)
+
+    def _meter(self) -> NodeMeter:
         if self._node_meter is None:
-            self._node_meter = _NodeMeter(self._node_count, self.node_sample_interval)
+            self._node_meter = NodeMeter(self._node_count, self.node_sample_interval)
         return self._node_meter
 
     def _node_count(self) -> tuple[int, int]:
         """(allocated nodes, busy nodes) as the cluster reports them."""
-        rest = self.ml_client.compute._operation.get(
-            self.ml_client.resource_group_name, self.ml_client.workspace_name, self.compute
-        )
-        aml = rest.properties.properties
+        aml = azure_ml.compute_resource(self.ml_client, self.compute).properties.properties
         current = vm_sizes.sdk_field(aml, "current_node_count", "currentNodeCount") or 0
         states = vm_sizes.sdk_field(aml, "node_state_counts", "nodeStateCounts") or {}
         if not isinstance(states, dict):
@@ -244,49 +261,32 @@ class AmlTier:
         # A retried submit whose first answer was lost finds the job there already.
         with contextlib.suppress(ResourceExistsError):
             self.ml_client.jobs.create_or_update(job)
-        self._cursors[name] = _LogCursor()
+        self._cursors[name] = RangedLog()
         return name
 
     def status(self, handle: str) -> JobStatus:
         self._meter().sample(time.time())
-        details = self._runs.get_run_details(handle)
-        cursor = self._cursors.setdefault(handle, _LogCursor())
+        details = azure_ml.run_details(self.ml_client, handle)
+        cursor = self._cursors.setdefault(handle, RangedLog())
         log_files = details.log_files or {}
         if cursor.url is None and STD_LOG in log_files:
             cursor.url = log_files[STD_LOG]
         state = _STATES.get((details.status or "").lower(), JobState.RUNNING)
         code = message = None
-        if state is JobState.FAILED and details.error and details.error.error:
-            error = details.error.error
-            inner = getattr(error, "inner_error", None)
-            code = (inner.code if inner and inner.code else None) or error.code
-            message = error.message
+        if state is JobState.FAILED:
+            code, message = azure_ml.run_error(details)
         return JobStatus(
             state=state,
             error_code=code,
             error_message=message,
             node_started_at=_timestamp(details.start_time_utc),
+            # Run history's start time is when the run started running.
+            running_at=_timestamp(details.start_time_utc),
             node_released_at=_timestamp(details.end_time_utc) if state.terminal else None,
         )
 
     def read_new_lines(self, handle: str) -> list[str]:
-        cursor = self._cursors.setdefault(handle, _LogCursor())
-        if cursor.url is None:
-            return []
-        response = self._http.get(
-            cursor.url, headers={"Range": f"bytes={cursor.offset}-"}, timeout=30
-        )
-        if response.status_code == 416 or not response.content:
-            return []
-        response.raise_for_status()
-        body = response.content
-        if response.status_code == 200:  # the server ignored the range: skip what was read
-            body = body[cursor.offset :]
-        cursor.offset += len(body)
-        text = cursor.partial + body.decode("utf-8", errors="replace")
-        lines = text.split("\n")
-        cursor.partial = lines.pop()
-        return [line.rstrip("\r") for line in lines]
+        return self._cursors.setdefault(handle, RangedLog()).read_new_lines(self._http)
 
     def cancel(self, handle: str) -> None:
         from azure.core.exceptions import HttpResponseError
@@ -297,10 +297,8 @@ class AmlTier:
             if err.status_code not in (400, 404, 409):
                 raise
 
-    @property
-    def _runs(self):
-        # The run-history operations ml_client.jobs.stream uses (status, error, log URLs).
-        return self.ml_client.jobs._runs_operations
+    def close(self) -> None:
+        self._http.close()
 
 
 def _timestamp(value: Any) -> float | None:
@@ -311,3 +309,38 @@ def _timestamp(value: Any) -> float | None:
     import datetime as dt
 
     return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
+ARGUMENT_SPEC = dict(
+    resource_group=dict(type="str", required=True),
+    workspace=dict(type="str", required=True),
+    compute=dict(type="str", required=True),
+    environment=dict(type="str", required=True),
+    experiment_name=dict(type="str", default="waa-evaluation"),
+)
+
+
+def build(context: TierContext) -> AmlTier:
+    return AmlTier.from_environment(
+        context.environment,
+        worker_script=context.worker_script,
+        job_environment=dict(context.job_environment),
+        secret_environment=dict(context.secret_environment),
+        job_timeout=context.job_timeout,
+        run_name=context.run_name,
+        **context.options,
+    )
+
+
+def fingerprint(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The workspace, cluster and environment make the run; the experiment is only a folder."""
+    return {k: v for k, v in options.items() if k != "experiment_name"}
+
+
+TIER = TierSpec(
+    name="aml",
+    argument_spec=ARGUMENT_SPEC,
+    build=build,
+    fingerprint=fingerprint,
+    setup_errors=(MissingCredentials, UnknownPrice),
+)

@@ -19,13 +19,19 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ansible_collections.openadapt.azure_eval.plugins.module_utils.tier import (
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures import WORKER_CRASH
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base import (
+    BaseTier,
     JobState,
     JobStatus,
+    TierContext,
+    TierSpec,
 )
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.common import worker_args
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 WORKER_SCRIPT = REPO_ROOT / "worker" / "waa_worker.py"
 SYNTHETIC_TEST_ALL = REPO_ROOT / "localazure" / "workload" / "data" / "waa_synthetic_test_all.json"
 WORKER_EXITED = "WorkerExited"
@@ -45,8 +51,9 @@ class _LocalJob:
     pump: threading.Thread | None = None
 
 
-class LocalTier:
+class LocalTier(BaseTier):
     name = "local"
+    failure_codes: Mapping[str, str] = {WORKER_EXITED.lower(): WORKER_CRASH}
 
     def __init__(
         self,
@@ -77,10 +84,7 @@ class LocalTier:
         return [
             self.python,
             str(WORKER_SCRIPT),
-            "--worker-id",
-            job_key,
-            "--task-ids",
-            ",".join(task_ids),
+            *worker_args(job_key, task_ids),
             "--test-all-meta",
             str(self.test_all_meta),
             "--result-dir",
@@ -98,7 +102,7 @@ class LocalTier:
         env.update(self.extra_env)
         return env
 
-    # the Tier interface ----------------------------------------------------------------------
+    # the Tier contract -------------------------------------------------------------------------
 
     def submit(self, job_key: str, task_ids: list[str]) -> str:
         with self._lock:
@@ -135,7 +139,9 @@ class LocalTier:
         with self._lock:
             returncode, released_at = job.returncode, job.released_at
         if returncode is None:
-            return JobStatus(JobState.RUNNING, node_started_at=job.started_at)
+            return JobStatus(
+                JobState.RUNNING, node_started_at=job.started_at, running_at=job.started_at
+            )
         if job.cancelled:
             state, code, message = JobState.CANCELED, None, "canceled on request"
         elif returncode == 0:
@@ -161,6 +167,9 @@ class LocalTier:
         timer = threading.Timer(self.cancel_grace_s, self._kill_if_alive, args=(job,))
         timer.daemon = True
         timer.start()
+
+    def describe(self) -> dict[str, Any]:
+        return {"tier": self.name, "workdir": str(self.workdir), "price_per_node_hour": 0.0}
 
     # housekeeping ----------------------------------------------------------------------------
 
@@ -218,3 +227,29 @@ class LocalTier:
 def _signal_group(process: subprocess.Popen[str], signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signum)
+
+
+ARGUMENT_SPEC = dict(
+    test_all_meta=dict(type="path"),
+    client_cmd=dict(type="str"),
+)
+
+
+def build(context: TierContext) -> LocalTier:
+    """Workers as processes of the controller, under the run's directory."""
+    job_env = {**context.job_environment, **context.secret_environment}
+    return LocalTier(
+        Path(context.state_dir) / "local",
+        test_all_meta=context.options.get("test_all_meta") or SYNTHETIC_TEST_ALL,
+        client_cmd=context.options.get("client_cmd"),
+        extra_env=job_env,
+        heartbeat_interval=float(job_env.get("HEARTBEAT_INTERVAL", 30.0)),
+    )
+
+
+def fingerprint(options: Mapping[str, Any]) -> dict[str, Any]:
+    meta = options.get("test_all_meta")
+    return {"test_all_meta": os.path.basename(meta) if meta else None}
+
+
+TIER = TierSpec(name="local", argument_spec=ARGUMENT_SPEC, build=build, fingerprint=fingerprint)
