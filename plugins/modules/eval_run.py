@@ -21,7 +21,7 @@ description:
   - Every task's final result is recorded once in a ledger under O(state_dir)/O(run_name); a
     re-run with the same O(run_name) resumes and never repeats a finished task.
   - The results go to the C(openadapt.azure_eval.eval_report) callback, which writes the report.
-  - Only O(tier=aml) exists today (an Azure ML compute cluster, see O(aml)).
+  - Only O(tier=aml) exists today (an Azure ML compute cluster, see O(tier_options)).
 options:
   tier:
     description: Tier to run on.
@@ -114,30 +114,21 @@ options:
   disable_instance_discovery:
     description: Skip Microsoft Entra instance discovery (Azure Stack, private clouds, the emulator).
     type: bool
-  aml:
-    description: The Azure ML target, required for O(tier=aml).
+  tier_options:
+    description:
+      - The tier's own options. For O(tier=aml) - C(resource_group), C(workspace), C(compute)
+        (the cluster), C(environment) (C(azureml:<name>:<version>)) and optionally
+        C(experiment_name).
     type: dict
-    suboptions:
-      resource_group:
-        description: Resource group of the workspace.
-        type: str
-        required: true
-      workspace:
-        description: Azure ML workspace.
-        type: str
-        required: true
-      compute:
-        description: Compute cluster the jobs run on.
-        type: str
-        required: true
-      environment:
-        description: Environment of the jobs, C(azureml:<name>:<version>).
-        type: str
-        required: true
-      experiment_name:
-        description: Experiment the jobs are filed under.
-        type: str
-        default: waa-evaluation
+    default: {}
+  check_only:
+    description: Only check the inputs and count the tasks; run nothing.
+    type: bool
+    default: false
+  variable_names:
+    description: The variable names the options were set by (role eval passes them), for error messages.
+    type: dict
+    default: {}
 attributes:
   action:
     description: Runs on the controller as an action plugin.
@@ -171,7 +162,7 @@ EXAMPLES = r"""
     state_dir: "{{ playbook_dir }}/../.state/runs"
     environment_variables:
       WAA_STANDIN_TIME_SCALE: "0.1"
-    aml:
+    tier_options:
       resource_group: openadapt-agents
       workspace: openadapt-ml
       compute: waa-cluster
