@@ -18,7 +18,8 @@ from playbook_runner import CLUSTER, PLAYBOOKS, PULL_IDENTITY, REGISTRY, RG, run
 
 from localazure.testing import free_port
 
-pytestmark = pytest.mark.integration
+# Whole ansible-playbook runs: minutes each on a loaded 2-core machine.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 BOGUS_SUBSCRIPTION = str(uuid.uuid4())
 # What a shell logged in to real Azure carries: none of it may reach the emulator run.

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from playbook_runner import REGISTRY, REPO, RG, VENV_BIN, running_playground
 
-pytestmark = pytest.mark.integration
+# Whole ansible-playbook runs: minutes each on a loaded 2-core machine.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 SITE_PACKAGES = REPO / ".venv" / "lib" / "python3.11" / "site-packages"
 # Made in the copy that is built: what a user's checkout holds after runs and builds.

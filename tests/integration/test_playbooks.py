@@ -52,7 +52,8 @@ from playbook_runner import (
     running_playground,
 )
 
-pytestmark = pytest.mark.integration
+# Whole ansible-playbook runs: minutes each on a loaded 2-core machine.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 IDLE_SECONDS = 5
 CANARY_NAME = "OPENAI_API_KEY"
