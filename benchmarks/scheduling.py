@@ -561,10 +561,11 @@ BEFORE = Variant(
 )
 
 
-def variants(chunk_factor: float | None, before: bool) -> list[Variant]:
+def variants(chunk_factor: float | None, before: bool, static: bool = True) -> list[Variant]:
     label = "dynamic (default)" if chunk_factor is None else f"dynamic (f={chunk_factor:g})"
     dynamic = Variant("dynamic", label, engine={"chunk_factor": chunk_factor})
-    return [Variant("static", "static (WAA)"), *([BEFORE] if before else []), dynamic]
+    first = [Variant("static", "static (WAA)")] if static else []
+    return [*first, *([BEFORE] if before else []), dynamic]
 
 
 def target_ratio(workers: int) -> float:
@@ -625,6 +626,9 @@ def main(argv: list[str] | None = None) -> int:
         help="also run the default scheduler as it was before issue 6 section 6 (no queue-ahead, "
         "sequential submits, run history every poll, one client process per task)",
     )
+    parser.add_argument(
+        "--no-static", action="store_true", help="skip the static run (to compare settings)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the full report here")
     args = parser.parse_args(argv)
     if min(args.workers, args.time_scale, args.poll_interval, args.chunk_factor or 1) <= 0:
@@ -653,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
             settings = emulator.admin("GET", "ml/settings")
             reports = [
                 run_strategy(emulator, variant, tasks, test_all, durations, args, workdir)
-                for variant in variants(args.chunk_factor, args.before)
+                for variant in variants(args.chunk_factor, args.before, not args.no_static)
             ]
         finally:
             emulator.stop()
