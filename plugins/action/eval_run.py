@@ -8,10 +8,12 @@ creates, and returns the run's results for the eval_report callback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
+import time
 from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
+from ansible_collections.openadapt.azure_eval.plugins.module_utils import eval_inputs
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.engine import (
     EngineConfig,
     EvaluationEngine,
@@ -32,10 +35,10 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import
     config_fingerprint,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.progress import RunProgress
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.run_lock import RunLocked
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.run_summary import (
     ledger_summary,
 )
-from ansible_collections.openadapt.azure_eval.plugins.module_utils.taskset import select_tasks
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers import registry
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base import (
     TierContext,
@@ -75,6 +78,10 @@ ARGUMENT_SPEC = dict(
     disable_instance_discovery=dict(type="bool"),
     # The tier's own options, checked against the argument spec its module registers.
     tier_options=dict(type="dict", default={}),
+    # Check every input (the task set read and the selection made) and stop there.
+    check_only=dict(type="bool", default=False),
+    # The names the user set the options by (roles/eval: workers -> eval_workers), for messages.
+    variable_names=dict(type="dict", default={}),
 )
 
 
@@ -86,18 +93,20 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
         spec = registry.get(args["tier"])
+        tasks, errors = eval_inputs.check(args, args["variable_names"])
+        if errors:
+            raise AnsibleActionFail(
+                "the evaluation cannot run as set; nothing was created: " + "; ".join(errors)
+            )
+        if args["check_only"]:
+            result.update(changed=False, tasks=len(tasks), msg=f"{len(tasks)} tasks to run")
+            return result
         args["tier_options"] = _tier_options(spec, args["tier_options"])
         if self._task.check_mode:
             result.update(changed=True, skipped=False, msg="check mode: the evaluation would run")
             return result
         run_dir = Path(args["state_dir"]) / args["run_name"]
         run_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            tasks = select_tasks(
-                args["task_set"], args["task_ids"], args["domains"], args["max_tasks"]
-            )
-        except (OSError, ValueError) as err:
-            raise AnsibleActionFail(f"task_set {args['task_set']}: {err}") from None
 
         environment = self._task_environment(task_vars)
         # SDK notices (azure-ai-ml writes some to stderr itself) are shown at -vvv.
@@ -117,6 +126,9 @@ class ActionModule(ActionBase):
                 run_id=args["run_name"],
                 config_fingerprint=config_fingerprint(_fingerprinted(spec, args)),
                 status_file=run_dir / "status.json",
+                # Ansible's worker runs in a session of its own: a SIGKILL of ansible-playbook
+                # would not reach it.
+                watch_parent=True,
             )
             engine = EvaluationEngine(
                 tier,
@@ -129,9 +141,15 @@ class ActionModule(ActionBase):
                     len(tasks), stream=_DisplayStream(), is_tty=False, plain_interval_s=15
                 ),
             )
+            since_command = _seconds_since_command()
             display.display(
                 f"eval_run: {len(tasks)} tasks on {args['workers']} {args['tier']} workers "
                 f"({args['scheduling']} scheduling); ledger {run_dir / 'ledger.sqlite3'}"
+                + (
+                    f"; the engine starts {since_command:.1f}s after the command"
+                    if since_command is not None
+                    else ""
+                )
             )
             try:
                 with _interruptible():
@@ -147,6 +165,8 @@ class ActionModule(ActionBase):
                 return self._failed(result, run_dir, err.failure.describe())
             except TierUnhealthy as err:
                 return self._failed(result, run_dir, str(err))
+            except RunLocked as err:
+                raise AnsibleActionFail(str(err)) from None
             except LedgerMismatch as err:
                 raise AnsibleActionFail(
                     f"{err}. Use another run_name for a different evaluation, or delete {run_dir}."
@@ -155,11 +175,12 @@ class ActionModule(ActionBase):
                 tier.close()
         evaluation = run.to_dict()
         result.update(
-            changed=run.jobs_submitted > 0,
+            changed=run.session_jobs_submitted > 0,
             evaluation=evaluation,
             ledger=str(run_dir / "ledger.sqlite3"),
             status_file=str(run_dir / "status.json"),
             tier_details=tier.describe(),
+            engine_started_after_s=since_command,
         )
         (run_dir / "result.json").write_text(json.dumps(evaluation, indent=2, default=str))
         return result
@@ -188,6 +209,11 @@ class ActionModule(ActionBase):
 
     def _failed(self, result, run_dir, message):
         partial = ledger_summary(run_dir / "ledger.sqlite3", RunStatus.FAILED.value)
+        if partial:
+            # The figure the engine wrote last (the same the progress lines showed).
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                status = json.loads((run_dir / "status.json").read_text())
+                partial["cost"] = {"total_usd": status["cost"]["current_usd"]}
         result.update(
             failed=True, msg=message, evaluation=partial, ledger=str(run_dir / "ledger.sqlite3")
         )
@@ -202,6 +228,23 @@ def _tier_options(spec: TierSpec, options):
             f"tier_options of tier {spec.name}: " + "; ".join(checked.error_messages)
         )
     return checked.validated_parameters
+
+
+def _seconds_since_command():
+    """Seconds since ansible-playbook started (this action runs in its worker, a child of it),
+    from the process table where there is one (Linux); None elsewhere."""
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        stat = Path(f"/proc/{os.getppid()}/stat").read_text()
+        started_ticks = int(stat.rsplit(")", 1)[1].split()[19])
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return max(0.0, time.time() - (boot + started_ticks / ticks))
 
 
 def _auth_environment(args):

@@ -154,7 +154,11 @@ class JobBook:
                 job.job_key, job.node_started_at, job.node_released_at
             )
         if status.state is JobState.RUNNING and job.running_since is None:
-            job.running_since = now
+            # The tier's own start time when it has one: a job first seen running late (reads
+            # throttled) has had its startup time all the same.
+            started = status.running_at
+            plausible = started is not None and job.submitted_at <= started <= now
+            job.running_since = started if plausible else now
         job.state = status.state
         if (job.state, job.node_started_at, job.node_released_at) != before:
             assert self.ledger is not None

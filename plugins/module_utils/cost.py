@@ -57,6 +57,9 @@ class NodeUsage:
 
     node_seconds: float
     nodes_held: int
+    # Of node_seconds, the part still to come (nodes idle until they scale down after the run),
+    # which no later measurement covers.
+    still_to_come: float = 0.0
 
 
 @dataclass(frozen=True)

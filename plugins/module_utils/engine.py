@@ -10,14 +10,17 @@ to is ``run_summary``'s.
 
 from __future__ import annotations
 
-import concurrent.futures
+import _thread
+import dataclasses
 import logging
+import os
 import random
 import signal
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -66,6 +69,10 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.progress impo
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.retries import (
     RetryPolicy,
     backoff_delay,
+)
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.run_lock import (
+    ParentWatch,
+    RunLock,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.run_summary import (
     DomainSummary,
@@ -155,6 +162,10 @@ class EngineConfig:
     run_id: str | None = None
     config_fingerprint: str = ""
     status_file: str | Path | None = None
+    # Stop as on Ctrl-C when the process that started the engine dies (ansible-playbook).
+    watch_parent: bool = False
+    # Jobs read at once (each read is a status and a log request).
+    poll_threads: int = 8
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -163,6 +174,10 @@ class EngineConfig:
             raise ValueError("max_attempts must be at least 1")
         if self.poll_interval <= 0:
             raise ValueError("poll_interval must be positive")
+        if self.startup_timeout <= 0 or self.stuck_after <= 0:
+            raise ValueError("startup_timeout and stuck_after must be positive")
+        if self.poll_threads < 1:
+            raise ValueError("poll_threads must be at least 1")
         if self.scheduling not in ("dynamic", "static"):
             raise ValueError("scheduling must be 'dynamic' or 'static'")
         if self.chunk_factor is not None and self.chunk_factor <= 0:
@@ -227,7 +242,7 @@ class EvaluationEngine:
         # that starts every job at once (local processes, SSH hosts) gets one job per worker.
         ahead = self.config.queue_ahead if getattr(tier, "queues_jobs", False) else 0
         self._slots = self._workers * (1 + ahead)
-        self._submit_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._submit_pool: futures.ThreadPoolExecutor | None = None
         self._relaxed_polls = False
         self.breaker = CircuitBreaker(
             target=tier.name,
@@ -241,11 +256,16 @@ class EvaluationEngine:
         self._hold_until = 0.0
         self._unhealthy_since: float | None = None
         self._last_failure: Failure | None = None
-        self._jobs_submitted = 0
+        self._jobs_submitted = 0  # by this session
+        self._adopted = 0  # jobs of earlier sessions this one watched
+        self._poller: futures.ThreadPoolExecutor | None = None
+        self._reads: dict[str, futures.Future] = {}  # job key -> its read under way
+        self._run_started_at = 0.0
         self._job_seq = 0
         self._instance = ""
         self._session = 1
         self._cancelling = False
+        self._controller_gone = False
         self.run_id = ""
         self.ledger: Ledger | None = None
         self._scheduler: Scheduler = make_scheduler("dynamic", [], 1)
@@ -263,41 +283,78 @@ class EvaluationEngine:
         KeyboardInterrupt after cancelling every job it started.
         """
         started_at = self._clock()
+        # Before anything is read, created or cancelled: a second controller stops here.
+        lock = RunLock(self.ledger_path)
+        lock.acquire()
         try:
             ledger = self._open_ledger(started_at)
-            self._cancel_orphans(started_at)
-            self._scheduler = make_scheduler(
-                self.config.scheduling,
-                self._queue_order(ledger.pending(self._task_ids)),
-                self._workers,
-                factor=self.config.chunk_factor_for(self._workers),
-                max_chunk=self.config.max_chunk,
+            self._poller = futures.ThreadPoolExecutor(
+                self.config.poll_threads, thread_name_prefix="engine-poll"
             )
-            self._supervise(ledger)
+            self._supervise(ledger, started_at)
             ledger.set_status(RunStatus.COMPLETED)
             finished_at = self._clock()
-            self._publish(finished_at, RunStatus.COMPLETED)
-            return self._result(started_at, finished_at)
+            # One figure for the status file, the last progress line and the report.
+            cost = self._cost(finished_at, final=True)
+            self._publish(finished_at, RunStatus.COMPLETED, cost)
+            return self._result(finished_at, cost)
         finally:
+            if self._poller is not None:
+                # A read still hanging (a throttled call inside the SDK's own retries) is not
+                # waited for: its job is closed already.
+                self._poller.shutdown(wait=False, cancel_futures=True)
             self.close()
+            lock.release()
 
-    def _supervise(self, ledger: Ledger) -> None:
+    def _start_session(self, ledger: Ledger, now: float) -> None:
+        """Take what earlier sessions left (the orphans' logs read to their end, the healthy
+        ones adopted), then queue every task without a result that no adopted job holds."""
+        self._adopt_orphans(ledger)
+        self._account_unobserved_node_time(ledger)
+        held = {t for job in self._book.jobs() for t in job.unreported()}
+        self._scheduler = make_scheduler(
+            self.config.scheduling,
+            self._queue_order([t for t in ledger.pending(self._task_ids) if t not in held]),
+            self._workers,
+            factor=self.config.chunk_factor_for(self._workers),
+            max_chunk=self.config.max_chunk,
+        )
+
+    def _supervise(self, ledger: Ledger, started_at: float) -> None:
         previous_handler = self._install_signal_handler()
+        watch = (
+            ParentWatch(lambda: self._stop_for(previous_handler)).start()
+            if self.config.watch_parent
+            else None
+        )
         if self._progress is not None:
             self._progress.start()
         try:
+            self._start_session(ledger, started_at)
             self._loop()
         except BaseException as exc:
             self._cancelling = True
             status = _status_for(exc)
             self._cancel_all(self._clock(), reason=f"run {status}: {short(exc)}")
             ledger.set_status(status)
-            self._publish(self._clock(), status)
+            now = self._clock()
+            self._publish(now, status, self._cost(now, final=True))
             raise
         finally:
+            if watch is not None:
+                watch.stop()
             self._restore_signal_handler(previous_handler)
             if self._progress is not None:
                 self._progress.stop()
+
+    def _stop_for(self, signal_handler: Any) -> None:
+        """The controller that started the engine is gone: stop as on Ctrl-C (cancel what the
+        run started), from the main thread."""
+        self._controller_gone = True
+        if signal_handler is not None:
+            os.kill(os.getpid(), signal.SIGTERM)  # wakes a sleep; the handler raises
+        else:
+            _thread.interrupt_main()
 
     def close(self) -> None:
         if self._submit_pool is not None:
@@ -323,6 +380,8 @@ class EvaluationEngine:
         self._job_seq = ledger.job_count()
         known = set(self._task_ids)
         self._final = {tid: row for tid, row in ledger.results().items() if tid in known}
+        self._retries = [RetryRecord(**row) for row in ledger.retries()]
+        self._run_started_at = meta.started_at
         self._book.attach(ledger)
         return ledger
 
@@ -331,8 +390,11 @@ class EvaluationEngine:
             return None
 
         def on_sigterm(signum: int, frame: FrameType | None) -> None:
-            if not self._cancelling:
-                raise RunCancelled(f"received signal {signum}")
+            if self._cancelling:
+                return
+            if self._controller_gone:
+                raise RunCancelled("the controller that started the run is gone")
+            raise RunCancelled(f"received signal {signum}")
 
         return signal.signal(signal.SIGTERM, on_sigterm)
 
@@ -351,14 +413,40 @@ class EvaluationEngine:
             if not self._active and self._scheduler.remaining == 0:
                 return
             self._sleep(self.config.poll_interval)
-            now = self._clock()
-            jobs = self._book.jobs()
-            self._relaxed_polls = bool(self._scheduler.remaining) and any(
-                self._book.waiting_for_node(job, self._workers) for job in jobs
-            )
-            for job in jobs:
-                if now >= job.poll_not_before and now >= job.next_poll_at:
-                    self._poll_job(job, now)
+            self._poll_round()
+
+    def _poll_round(self) -> None:
+        """Read every job that is due, each in a thread of its own (at most ``poll_threads``
+        at once), so that a slow or throttled read of one job never holds up the others: what
+        has been read within a poll interval is taken now, a read still under way is taken in
+        a later round, and its job is not read again meanwhile."""
+        now = self._clock()
+        jobs = self._book.jobs()
+        self._relaxed_polls = bool(self._scheduler.remaining) and any(
+            self._book.waiting_for_node(job, self._workers) for job in jobs
+        )
+        fresh = []
+        for job in jobs:
+            if job.job_key in self._reads or now < job.poll_not_before:
+                continue
+            if now >= job.next_poll_at:
+                fresh.append(self._poller.submit(self._read_job, job.handle))
+                self._reads[job.job_key] = fresh[-1]
+        # A read left from an earlier round has had its wait already.
+        futures.wait(fresh, timeout=self.config.poll_interval)
+        for job_key, read in list(self._reads.items()):
+            if not read.done():
+                continue
+            del self._reads[job_key]
+            job = self._active.get(job_key)
+            if job is not None:  # not closed while it was being read
+                self._take_read(job, read)
+
+    def _read_job(self, handle: str) -> tuple[JobStatus, list[str], float]:
+        """One poll of a job (in a poller thread): its status, its new log lines, and when."""
+        status = self.tier.status(handle)
+        lines = self.tier.read_new_lines(handle)
+        return status, lines, self._clock()
 
     def _queue_order(self, pending: list[str]) -> list[str]:
         """WAA's file order for static sharding (its compatibility mode); longest expected
@@ -404,24 +492,24 @@ class EvaluationEngine:
 
     def _submit_concurrently(self, chunks: list[list[str]], now: float) -> None:
         if self._submit_pool is None:
-            self._submit_pool = concurrent.futures.ThreadPoolExecutor(
+            self._submit_pool = futures.ThreadPoolExecutor(
                 max_workers=self.config.submit_concurrency, thread_name_prefix="submit"
             )
         keys = [self._begin_submit(chunk, now) for chunk in chunks]
-        futures = [
+        calls = [
             self._submit_pool.submit(self._call_submit, key, chunk)
             for key, chunk in zip(keys, chunks, strict=True)
         ]
         try:
-            concurrent.futures.wait(futures)
+            futures.wait(calls)
         except BaseException:
             # Interrupted while submitting: any of them may have been accepted already.
-            concurrent.futures.wait(futures, timeout=60)
+            futures.wait(calls, timeout=60)
             for key in keys:
                 self._cancel_by_key(key, "interrupted while submitting")
             raise
         errors: list[BaseException] = []
-        for key, chunk, future in zip(keys, chunks, futures, strict=True):
+        for key, chunk, future in zip(keys, chunks, calls, strict=True):
             try:
                 self._end_submit(key, chunk, future.result)
             except BaseException as exc:
@@ -445,7 +533,7 @@ class EvaluationEngine:
         """The tier's submit with its retries; may run on a submit thread (no ledger here)."""
 
         def on_retry(attempt: int, failure: Failure, delay: float) -> None:
-            self._retries.append(
+            self._add_retry(
                 RetryRecord(
                     at=self._clock(),
                     job_key=job_key,
@@ -506,10 +594,10 @@ class EvaluationEngine:
 
     # polling ---------------------------------------------------------------------------------
 
-    def _poll_job(self, job: ActiveJob, now: float) -> None:
+    def _take_read(self, job: ActiveJob, read: futures.Future) -> None:
+        now = self._clock()
         try:
-            status = self.tier.status(job.handle)
-            lines = self.tier.read_new_lines(job.handle)
+            status, lines, read_at = read.result()
         except Exception as exc:
             failure = self._classify_exception(exc)
             if not failure.is_transient:
@@ -523,6 +611,10 @@ class EvaluationEngine:
             if job.poll_errors >= _MAX_POLL_ERRORS:
                 self._fail_job(job, failure, now)
             return
+        self._take_poll(job, status, lines, read_at)
+
+    def _take_poll(self, job: ActiveJob, status: JobStatus, lines: list[str], now: float) -> None:
+        """What one successful poll of a job read, taken at ``now`` (when it was read)."""
         job.poll_errors = 0
         for event in parse_lines(lines):
             self._on_event(job, event, now)
@@ -556,7 +648,8 @@ class EvaluationEngine:
             rounds = 1
         job.next_poll_at = now + (rounds - 1) * self.config.poll_interval
 
-    def _on_event(self, job: ActiveJob, event: WorkerEvent, now: float) -> None:
+    def _on_event(self, job: ActiveJob, event: WorkerEvent, read_at: float) -> None:
+        now = _event_time(event, job, read_at)
         job.last_event_at = now
         if job.first_event_at is None:
             # Any event proves the worker runs, even if the "started" line itself was lost.
@@ -578,12 +671,12 @@ class EvaluationEngine:
     def _on_task_result(self, job: ActiveJob, event: WorkerEvent, now: float) -> None:
         assert self.ledger is not None
         task_id = event.task_id
-        if task_id is None or task_id not in job.task_ids or task_id in job.reported:
-            log.warning(
-                "ignoring result for %s from %s: not assigned or already reported",
-                task_id,
-                job.job_key,
-            )
+        if task_id is not None and task_id in job.reported:
+            # Read again from an adopted job's log (taken by an earlier session).
+            log.debug("result for %s from %s already taken", task_id, job.job_key)
+            return
+        if task_id is None or task_id not in job.task_ids:
+            log.warning("ignoring result for %s from %s: not assigned", task_id, job.job_key)
             return
         job.reported.add(task_id)
         started_at = job.in_flight_since if job.in_flight == task_id else None
@@ -761,7 +854,7 @@ class EvaluationEngine:
         now: float,
         requeued: tuple[str, ...],
     ) -> None:
-        self._retries.append(
+        self._add_retry(
             RetryRecord(
                 at=now,
                 job_key=job_key,
@@ -772,6 +865,12 @@ class EvaluationEngine:
                 requeued_task_ids=requeued,
             )
         )
+
+    def _add_retry(self, record: RetryRecord) -> None:
+        """Kept in the ledger too, so that a resumed run reports the retries of all sessions."""
+        self._retries.append(record)
+        assert self.ledger is not None
+        self.ledger.record_retry(**dataclasses.asdict(record))
 
     def _breaker_success(self) -> None:
         self.breaker.record_success()
@@ -811,26 +910,63 @@ class EvaluationEngine:
             reason=reason,
         )
 
-    def _cancel_orphans(self, now: float) -> None:
-        """Cancel the jobs an earlier controller started and never saw end (it was killed).
+    def _account_unobserved_node_time(self, ledger: Ledger) -> None:
+        """The node time between the last sample of the previous session and this one's
+        first (the controller was killed, or the run stopped and was started again later)."""
+        if not isinstance(self.tier, MeasuresNodeTime):
+            return
+        last = ledger.last_node_sample(before_session=self._session)
+        if last is None:
+            return
+        since, nodes = last
+        now = self._clock()
+        jobs = [i for i in self._book.intervals.values() if (i.released_at or now) > since]
+        seconds = self.tier.unobserved_node_seconds(since, now, nodes, jobs)
+        ledger.record_unobserved_node_seconds(self._session, seconds)
+        log.info("node time while no controller watched (%.0fs): %.0f node-s", now - since, seconds)
 
-        Their unfinished tasks are pending again and will be scheduled in new jobs; a job left
-        running could otherwise run the same task at the same time, or record nothing after
-        spending node time."""
+    def _adopt_orphans(self, ledger: Ledger) -> None:
+        """The jobs an earlier controller started and never saw end (it was killed): each one's
+        log is read to its end first and every task result in it taken into the ledger (once:
+        what the earlier session took is not taken again). A job that ended is closed; one still
+        running is adopted and watched like this session's own jobs, so a healthy one finishes
+        its tasks and an unhealthy one is cancelled by the health checks. A job the tier no
+        longer knows is cancelled (``OrphanCancelled``) and its tasks are scheduled again."""
         for row in self._book.unfinished_rows():
             handle = row.handle or self.tier.handle_for(row.job_key)
             if not handle:
                 continue
-            self._book.close_job(
-                row.job_key,
-                now,
-                cancel=True,
+            taken = {a.task_id for a in ledger.attempts() if a.job_key == row.job_key}
+            job = ActiveJob(
+                job_key=row.job_key,
+                task_ids=list(row.task_ids),
+                submitted_at=row.submitted_at,
                 handle=handle,
-                state=JobState.CANCELED,
-                failure_code=CancelCode.ORPHAN,
-                reason="left running by an earlier controller that stopped; cancelled on resume",
+                node_started_at=row.node_started_at,
+                reported=taken | {t for t in row.task_ids if t in self._final},
             )
-            log.warning("cancelled job %s left running by an earlier controller", handle)
+            try:
+                status = self.tier.status(handle)
+                lines = self.tier.read_new_lines(handle)
+            except Exception as exc:
+                self._book.close_job(
+                    row.job_key,
+                    self._clock(),
+                    cancel=True,
+                    handle=handle,
+                    state=JobState.CANCELED,
+                    failure_code=CancelCode.ORPHAN,
+                    reason="left by an earlier controller that stopped and no longer readable "
+                    f"({short(exc)}); cancelled on resume",
+                )
+                log.warning("cancelled job %s left by an earlier controller", handle)
+                continue
+            self._book.add(job)
+            self._adopted += 1
+            log.warning(
+                "adopted job %s left by an earlier controller (%s)", handle, status.state.value
+            )
+            self._take_poll(job, status, lines, self._clock())
 
     def _cancel_all(self, now: float, reason: str) -> None:
         for job in self._book.jobs():
@@ -867,7 +1003,10 @@ class EvaluationEngine:
         if not isinstance(self.tier, MeasuresNodeTime) or self.ledger is None:
             return None
         session = self.tier.node_usage(now, final=final)
-        self.ledger.record_node_seconds(self._session, session.node_seconds)
+        # What is still to come is billed in this figure but not recorded: a later session
+        # accounts the time after this one itself.
+        self.ledger.record_node_seconds(self._session, session.node_seconds - session.still_to_come)
+        self.ledger.record_node_sample(self._session, now, session.nodes_held)
         earlier = self.ledger.node_seconds(excluding_session=self._session)
         return NodeUsage(earlier + session.node_seconds, session.nodes_held)
 
@@ -875,9 +1014,9 @@ class EvaluationEngine:
         attempts = self.ledger.attempt_count if with_attempts and self.ledger else (lambda _: 0)
         return summarize(self._task_ids, self._final, attempts)
 
-    def _publish(self, now: float, status: str) -> None:
+    def _publish(self, now: float, status: str, cost: CostBreakdown | None = None) -> None:
         summary = self._summary()
-        cost = self._cost(now)
+        cost = cost or self._cost(now)
         running = sum(1 for job in self._active.values() if job.in_flight is not None)
         jobs = max(1, self._jobs_submitted)
         if self.config.status_file is not None:
@@ -932,9 +1071,13 @@ class EvaluationEngine:
                 )
             )
 
-    def _result(self, started_at: float, finished_at: float) -> RunResult:
+    def _result(self, finished_at: float, cost: CostBreakdown) -> RunResult:
+        """The whole run's, across its sessions."""
         assert self.ledger is not None
         summary = self._summary(with_attempts=True)
+        last_result = max((row.recorded_at for row in self._final.values()), default=finished_at)
+        # A session with nothing left to do (the run was complete) does not stretch the span.
+        ended_at = finished_at if self._jobs_submitted or self._adopted else last_result
         return RunResult(
             run_id=self.run_id,
             tier=self.tier.name,
@@ -948,13 +1091,15 @@ class EvaluationEngine:
             success_rate=summary.success_rate or 0.0,
             mean_score=summary.mean_score,
             retries=list(self._retries),
-            jobs_submitted=self._jobs_submitted,
+            jobs_submitted=self.ledger.accepted_job_count(),
             duplicates_ignored=self.ledger.duplicates_ignored,
-            started_at=started_at,
-            finished_at=finished_at,
-            makespan_s=finished_at - started_at,
+            started_at=self._run_started_at,
+            finished_at=ended_at,
+            makespan_s=max(0.0, ended_at - self._run_started_at),
             avg_task_duration_s=summary.avg_task_duration_s,
-            cost=self._cost(finished_at, final=True),
+            cost=cost,
+            sessions=self._session,
+            session_jobs_submitted=self._jobs_submitted,
         )
 
 
@@ -966,6 +1111,15 @@ def _status_for(exc: BaseException) -> RunStatus:
     if isinstance(exc, TierUnhealthy):
         return RunStatus.STOPPED
     return RunStatus.CRASHED
+
+
+def _event_time(event: WorkerEvent, job: ActiveJob, read_at: float) -> float:
+    """When an event happened: the worker's own time when it is plausible (after the job was
+    submitted, not after it was read), else the time it was read."""
+    ts = event.get("ts")
+    if isinstance(ts, (int, float)) and job.submitted_at <= ts <= read_at:
+        return float(ts)
+    return read_at
 
 
 def _new_run_id(now: float, rng: random.Random) -> str:

@@ -64,6 +64,16 @@ CREATE TABLE IF NOT EXISTS attempts (
     reason TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_by_task ON attempts (task_id);
+CREATE TABLE IF NOT EXISTS retries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    job_key TEXT NOT NULL,
+    handle TEXT,
+    kind TEXT NOT NULL,
+    code TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    requeued_task_ids TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -256,10 +266,34 @@ class Ledger:
 
     def record_node_seconds(self, session: int, seconds: float) -> None:
         """The node time a session measured on its tier (committed at once)."""
+        self._set_meta(f"node_seconds.{session}", repr(float(seconds)))
+
+    def record_unobserved_node_seconds(self, session: int, seconds: float) -> None:
+        """Node time nobody measured before this session started (while no controller ran),
+        as the tier estimated it."""
+        self._set_meta(f"node_seconds.gap.{session}", repr(float(seconds)))
+
+    def record_node_sample(self, session: int, at: float, nodes: int) -> None:
+        """The last node count a session read, and when: where the next session's estimate of
+        the unobserved time starts."""
+        self._set_meta(f"node_sample.{session}", json.dumps({"at": at, "nodes": nodes}))
+
+    def last_node_sample(self, before_session: int) -> tuple[float, int] | None:
+        """(when, nodes) of the latest sample of a session before this one."""
+        for session in range(before_session - 1, 0, -1):
+            row = self._db.execute(
+                "SELECT value FROM run_meta WHERE key = ?", (f"node_sample.{session}",)
+            ).fetchone()
+            if row:
+                sample = json.loads(row[0])
+                return float(sample["at"]), int(sample["nodes"])
+        return None
+
+    def _set_meta(self, key: str, value: str) -> None:
         self._db.execute(
             "INSERT INTO run_meta (key, value) VALUES (?, ?) "
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (f"node_seconds.{session}", repr(float(seconds))),
+            (key, value),
         )
 
     def node_seconds(self, *, excluding_session: int | None = None) -> float:
@@ -271,11 +305,7 @@ class Ledger:
         return sum(float(value) for key, value in rows if key != skip)
 
     def set_status(self, status: RunStatus | str) -> None:
-        self._db.execute(
-            "INSERT INTO run_meta (key, value) VALUES ('status', ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (str(status),),
-        )
+        self._set_meta("status", str(status))
 
     # results -------------------------------------------------------------------------------
 
@@ -377,8 +407,50 @@ class Ledger:
         ).fetchall()
         return [JobRow(row[0], row[1], json.loads(row[2]), *row[3:]) for row in rows]
 
+    def accepted_job_count(self) -> int:
+        """Jobs of every session that the tier accepted."""
+        return int(
+            self._db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE state NOT IN (?, ?)",
+                (JobRecordState.SUBMITTED.value, JobRecordState.SUBMIT_FAILED.value),
+            ).fetchone()[0]
+        )
+
     def job_count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
+
+    # retries -------------------------------------------------------------------------------
+
+    def record_retry(
+        self,
+        at: float,
+        job_key: str,
+        handle: str | None,
+        kind: str,
+        code: str,
+        reason: str,
+        requeued_task_ids: Sequence[str],
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO retries (at, job_key, handle, kind, code, reason, requeued_task_ids) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (at, job_key, handle, kind, code, reason, json.dumps(list(requeued_task_ids))),
+        )
+
+    def retries(self) -> list[dict[str, Any]]:
+        """Every retry of every session, in order."""
+        rows = self._db.execute(
+            "SELECT at, job_key, handle, kind, code, reason, requeued_task_ids FROM retries "
+            "ORDER BY id"
+        ).fetchall()
+        names = ("at", "job_key", "handle", "kind", "code", "reason")
+        return [
+            {
+                **dict(zip(names, row[:6], strict=True)),
+                "requeued_task_ids": tuple(json.loads(row[6])),
+            }
+            for row in rows
+        ]
 
     # attempts ------------------------------------------------------------------------------
 

@@ -78,6 +78,9 @@ class RetryRecord:
 
 @dataclass(frozen=True)
 class RunResult:
+    """A whole run, across its sessions (jobs, retries, span from the first session's start and
+    cost); ``session_jobs_submitted`` is what the last session added."""
+
     run_id: str
     tier: str
     status: str
@@ -97,6 +100,8 @@ class RunResult:
     makespan_s: float
     avg_task_duration_s: float | None
     cost: CostBreakdown
+    sessions: int = 1
+    session_jobs_submitted: int = 0  # by the last session alone
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -177,6 +182,8 @@ def ledger_summary(path: str | Path, status: str) -> dict[str, Any]:
         rows = ledger.results()
         meta = ledger.run_meta()
         summary = summarize(list(rows), rows, ledger.attempt_count)
+        retries = ledger.retries()
+        jobs_submitted = ledger.accepted_job_count()
     return {
         "run_id": meta.run_id if meta else None,
         "status": status,
@@ -185,4 +192,7 @@ def ledger_summary(path: str | Path, status: str) -> dict[str, Any]:
         "succeeded": summary.succeeded,
         "failed": summary.failed,
         "errored": summary.errored,
+        "retries": retries,
+        "jobs_submitted": jobs_submitted,
+        "sessions": meta.sessions if meta else 0,
     }

@@ -378,6 +378,26 @@ BAD_INPUTS = {
         ("-e", "aml_cluster_max_nodes=500"),
         ("needs 2000 vCPUs", "Lower max_instances to 125", "request a quota increase"),
     ),
+    "missing-task-set": BadInput(
+        ("-e", "eval_task_set=/nonexistent/test_all.json"),
+        ("eval_task_set: /nonexistent/test_all.json does not exist", "nothing was created"),
+    ),
+    "malformed-task-set": BadInput(
+        ("-e", f"eval_task_set={HELPER_PLAYBOOKS / 'malformed_task_set.json'}"),
+        ("eval_task_set:", "is not valid JSON"),
+    ),
+    "unknown-task-id": BadInput(
+        ("-e", json.dumps({"eval_task_ids": ["no-such-task-WOS"]})),
+        ("eval_task_ids: not in", "no-such-task-WOS"),
+    ),
+    "zero-workers": BadInput(
+        ("-e", "eval_workers=0", "-e", "aml_cluster_max_nodes=2"),
+        ("eval_workers is 0; it must be at least 1",),
+    ),
+    "zero-startup-timeout": BadInput(
+        ("-e", "eval_startup_timeout=0"),
+        ("eval_startup_timeout is 0; it must be more than 0",),
+    ),
     "wrong-credentials": BadInput(
         ("-e", "azure_use_emulator=false"),
         ("Invalid client secret provided", "is the client secret value"),

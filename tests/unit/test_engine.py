@@ -586,3 +586,145 @@ def test_a_tier_of_fixed_capacity_runs_no_more_jobs_than_its_hosts(tmp_path):
     clock.on_sleep = lambda now: seen.append(len(engine._book.active))
     engine.run()
     assert max(seen) == 1
+
+
+class Killed(BaseException):
+    """The controller dies: nothing of the engine's clean-up runs."""
+
+
+def killed_midway(tmp_path, planner, kill_at, **config):
+    """A first session killed ``kill_at`` seconds in, leaving its jobs running on the tier."""
+    engine, tier, clock = make_engine(tmp_path, planner, **config)
+    start = clock.now
+    engine._cancel_all = lambda now, reason: None
+    engine._publish = lambda now, status, *args: None
+
+    def kill(now):
+        if now - start >= kill_at:
+            raise Killed()
+
+    clock.on_sleep = kill
+    with pytest.raises(Killed):
+        engine.run()
+    clock.on_sleep = None
+    for job in tier.jobs.values():
+        job["read"] = 0  # a new controller's tier reads every log from its start
+    return tier, clock
+
+
+def resume(tmp_path, tier, clock, **config):
+    """The same command run again: a new engine on the same ledger and tier."""
+    engine = EvaluationEngine(
+        tier,
+        TASKS,
+        tmp_path / "ledger.db",
+        EngineConfig(run_id="run", **config),
+        clock=clock,
+        sleep=clock.sleep,
+        handle_signals=False,
+    )
+    return engine.run()
+
+
+def test_resume_takes_the_orphans_results_and_adopts_the_running_ones(tmp_path):
+    tier, clock = killed_midway(
+        tmp_path, lambda k, i, n: worker_plan(k, i), kill_at=150, workers=2, max_chunk=3
+    )
+    first_jobs = {key: ids for key, ids, _ in tier.submits}
+    results_before, _, _, _ = ledger_rows(tmp_path)
+    assert 1 <= len(results_before) < 8
+
+    result = resume(tmp_path, tier, clock, workers=2, poll_interval=10, max_chunk=3)
+
+    results, jobs, attempts, meta = ledger_rows(tmp_path)
+    assert sorted(results) == sorted(IDS) and result.duplicates_ignored == 0
+    assert (meta.sessions, meta.status) == (2, "completed")
+    # every task of the orphaned jobs was finished by them: none was handed out again
+    orphaned = {t for ids in first_jobs.values() for t in ids}
+    later = [ids for key, ids, _ in tier.submits if key not in first_jobs]
+    assert orphaned.isdisjoint(t for ids in later for t in ids)
+    assert {results[t].job_key for t in orphaned} <= set(first_jobs)
+    by_key = {job.job_key: job for job in jobs}
+    assert all(by_key[key].state == "COMPLETED" for key in first_jobs)
+    assert tier.cancelled == []
+    # one attempt per task: nothing the first session took was taken again
+    assert sorted(a.task_id for a in attempts) == sorted(IDS)
+
+
+def test_resume_cancels_an_orphan_that_is_stuck(tmp_path):
+    def plan(key, ids, n):
+        return worker_plan(key, ids, stop_after=1) if n == 1 else worker_plan(key, ids)
+
+    tier, clock = killed_midway(tmp_path, plan, kill_at=150, workers=1, max_chunk=3)
+    clock.now += 1000  # the controller came back long after the first job went silent
+    result = resume(tmp_path, tier, clock, workers=1, poll_interval=10, stuck_after=600)
+    assert sorted(result.tasks) == sorted(IDS) and result.duplicates_ignored == 0
+    assert tier.cancelled == ["h-1"]
+    _, jobs, _, _ = ledger_rows(tmp_path)
+    assert (jobs[0].state, jobs[0].failure_code) == ("CANCELED", "Stuck")
+
+
+def test_a_resumed_runs_report_status_and_cost_cover_every_session(tmp_path):
+    def plan(key, ids, n):
+        if n == 1:
+            p = worker_plan(key, ids, stop_after=0)
+            p.end_at, p.end_state = 30.0, JobState.FAILED
+            p.error_code, p.error_message = "NodePreempted", "evicted"
+            return p
+        return worker_plan(key, ids)
+
+    tier, clock = killed_midway(tmp_path, plan, kill_at=200, workers=2, max_chunk=3)
+    result = resume(
+        tmp_path, tier, clock, workers=2, poll_interval=10, status_file=tmp_path / "s.json"
+    )
+
+    _, jobs, _, meta = ledger_rows(tmp_path)
+    assert result.sessions == 2 and result.jobs_submitted == len(jobs)
+    assert 0 < result.session_jobs_submitted < len(jobs)
+    assert [r.code for r in result.retries][:1] == ["NodePreempted"]  # from the first session
+    assert result.started_at == meta.started_at
+    assert result.makespan_s == result.finished_at - meta.started_at
+    # one cost figure: the status file's last word is the report's
+    assert read_status(tmp_path / "s.json")["cost"]["current_usd"] == round(
+        result.cost.total_usd, 4
+    )
+
+
+def test_a_read_that_hangs_holds_up_no_other_job_and_its_job_is_not_judged_for_it(tmp_path):
+    import threading
+
+    engine, tier, clock = make_engine(
+        tmp_path,
+        lambda k, i, n: worker_plan(k, i, task_s=10, start=1),
+        workers=2,
+        max_chunk=2,
+        poll_interval=1,
+        stuck_after=30,
+        startup_timeout=30,
+    )
+    released = threading.Event()
+    released_by = []
+    original = tier.status
+
+    def status(handle):
+        if handle == "h-1" and not released.is_set():
+            released.wait(60)  # a call stuck in the SDK's own retries, say
+        return original(handle)
+
+    tier.status = status
+
+    def release_when_the_other_job_is_done(now):
+        if released.is_set() or len(tier.submits) < 2:
+            return
+        second = tier.submits[1]
+        if all(t in engine._final for t in second[1]):
+            released_by.append(now)
+            released.set()
+
+    clock.on_sleep = release_when_the_other_job_is_done
+    result = engine.run()
+    assert released_by, "the other job's tasks were not recorded while the first read hung"
+    assert sorted(result.tasks) == sorted(IDS)
+    # the first job was not judged stuck or slow to start for the time nobody could look
+    assert tier.cancelled == []
+    assert [r.code for r in result.retries] == []

@@ -53,3 +53,27 @@ def test_node_meter_integrates_node_count_over_time():
     assert meter.node_seconds == pytest.approx(2 * 2 + 2 * 1 + 2 * 2)
     assert meter.nodes == 1
     assert meter.idle_for(7.0) == pytest.approx(3.0)
+
+
+def test_aml_estimates_the_node_time_nobody_watched():
+    from ansible_collections.openadapt.azure_eval.plugins.module_utils.cost import NodeInterval
+    from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.aml import AmlTier
+
+    tier = AmlTier(
+        ml_client=None,
+        compute="waa",
+        environment="env",
+        worker_script="",
+        experiment_name="x",
+        run_name="r",
+        compute_details={"idle_time_before_scale_down": 10, "min_instances": 0},
+    )
+    jobs = [
+        NodeInterval("a", 0.0, 25.0),  # ran through the kill at 20, ended at 25
+        NodeInterval("b", 30.0, 40.0),  # a node acquired while nobody watched
+    ]
+    # 3 nodes held at 20: one busy until 25 then idle 10 (to 35), two idle 10 (to 30); the
+    # node of b from 30 to 40 + 10 idle, cut at the end (45).
+    assert tier.unobserved_node_seconds(20.0, 45.0, 3, jobs) == 15 + 10 + 10 + 15
+    tier.compute_details["min_instances"] = 1  # one node stays whatever the run does
+    assert tier.unobserved_node_seconds(20.0, 45.0, 3, jobs) == 25 + 10 + 10 + 15

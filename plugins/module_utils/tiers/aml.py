@@ -25,7 +25,10 @@ from typing import Any, ClassVar
 import requests
 
 from ansible_collections.openadapt.azure_eval.plugins.module_utils import azure_ml, vm_sizes
-from ansible_collections.openadapt.azure_eval.plugins.module_utils.cost import NodeUsage
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.cost import (
+    NodeInterval,
+    NodeUsage,
+)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.credentials import (
     MissingCredentials,
     credential_from_env,
@@ -192,12 +195,46 @@ class AmlTier(BaseTier):
         that stay regardless of the run."""
         meter = self._meter()
         meter.sample(now, force=final)
-        seconds = meter.node_seconds
+        tail = 0.0
         if final:
-            idle = float(self.compute_details.get("idle_time_before_scale_down") or 0)
-            above_min = max(meter.nodes - int(self.compute_details.get("min_instances") or 0), 0)
-            seconds += above_min * max(idle - meter.idle_for(now), 0.0)
-        return NodeUsage(node_seconds=seconds, nodes_held=meter.nodes)
+            above_min = max(meter.nodes - self._min_nodes, 0)
+            tail = above_min * max(self._idle_s - meter.idle_for(now), 0.0)
+        return NodeUsage(
+            node_seconds=meter.node_seconds + tail, nodes_held=meter.nodes, still_to_come=tail
+        )
+
+    def unobserved_node_seconds(
+        self, start: float, end: float, nodes_at_start: int, jobs: list[NodeInterval]
+    ) -> float:
+        """The cluster's node time while no controller watched it (between ``start``, the last
+        sample of an earlier session, and ``end``), from what is known: the nodes held at
+        ``start``, the node intervals of the jobs that ran meanwhile (from run history), and the
+        idle time before scale-down. Each node held at ``start`` stays while a job of that time
+        runs on it, then idles until it scales down (the ``min_instances`` stay); a node a job
+        acquired later counts from then."""
+        through = sorted(
+            (j.released_at if j.released_at is not None else end)
+            for j in jobs
+            if j.acquired_at <= start and (j.released_at is None or j.released_at > start)
+        )[::-1]
+        seconds = 0.0
+        for index in range(nodes_at_start):
+            busy_until = through[index] if index < len(through) else start
+            until = end if index < self._min_nodes else busy_until + self._idle_s
+            seconds += max(0.0, min(until, end) - start)
+        for job in jobs:
+            if start < job.acquired_at < end:
+                released = job.released_at if job.released_at is not None else end
+                seconds += max(0.0, min(released + self._idle_s, end) - job.acquired_at)
+        return seconds
+
+    @property
+    def _idle_s(self) -> float:
+        return float(self.compute_details.get("idle_time_before_scale_down") or 0)
+
+    @property
+    def _min_nodes(self) -> int:
+        return int(self.compute_details.get("min_instances") or 0)
 
     def _meter(self) -> NodeMeter:
         if self._node_meter is None:
@@ -264,6 +301,8 @@ class AmlTier(BaseTier):
             error_code=code,
             error_message=message,
             node_started_at=_timestamp(details.start_time_utc),
+            # Run history's start time is when the run started running.
+            running_at=_timestamp(details.start_time_utc),
             node_released_at=_timestamp(details.end_time_utc) if state.terminal else None,
         )
         return followed.status

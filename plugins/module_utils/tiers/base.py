@@ -19,7 +19,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from ansible_collections.openadapt.azure_eval.plugins.module_utils.cost import NodeUsage
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.cost import (
+    NodeInterval,
+    NodeUsage,
+)
 
 
 class JobState(StrEnum):
@@ -42,6 +45,7 @@ class JobStatus:
     error_message: str | None = None
     node_started_at: float | None = None  # unix time the node was acquired for this job
     node_released_at: float | None = None  # unix time it was given back
+    running_at: float | None = None  # unix time the job started running, if the tier knows it
 
 
 class Tier(Protocol):
@@ -106,7 +110,15 @@ class MeasuresNodeTime(Protocol):
 
     def node_usage(self, now: float, *, final: bool) -> NodeUsage:
         """Node time so far; with ``final`` also the idle time still to come before the pool
-        scales down after the run."""
+        scales down after the run (reported apart as ``still_to_come``)."""
+        ...
+
+    def unobserved_node_seconds(
+        self, start: float, end: float, nodes_at_start: int, jobs: list[NodeInterval]
+    ) -> float:
+        """An estimate of the pool's node time between ``start`` (the last sample of an earlier
+        session, which held ``nodes_at_start`` nodes) and ``end``, while no controller watched
+        it; ``jobs`` are the node intervals of the jobs that ran meanwhile."""
         ...
 
 

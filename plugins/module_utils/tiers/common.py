@@ -5,6 +5,7 @@ follows a log over HTTP with ranged reads."""
 from __future__ import annotations
 
 import shlex
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,18 +48,23 @@ class NodeMeter:
         self.nodes = 0
         self._at: float | None = None
         self._idle_since: float | None = None
+        self._lock = threading.Lock()
 
     def sample(self, now: float, *, force: bool = False) -> None:
-        if self._at is not None and not force and now - self._at < self._interval:
-            return
-        nodes, busy = self._read()
-        if self._at is not None:
-            self.node_seconds += self.nodes * max(now - self._at, 0.0)
-        if busy == 0 and nodes > 0:
-            self._idle_since = self._idle_since if self._idle_since is not None else now
-        else:
-            self._idle_since = None
-        self.nodes, self._at = nodes, now
+        # Jobs are polled from several threads: one sample at a time, each interval once.
+        with self._lock:
+            if self._at is not None and not force and now - self._at < self._interval:
+                return
+            if self._at is not None and now < self._at:
+                return  # a thread that read the clock before another's sample
+            nodes, busy = self._read()
+            if self._at is not None:
+                self.node_seconds += self.nodes * max(now - self._at, 0.0)
+            if busy == 0 and nodes > 0:
+                self._idle_since = self._idle_since if self._idle_since is not None else now
+            else:
+                self._idle_since = None
+            self.nodes, self._at = nodes, now
 
     def idle_for(self, now: float) -> float:
         return now - self._idle_since if self._idle_since is not None else 0.0

@@ -139,7 +139,9 @@ class LocalTier(BaseTier):
         with self._lock:
             returncode, released_at = job.returncode, job.released_at
         if returncode is None:
-            return JobStatus(JobState.RUNNING, node_started_at=job.started_at)
+            return JobStatus(
+                JobState.RUNNING, node_started_at=job.started_at, running_at=job.started_at
+            )
         if job.cancelled:
             state, code, message = JobState.CANCELED, None, "canceled on request"
         elif returncode == 0:
