@@ -247,6 +247,9 @@ def set_up(emulator: RunningEmulator, workers: int) -> None:
             "principal_type": "ServicePrincipal",
         },
     )
+    # The emulator's default regional quota (100 vCPUs) holds 25 D4s_v5 nodes; the benchmark
+    # needs room for every worker, as a real subscription would after a quota request.
+    emulator.admin("PUT", "ml/quota", {"family_default": max(100, 4 * workers)})
     ml = emulator.ml_client(RESOURCE_GROUP, WORKSPACE)
     ml.compute.begin_create_or_update(
         AmlCompute(
