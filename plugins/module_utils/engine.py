@@ -529,8 +529,9 @@ class EvaluationEngine:
         self.ledger.record_job_submitted(job_key, None, chunk, now)
         return job_key
 
-    def _call_submit(self, job_key: str, chunk: list[str]) -> str:
-        """The tier's submit with its retries; may run on a submit thread (no ledger here)."""
+    def _call_submit(self, job_key: str, chunk: list[str]) -> tuple[str, float]:
+        """The tier's submit with its retries, and when the tier accepted the job; may run on
+        a submit thread (no ledger here)."""
 
         def on_retry(attempt: int, failure: Failure, delay: float) -> None:
             self._add_retry(
@@ -548,13 +549,16 @@ class EvaluationEngine:
         retrier = (self.config.submit_retry or DEFAULT_SUBMIT_RETRY).with_hooks(
             sleep=self._sleep, on_retry=on_retry, codes=self.tier.failure_codes
         )
-        return retrier.call(self.tier.submit, job_key, list(chunk))
+        handle = retrier.call(self.tier.submit, job_key, list(chunk))
+        return handle, self._clock()
 
-    def _end_submit(self, job_key: str, chunk: list[str], outcome: Callable[[], str]) -> None:
+    def _end_submit(
+        self, job_key: str, chunk: list[str], outcome: Callable[[], tuple[str, float]]
+    ) -> None:
         """Record what the submit came to: an active job, or a failed submit requeued."""
         assert self.ledger is not None
         try:
-            handle = outcome()
+            handle, accepted_at = outcome()
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 # Interrupted inside the submit: the tier may have accepted the job already.
@@ -576,15 +580,15 @@ class EvaluationEngine:
             return
         self._jobs_submitted += 1
         self.ledger.update_job(job_key, handle=handle, state=JobState.QUEUED)
-        # The startup clock starts when the tier accepted the job, after any submit retries.
-        submitted_at = self._clock()
+        # The startup clock starts when the tier accepted the job, after any submit retries
+        # (not when the round's other submits were done).
         self._book.add(
             ActiveJob(
                 job_key=job_key,
                 task_ids=list(chunk),
-                submitted_at=submitted_at,
+                submitted_at=accepted_at,
                 handle=handle,
-                startup_from=submitted_at,
+                startup_from=accepted_at,
             )
         )
         log.info("submitted %s (%s) with %d task(s)", job_key, handle, len(chunk))
