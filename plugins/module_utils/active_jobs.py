@@ -52,6 +52,8 @@ class ActiveJob:
     # The startup clock: submission, moved on while the job waits behind a busy node of the run.
     startup_from: float = 0.0
     next_poll_at: float = 0.0
+    # When the submit that was accepted was sent: a tier may start the job before it answers.
+    sent_at: float | None = None
 
     def unreported(self) -> list[str]:
         return [t for t in self.task_ids if t not in self.reported]
@@ -157,7 +159,8 @@ class JobBook:
             # The tier's own start time when it has one: a job first seen running late (reads
             # throttled) has had its startup time all the same.
             started = status.running_at
-            plausible = started is not None and job.submitted_at <= started <= now
+            sent = job.sent_at if job.sent_at is not None else job.submitted_at
+            plausible = started is not None and sent <= started <= now
             job.running_since = started if plausible else now
         job.state = status.state
         if (job.state, job.node_started_at, job.node_released_at) != before:

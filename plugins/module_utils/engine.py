@@ -529,9 +529,9 @@ class EvaluationEngine:
         self.ledger.record_job_submitted(job_key, None, chunk, now)
         return job_key
 
-    def _call_submit(self, job_key: str, chunk: list[str]) -> tuple[str, float]:
-        """The tier's submit with its retries, and when the tier accepted the job; may run on
-        a submit thread (no ledger here)."""
+    def _call_submit(self, job_key: str, chunk: list[str]) -> tuple[str, float, float]:
+        """The tier's submit with its retries: the handle, when the accepted attempt was sent
+        and when the tier answered; may run on a submit thread (no ledger here)."""
 
         def on_retry(attempt: int, failure: Failure, delay: float) -> None:
             self._add_retry(
@@ -549,16 +549,22 @@ class EvaluationEngine:
         retrier = (self.config.submit_retry or DEFAULT_SUBMIT_RETRY).with_hooks(
             sleep=self._sleep, on_retry=on_retry, codes=self.tier.failure_codes
         )
-        handle = retrier.call(self.tier.submit, job_key, list(chunk))
-        return handle, self._clock()
+        sent: list[float] = []
+
+        def send(key: str, ids: list[str]) -> str:
+            sent[:] = [self._clock()]
+            return self.tier.submit(key, ids)
+
+        handle = retrier.call(send, job_key, list(chunk))
+        return handle, sent[0], self._clock()
 
     def _end_submit(
-        self, job_key: str, chunk: list[str], outcome: Callable[[], tuple[str, float]]
+        self, job_key: str, chunk: list[str], outcome: Callable[[], tuple[str, float, float]]
     ) -> None:
         """Record what the submit came to: an active job, or a failed submit requeued."""
         assert self.ledger is not None
         try:
-            handle, accepted_at = outcome()
+            handle, sent_at, accepted_at = outcome()
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 # Interrupted inside the submit: the tier may have accepted the job already.
@@ -589,6 +595,7 @@ class EvaluationEngine:
                 submitted_at=accepted_at,
                 handle=handle,
                 startup_from=accepted_at,
+                sent_at=sent_at,
             )
         )
         log.info("submitted %s (%s) with %d task(s)", job_key, handle, len(chunk))

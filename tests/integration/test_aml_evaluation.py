@@ -501,7 +501,7 @@ def test_a_job_that_never_starts_under_a_storm_is_caught_at_the_first_read_past_
     tasks = TASKS[:6]
     ledger_path = tmp_path / "ledger.db"
 
-    result = run_engine(world, "stormnever", tasks, ledger_path, startup_timeout=3.0, queue_ahead=0, submit_concurrency=1)
+    result = run_engine(world, "stormnever", tasks, ledger_path, startup_timeout=3.0)
 
     assert_every_task_once(ledger_path, tasks)
     never = nth_job(ledger_path, 1)
