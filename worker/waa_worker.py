@@ -170,23 +170,13 @@ class Worker:
 
     def run_task(self, task_id: str) -> None:
         domain = self.domains.get(task_id)
-        self.current_task = task_id
-        self.events.emit("task_started", task_id=task_id, domain=domain)
+        self._begin(task_id)
         started = time.monotonic()
         if domain is None:
-            status, score, error = "error", 0.0, "task id not found in the test_all meta file"
+            outcome = ("error", 0.0, "task id not found in the test_all meta file")
         else:
-            status, score, error = self._run_client(task_id, domain)
-        self.current_task = None
-        self.events.emit(
-            "task_result",
-            task_id=task_id,
-            domain=domain,
-            status=status,
-            score=score,
-            duration_s=round(time.monotonic() - started, 3),
-            error=error,
-        )
+            outcome = self._run_client(task_id, domain)
+        self._report(task_id, started, outcome)
 
     def run_batched(self) -> int:
         """All tasks through as few client processes as possible (one, unless one exits
