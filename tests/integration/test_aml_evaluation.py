@@ -388,7 +388,8 @@ def test_throttled_or_failing_control_plane_is_retried_after_retry_after(azure, 
     storm = [
         azure.add_fault(
             method="PUT",
-            path=r"/workspaces/waa-ws/jobs/[^/]+$",
+            # The first job's: a round's submits run concurrently.
+            path=r"/workspaces/waa-ws/jobs/[^/]+-0001$",
             status=status,
             retry_after=1,
             times=5,
@@ -711,7 +712,9 @@ def test_ctrl_c_while_a_job_is_being_submitted_leaves_no_job_running(azure, tmp_
     # interrupted in the submit: the engine found the job by its name and cancelled it
     assert ledger_jobs(ledger_path)[first].state == "CANCELED"
     statuses = assert_nothing_left_running(world)
-    assert statuses == {first: "Canceled"}
+    # The round's other submits ran at the same time: every job it made was cancelled too.
+    assert statuses.pop(first) == "Canceled"
+    assert set(statuses.values()) <= {"Canceled"}
 
 
 def test_controller_killed_mid_run_then_rerun_records_every_task_once(azure, tmp_path):

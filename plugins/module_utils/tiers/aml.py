@@ -109,8 +109,10 @@ class AmlTier(BaseTier):
     node_sample_interval: float = 5.0
     # Run-history reads of a job whose log is flowing: every this many seconds.
     history_interval: float = 30.0
-    # A log without new bytes for this long is quiet: the job's status is read at each poll.
-    quiet_after: float = 5.0
+    # A log without new bytes for this long is quiet: the job's status is read at each poll
+    # (0: as soon as a read brings nothing, so a preempted or failed job is seen before its
+    # silence could pass for a stuck worker).
+    quiet_after: float = 0.0
     # AML queues jobs for the cluster's nodes, so the engine may keep jobs queued ahead.
     queues_jobs: ClassVar[bool] = True
     failure_codes: ClassVar[Mapping[str, str]] = FAILURE_CODES
