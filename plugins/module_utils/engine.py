@@ -244,6 +244,7 @@ class EvaluationEngine:
         self._slots = self._workers * (1 + ahead)
         self._submit_pool: futures.ThreadPoolExecutor | None = None
         self._relaxed_polls = False
+        self._submit_retries: dict[str, list[RetryRecord]] = {}
         self.breaker = CircuitBreaker(
             target=tier.name,
             failure_threshold=self.config.breaker_threshold,
@@ -534,7 +535,8 @@ class EvaluationEngine:
         and when the tier answered; may run on a submit thread (no ledger here)."""
 
         def on_retry(attempt: int, failure: Failure, delay: float) -> None:
-            self._add_retry(
+            # Recorded in the ledger by _end_submit, on the loop's thread.
+            self._submit_retries.setdefault(job_key, []).append(
                 RetryRecord(
                     at=self._clock(),
                     job_key=job_key,
@@ -566,6 +568,7 @@ class EvaluationEngine:
         try:
             handle, sent_at, accepted_at = outcome()
         except BaseException as exc:
+            self._record_submit_retries(job_key)
             if not isinstance(exc, Exception):
                 # Interrupted inside the submit: the tier may have accepted the job already.
                 self._cancel_by_key(job_key, "interrupted while submitting")
@@ -584,6 +587,7 @@ class EvaluationEngine:
                 raise PermanentFailure(failure) from exc
             self._note_transient(job_key, None, failure, self._clock(), tuple(chunk))
             return
+        self._record_submit_retries(job_key)
         self._jobs_submitted += 1
         self.ledger.update_job(job_key, handle=handle, state=JobState.QUEUED)
         # The startup clock starts when the tier accepted the job, after any submit retries
@@ -599,6 +603,10 @@ class EvaluationEngine:
             )
         )
         log.info("submitted %s (%s) with %d task(s)", job_key, handle, len(chunk))
+
+    def _record_submit_retries(self, job_key: str) -> None:
+        for record in self._submit_retries.pop(job_key, []):
+            self._add_retry(record)
 
     def _classify_exception(self, exc: BaseException) -> Failure:
         return classify_exception(exc, codes=self.tier.failure_codes)

@@ -712,9 +712,9 @@ def test_ctrl_c_while_a_job_is_being_submitted_leaves_no_job_running(azure, tmp_
     # interrupted in the submit: the engine found the job by its name and cancelled it
     assert ledger_jobs(ledger_path)[first].state == "CANCELED"
     statuses = assert_nothing_left_running(world)
-    # The round's other submits ran at the same time: every job it made was cancelled too.
+    # The round's other submits ran at the same time: their jobs were cancelled or had ended.
     assert statuses.pop(first) == "Canceled"
-    assert set(statuses.values()) <= {"Canceled"}
+    assert set(statuses.values()) <= {"Canceled", "Completed"}  # none left running
 
 
 def test_controller_killed_mid_run_then_rerun_records_every_task_once(azure, tmp_path):
