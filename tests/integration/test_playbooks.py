@@ -631,7 +631,10 @@ def test_second_run_changes_nothing_and_submits_no_job(playground, site_run):
     assert {job.name for job in playground.jobs()} == jobs_before
     assert playground.cluster_nodes()["nodes"] == nodes_before
     report = json.loads((playground.report_dir / f"{RUN_NAME}.json").read_text())
-    assert report["evaluation"]["jobs_submitted"] == 0
+    # The report is the whole run's: the first session's jobs, none added by this one.
+    assert report["evaluation"]["session_jobs_submitted"] == 0
+    assert report["evaluation"]["jobs_submitted"] == site_run.report["evaluation"]["jobs_submitted"]
+    assert report["evaluation"]["sessions"] == 2
     assert set(report["evaluation"]["tasks"]) == set(site_run.report["evaluation"]["tasks"])
 
 
