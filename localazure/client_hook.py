@@ -95,7 +95,8 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
 def _install_resolver(suffixes: list[str], endpoint: str) -> None:
     target = urlsplit(endpoint)
     address, port = target.hostname, target.port or 443
-    original = socket.getaddrinfo
+    # A later install (another emulator activated in the same process) replaces the redirection.
+    original = getattr(socket.getaddrinfo, "_localazure_original", socket.getaddrinfo)
 
     def getaddrinfo(host, service, *args, **kwargs):
         name = host.decode() if isinstance(host, bytes) else host or ""
@@ -105,6 +106,8 @@ def _install_resolver(suffixes: list[str], endpoint: str) -> None:
             return original(address, service, *args, **kwargs)
         return original(host, service, *args, **kwargs)
 
+    getaddrinfo._localazure_original = original
+    getaddrinfo._localazure_endpoint = endpoint
     socket.getaddrinfo = getaddrinfo
 
 
@@ -118,9 +121,12 @@ def install() -> None:
         s.strip().lower() for s in os.environ.get("LOCALAZURE_DNS", "").split(",") if s.strip()
     ]
     endpoint = os.environ.get("LOCALAZURE_ENDPOINT")
-    if suffixes and endpoint and not getattr(socket.getaddrinfo, "_localazure", False):
+    if (
+        suffixes
+        and endpoint
+        and getattr(socket.getaddrinfo, "_localazure_endpoint", None) != endpoint
+    ):
         _install_resolver(suffixes, endpoint)
-        socket.getaddrinfo._localazure = True
 
 
 install()

@@ -209,8 +209,9 @@ def test_container_that_never_starts_is_cancelled_within_the_startup_timeout_and
     [retry] = result.retries
     assert (retry.job_key, retry.code) == (never, "StartupTimeout")
     assert sorted(retry.requeued_task_ids) == sorted(first.task_ids)
-    # Detected once the job had been RUNNING for the startup timeout, not later.
-    assert 3.0 <= retry.at - first.submitted_at <= 3.0 + 2.0
+    # Detected once the job had been RUNNING for the startup timeout, not later: measured from the
+    # submit, so the margin also holds the node's start and the pull (slower on a loaded machine).
+    assert 3.0 <= retry.at - first.submitted_at <= 3.0 + 4.0
     assert (first.state, first.failure_code) == ("CANCELED", "StartupTimeout")
     # Its tasks were completed by other jobs.
     assert all(rows[t].job_key != never for t in first.task_ids)
