@@ -15,7 +15,9 @@ import paramiko
 import pytest
 from azure.core.exceptions import HttpResponseError
 
-from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.common import worker_command
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.common import (
+    worker_command,
+)
 from tests.integration.aml_setup import FAST_JOB_ENV, WORKER_SCRIPT
 from tests.integration.vm_setup import RG, build, docker_login_with_identity, new_key, run, wait_for
 
