@@ -28,20 +28,8 @@ from localazure.batch import ACCOUNT_TYPE, BATCH_AUDIENCES, accounts
 from localazure.batch.jobs import BatchError
 from localazure.core.context import Context
 from localazure.core.errors import AzureError
+from localazure.core.shared_key import SIGNED_HEADERS
 
-SIGNED_HEADERS = (
-    "content-encoding",
-    "content-language",
-    "content-length",
-    "content-md5",
-    "content-type",
-    "date",
-    "if-modified-since",
-    "if-match",
-    "if-none-match",
-    "if-unmodified-since",
-    "range",
-)
 MAX_CLOCK_SKEW_S = 15 * 60
 READ = f"{ACCOUNT_TYPE}/read"
 WRITE = f"{ACCOUNT_TYPE}/write"

@@ -25,22 +25,9 @@ from starlette.requests import Request
 from localazure.authorization.access import is_allowed
 from localazure.core.context import Context
 from localazure.core.errors import AzureError
+from localazure.core.shared_key import SIGNED_HEADERS
 from localazure.storage import STORAGE_AUDIENCE
 from localazure.storage.accounts import account_keys, shared_key_allowed
-
-_SIGNED_HEADERS = (
-    "content-encoding",
-    "content-language",
-    "content-length",
-    "content-md5",
-    "content-type",
-    "date",
-    "if-modified-since",
-    "if-match",
-    "if-none-match",
-    "if-unmodified-since",
-    "range",
-)
 
 
 class StorageAuthError(Exception):
@@ -78,7 +65,7 @@ def _header_sort_key(name: str) -> tuple[str, str]:
 def string_to_sign(request: Request, account: str) -> str:
     headers = request.headers
     values = []
-    for name in _SIGNED_HEADERS:
+    for name in SIGNED_HEADERS:
         value = headers.get(name, "")
         if name == "content-length" and value == "0":
             value = ""
