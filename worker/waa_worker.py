@@ -7,7 +7,10 @@
 For each task it writes a one-task meta file in WAA's test_all.json shape, runs the WAA client
 (``WAA_CLIENT_CMD``, default ``python /client/run.py``) with ``--test_all_meta_path`` and
 ``--result_dir``, passes the client's output through to stderr, and reads the score WAA writes to
-``<result_dir>/**/<task_id>/result.txt``. Events (stdout, one line each, flushed at once):
+``<result_dir>/**/<task_id>/result.txt``. With ``WAA_CLIENT_BATCH=1`` it runs all its tasks
+through one client process instead (WAA's own task loop: one meta file with every task), takes
+each task as done when its result.txt appears, and starts a new client for the tasks left if one
+exits early. Events (stdout, one line each, flushed at once):
 
     WAA_EVENT {"event": "started", "ts": 1700000000.0, "worker": "W", "task_ids": [...]}
 
@@ -51,6 +54,7 @@ EVENT_PREFIX = "WAA_EVENT "
 DEFAULT_CLIENT_CMD = "python /client/run.py"
 DEFAULT_TEST_ALL_META = "/client/evaluation_examples_windows/test_all.json"
 DEFAULT_RESULT_DIR = "./results"
+RESULT_POLL_S = 0.05
 OUTPUT_TAIL_LINES = 20
 MAX_TAIL_LINE_CHARS = 300
 SECRET_NAMES_ENV = "WAA_SECRET_NAMES"
@@ -338,6 +342,7 @@ class Worker:
         result_dir: str,
         heartbeat_interval: float,
         client_cmd: str,
+        batch: bool = False,
     ) -> None:
         self.worker_id = worker_id
         self.task_ids = task_ids
@@ -345,6 +350,7 @@ class Worker:
         self.result_dir = Path(result_dir)
         self.heartbeat_interval = heartbeat_interval
         self.client_argv = shlex.split(client_cmd)
+        self.batch = batch
         self.events = EventWriter(worker_id, on_broken_pipe=lambda: self.terminate(141))
         self.current_task: str | None = None
         self.current_client: ClientRun | None = None
@@ -366,9 +372,12 @@ class Worker:
         heartbeat.start()
         completed = 0
         try:
-            for task_id in self.task_ids:
-                self.run_task(task_id)
-                completed += 1
+            if self.batch:
+                completed = self.run_batched()
+            else:
+                for task_id in self.task_ids:
+                    self.run_task(task_id)
+                    completed += 1
         finally:
             self._stop_heartbeat.set()
             shutil.rmtree(self._meta_dir, ignore_errors=True)
@@ -377,18 +386,98 @@ class Worker:
 
     def run_task(self, task_id: str) -> None:
         domain = self.domains.get(task_id)
-        self.current_task = task_id
-        self.events.emit("task_started", task_id=task_id, domain=domain)
+        self._begin(task_id)
         started = time.monotonic()
         if domain is None:
-            status, score, error = "error", 0.0, "task id not found in the test_all meta file"
+            outcome = ("error", 0.0, "task id not found in the test_all meta file")
         else:
-            status, score, error = self._run_client(task_id, domain)
+            outcome = self._run_client(task_id, domain)
+        self._report(task_id, started, outcome)
+
+    def run_batched(self) -> int:
+        """All tasks through as few client processes as possible (one, unless one exits
+        early); the same events as one process per task."""
+        remaining = []
+        for task_id in self.task_ids:
+            if task_id in self.domains:
+                remaining.append(task_id)
+            else:
+                self.run_task(task_id)  # reported as an error without starting a client
+        done = len(self.task_ids) - len(remaining)
+        while remaining:
+            ran, remaining = self._run_client_batch(remaining)
+            done += ran
+        return done
+
+    def _run_client_batch(self, task_ids: list[str]) -> tuple[int, list[str]]:
+        """Run one client over ``task_ids``; (tasks reported, tasks still to run)."""
+        meta: dict[str, list[str]] = {}
+        for task_id in task_ids:
+            meta.setdefault(self.domains[task_id], []).append(task_id)
+        order = [task_id for ids in meta.values() for task_id in ids]  # WAA's own order
+        meta_path = os.path.join(self._meta_dir, f"batch-{len(os.listdir(self._meta_dir))}.json")
+        with open(meta_path, "w") as handle:
+            json.dump(meta, handle)
+        argv = self.client_argv + [
+            "--test_all_meta_path",
+            meta_path,
+            "--result_dir",
+            str(self.result_dir),
+        ]
+        index = 0
+        self._begin(order[0])
+        started = time.monotonic()
+        try:
+            client = ClientRun(argv, dict(os.environ))
+        except OSError as exc:
+            self._report(
+                order[0],
+                started,
+                ("error", 0.0, f"could not start the WAA client {argv[0]!r}: {exc}"),
+            )
+            return 1, order[1:]
+        self.current_client = client
+        returncode = None
+        while index < len(order):
+            if returncode is None:
+                try:
+                    returncode = client.process.wait(timeout=RESULT_POLL_S)
+                    client.wait()
+                except subprocess.TimeoutExpired:
+                    pass
+            if result_written(self.result_dir, order[index]):
+                self._report(order[index], started, read_result(self.result_dir, order[index]))
+                index += 1
+                if index < len(order):
+                    self._begin(order[index])
+                    started = time.monotonic()
+                continue
+            if returncode is not None:
+                break
+        self.current_client = None
+        if index == len(order):
+            return index, []
+        if returncode != 0:
+            output = "\n".join(client.tail) or "(no output)"
+            error = f"WAA client exited with code {returncode}:\n{output}"
+        else:
+            error = (
+                f"WAA client exited 0 but wrote no result.txt for this task under {self.result_dir}"
+            )
+        self._report(order[index], started, ("error", 0.0, error))
+        return index + 1, order[index + 1 :]
+
+    def _begin(self, task_id: str) -> None:
+        self.current_task = task_id
+        self.events.emit("task_started", task_id=task_id, domain=self.domains.get(task_id))
+
+    def _report(self, task_id: str, started: float, outcome: tuple[str, float, str | None]) -> None:
+        status, score, error = outcome
         self.current_task = None
         self.events.emit(
             "task_result",
             task_id=task_id,
-            domain=domain,
+            domain=self.domains.get(task_id),
             status=status,
             score=score,
             duration_s=round(time.monotonic() - started, 3),
@@ -433,6 +522,15 @@ class Worker:
         if client is not None:
             client.kill()
         os._exit(exit_code)
+
+
+def result_written(result_dir: Path, task_id: str) -> bool:
+    """Has the client written this task's score (a whole line, not a file still empty)?"""
+    for path in Path(result_dir).glob(f"**/{task_id}/result.txt"):
+        with contextlib.suppress(OSError):
+            if path.read_text().endswith("\n"):
+                return True
+    return False
 
 
 def read_result(result_dir: Path, task_id: str) -> tuple[str, float, str | None]:
@@ -511,6 +609,7 @@ def main(argv: list[str] | None = None) -> int:
         result_dir=args.result_dir,
         heartbeat_interval=args.heartbeat_interval,
         client_cmd=os.environ.get("WAA_CLIENT_CMD", DEFAULT_CLIENT_CMD),
+        batch=os.environ.get("WAA_CLIENT_BATCH", "").lower() in ("1", "true", "yes"),
     )
     signal.signal(signal.SIGTERM, lambda signum, frame: worker.terminate(143))
     signal.signal(signal.SIGHUP, lambda signum, frame: worker.terminate(129))

@@ -5,7 +5,8 @@ stdout and stderr going to a log file the caller names.
 The image's environment comes from the registry's record of it (see ``image_pull``); the WAA
 image (a repository ending in ``winarena``) also gets what the WAA client needs here:
 ``WAA_CLIENT_CMD`` runs the stand-in (``localazure.workload.waa_standin``) and
-``WAA_TEST_ALL_META`` names the synthetic 154-task set. ``PATH`` starts with the emulator's own
+``WAA_TEST_ALL_META`` names the synthetic 154-task set, and ``WAA_CLIENT_BATCH=1`` has the worker
+run a job's tasks through one stand-in process (WAA's own task loop). ``PATH`` starts with the emulator's own
 Python environment, so ``python`` in a command is a Python with the project's packages.
 
 The nested-virtualization rule: the WAA image runs a Windows VM under KVM, so on a node whose
@@ -72,6 +73,8 @@ def image_environment(image_ref: str, image: dict[str, Any]) -> dict[str, str]:
     if is_waa_image(image_ref):
         env.setdefault("WAA_CLIENT_CMD", f"{sys.executable} -m localazure.workload.waa_standin")
         env.setdefault("WAA_TEST_ALL_META", str(SYNTHETIC_TEST_ALL))
+        # One stand-in process per job runs the job's tasks, as WAA's own task loop does.
+        env.setdefault("WAA_CLIENT_BATCH", "1")
     env.pop("PATH", None)
     return env
 

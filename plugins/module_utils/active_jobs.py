@@ -49,6 +49,11 @@ class ActiveJob:
     node_started_at: float | None = None
     node_released_at: float | None = None
     poll_errors: int = 0
+    # The startup clock: submission, moved on while the job waits behind a busy node of the run.
+    startup_from: float = 0.0
+    next_poll_at: float = 0.0
+    # When the submit that was accepted was sent: a tier may start the job before it answers.
+    sent_at: float | None = None
 
     def unreported(self) -> list[str]:
         return [t for t in self.task_ids if t not in self.reported]
@@ -58,15 +63,24 @@ def health_failure(
     job: ActiveJob, now: float, *, startup_timeout: float, stuck_after: float
 ) -> Failure | None:
     """Why a job that is not over must be given up on, or None while it is healthy: no worker
-    event within ``startup_timeout`` of submission (or of reaching RUNNING), none for
-    ``stuck_after``, or a WAA client silent that long on the task in flight."""
+    event within ``startup_timeout`` of its startup clock (submission, or the last moment it
+    waited behind a busy node of the run) or of reaching RUNNING, none for ``stuck_after``, or
+    a WAA client silent that long on the task in flight."""
     if job.first_event_at is None:
-        since = job.running_since if job.running_since is not None else job.submitted_at
-        where = "reaching RUNNING" if job.running_since is not None else "submission"
+        if job.running_since is not None:
+            since, where = job.running_since, "reaching RUNNING"
+        elif job.startup_from > job.submitted_at:
+            since, where = job.startup_from, "a node of this run became free for it"
+        else:
+            since, where = job.submitted_at, "submission"
         if now - since > startup_timeout:
+            if job.state is JobState.QUEUED:
+                cause = "no node was given to it (the cluster did not scale up)"
+            else:
+                cause = "the container probably never started"
             message = (
                 f"worker printed no event within {startup_timeout:.0f}s of {where} "
-                f"(job state {job.state.value}); the container probably never started"
+                f"(job state {job.state.value}); {cause}"
             )
             return Failure(FailureKind.TRANSIENT, STARTUP_TIMEOUT, message)
         return None
@@ -117,6 +131,19 @@ class JobBook:
         finalizing, so its slot goes to the next chunk at once."""
         return sum(1 for job in self.active.values() if not job.worker_finished)
 
+    def waiting_for_node(self, job: ActiveJob, nodes: int) -> bool:
+        """Is this job queued behind busy nodes of the run's own (``nodes`` of them hold a job
+        of ours), rather than a container that was given a node and never started?"""
+        if job.first_event_at is not None or job.state is not JobState.QUEUED:
+            return False
+        holding = sum(
+            1
+            for other in self.active.values()
+            if other is not job
+            and (other.first_event_at is not None or other.state is not JobState.QUEUED)
+        )
+        return holding >= nodes
+
     def note_status(self, job: ActiveJob, status: JobStatus, now: float) -> None:
         """Take what a poll said of the job's state and node times, recording a change."""
         before = (job.state, job.node_started_at, job.node_released_at)
@@ -132,7 +159,8 @@ class JobBook:
             # The tier's own start time when it has one: a job first seen running late (reads
             # throttled) has had its startup time all the same.
             started = status.running_at
-            plausible = started is not None and job.submitted_at <= started <= now
+            sent = job.sent_at if job.sent_at is not None else job.submitted_at
+            plausible = started is not None and sent <= started <= now
             job.running_since = started if plausible else now
         job.state = status.state
         if (job.state, job.node_started_at, job.node_released_at) != before:

@@ -142,8 +142,14 @@ class EngineConfig:
     stuck_after: float = 600.0
     max_attempts: int = 3
     scheduling: str = "dynamic"
-    chunk_factor: float = 2.0
+    # None: 2 below 20 workers, 3 from 20 (finer chunks when many workers share the tail).
+    chunk_factor: float | None = None
     max_chunk: int | None = None
+    # Jobs kept queued ahead per worker on a tier that queues jobs for its nodes (AML), so a
+    # node that finishes a job starts the next at once instead of waiting for the controller.
+    queue_ahead: int = 1
+    # Submissions made at once (each is a few round trips to the tier).
+    submit_concurrency: int = 8
     retry_task_errors: bool = True
     requeue_backoff_initial: float = 5.0
     requeue_backoff_max: float = 300.0
@@ -174,10 +180,31 @@ class EngineConfig:
             raise ValueError("poll_threads must be at least 1")
         if self.scheduling not in ("dynamic", "static"):
             raise ValueError("scheduling must be 'dynamic' or 'static'")
+        if self.chunk_factor is not None and self.chunk_factor <= 0:
+            raise ValueError("chunk_factor must be positive")
+        if self.queue_ahead < 0 or self.submit_concurrency < 1:
+            raise ValueError("need queue_ahead >= 0 and submit_concurrency >= 1")
+
+    def chunk_factor_for(self, workers: int) -> float:
+        if self.chunk_factor is not None:
+            return self.chunk_factor
+        return FINE_CHUNK_FACTOR if workers >= FINE_CHUNK_WORKERS else DEFAULT_CHUNK_FACTOR
 
 
 # A tier call that keeps failing this many polls in a row counts as a lost job.
 _MAX_POLL_ERRORS = 5
+
+# Guided self-scheduling's divisor; measured on the emulator (benchmarks/README.md): from 20
+# workers on, factor 3 shortens the tail more than the extra job restarts cost.
+DEFAULT_CHUNK_FACTOR = 2.0
+FINE_CHUNK_FACTOR = 3.0
+FINE_CHUNK_WORKERS = 20
+
+# While work is still queued ahead, a job that is running is polled every this many rounds and
+# a job waiting behind a busy node of the run every this many: neither changes when a node
+# starts its next job. Once everything is handed out, every job is polled every round.
+_RUNNING_POLL_ROUNDS = 2
+_WAITING_POLL_ROUNDS = 4
 
 
 class EvaluationEngine:
@@ -211,6 +238,13 @@ class EvaluationEngine:
         self._workers = self.config.workers
         if isinstance(tier, FixedCapacity):
             self._workers = max(1, min(self._workers, tier.capacity()))
+        # Jobs beyond one per worker only wait in the tier's own queue when it has one; a tier
+        # that starts every job at once (local processes, SSH hosts) gets one job per worker.
+        ahead = self.config.queue_ahead if getattr(tier, "queues_jobs", False) else 0
+        self._slots = self._workers * (1 + ahead)
+        self._submit_pool: futures.ThreadPoolExecutor | None = None
+        self._relaxed_polls = False
+        self._submit_retries: dict[str, list[RetryRecord]] = {}
         self.breaker = CircuitBreaker(
             target=tier.name,
             failure_threshold=self.config.breaker_threshold,
@@ -283,7 +317,7 @@ class EvaluationEngine:
             self.config.scheduling,
             self._queue_order([t for t in ledger.pending(self._task_ids) if t not in held]),
             self._workers,
-            factor=self.config.chunk_factor,
+            factor=self.config.chunk_factor_for(self._workers),
             max_chunk=self.config.max_chunk,
         )
 
@@ -324,6 +358,9 @@ class EvaluationEngine:
             _thread.interrupt_main()
 
     def close(self) -> None:
+        if self._submit_pool is not None:
+            self._submit_pool.shutdown(wait=True)
+            self._submit_pool = None
         if self.ledger is not None:
             self.ledger.close()
             self.ledger = None
@@ -385,9 +422,15 @@ class EvaluationEngine:
         has been read within a poll interval is taken now, a read still under way is taken in
         a later round, and its job is not read again meanwhile."""
         now = self._clock()
+        jobs = self._book.jobs()
+        self._relaxed_polls = bool(self._scheduler.remaining) and any(
+            self._book.waiting_for_node(job, self._workers) for job in jobs
+        )
         fresh = []
-        for job in self._book.jobs():
-            if job.job_key not in self._reads and now >= job.poll_not_before:
+        for job in jobs:
+            if job.job_key in self._reads or now < job.poll_not_before:
+                continue
+            if now >= job.next_poll_at:
                 fresh.append(self._poller.submit(self._read_job, job.handle))
                 self._reads[job.job_key] = fresh[-1]
         # A read left from an earlier round has had its wait already.
@@ -418,25 +461,82 @@ class EvaluationEngine:
         return longest_first(pending, self._domains, observed)
 
     def _fill_slots(self, now: float) -> None:
-        while self._book.busy_slots() < self._workers and self._scheduler.remaining:
-            if now < self._hold_until or not self.breaker.allow():
-                return
-            chunk: list[str] = []
-            while not chunk and self._scheduler.remaining:
-                chunk = [t for t in self._scheduler.next_chunk() if t not in self._final]
-            if not chunk:
-                return
-            self._submit(chunk, now)
+        """Hand chunks to free slots (one per worker, plus those queued ahead), submitted
+        concurrently so a round does not grow with the number of jobs."""
+        if self.config.submit_concurrency == 1:
+            while (chunk := self._next_chunk(now, pending=0)) is not None:
+                self._submit(chunk, now)
+            return
+        chunks: list[list[str]] = []
+        while (chunk := self._next_chunk(now, pending=len(chunks))) is not None:
+            chunks.append(chunk)
+        if len(chunks) == 1:
+            self._submit(chunks[0], now)
+        elif chunks:
+            self._submit_concurrently(chunks, now)
+
+    def _next_chunk(self, now: float, pending: int) -> list[str] | None:
+        """The next chunk to submit, or None: no free slot, nothing left, holding back after
+        failures, or the breaker open (a half-open breaker lets one trial job through, alone)."""
+        if self._book.busy_slots() + pending >= self._slots or not self._scheduler.remaining:
+            return None
+        if now < self._hold_until:
+            return None
+        if pending and self.breaker.state is not BreakerState.CLOSED:
+            return None
+        if not self.breaker.allow():
+            return None
+        chunk: list[str] = []
+        while not chunk and self._scheduler.remaining:
+            chunk = [t for t in self._scheduler.next_chunk() if t not in self._final]
+        return chunk or None
+
+    def _submit_concurrently(self, chunks: list[list[str]], now: float) -> None:
+        if self._submit_pool is None:
+            self._submit_pool = futures.ThreadPoolExecutor(
+                max_workers=self.config.submit_concurrency, thread_name_prefix="submit"
+            )
+        keys = [self._begin_submit(chunk, now) for chunk in chunks]
+        calls = [
+            self._submit_pool.submit(self._call_submit, key, chunk)
+            for key, chunk in zip(keys, chunks, strict=True)
+        ]
+        try:
+            futures.wait(calls)
+        except BaseException:
+            # Interrupted while submitting: any of them may have been accepted already.
+            futures.wait(calls, timeout=60)
+            for key in keys:
+                self._cancel_by_key(key, "interrupted while submitting")
+            raise
+        errors: list[BaseException] = []
+        for key, chunk, future in zip(keys, chunks, calls, strict=True):
+            try:
+                self._end_submit(key, chunk, future.result)
+            except BaseException as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     def _submit(self, chunk: list[str], now: float) -> None:
+        job_key = self._begin_submit(chunk, now)
+        self._end_submit(job_key, chunk, lambda: self._call_submit(job_key, chunk))
+
+    def _begin_submit(self, chunk: list[str], now: float) -> str:
         assert self.ledger is not None
         self._job_seq += 1
         job_key = "-".join(p for p in (self.run_id, self._instance, f"{self._job_seq:04d}") if p)
         # Recorded before submitting so that a controller killed mid-submit leaves a trace.
         self.ledger.record_job_submitted(job_key, None, chunk, now)
+        return job_key
+
+    def _call_submit(self, job_key: str, chunk: list[str]) -> tuple[str, float, float]:
+        """The tier's submit with its retries: the handle, when the accepted attempt was sent
+        and when the tier answered; may run on a submit thread (no ledger here)."""
 
         def on_retry(attempt: int, failure: Failure, delay: float) -> None:
-            self._add_retry(
+            # Recorded in the ledger by _end_submit, on the loop's thread.
+            self._submit_retries.setdefault(job_key, []).append(
                 RetryRecord(
                     at=self._clock(),
                     job_key=job_key,
@@ -451,9 +551,24 @@ class EvaluationEngine:
         retrier = (self.config.submit_retry or DEFAULT_SUBMIT_RETRY).with_hooks(
             sleep=self._sleep, on_retry=on_retry, codes=self.tier.failure_codes
         )
+        sent: list[float] = []
+
+        def send(key: str, ids: list[str]) -> str:
+            sent[:] = [self._clock()]
+            return self.tier.submit(key, ids)
+
+        handle = retrier.call(send, job_key, list(chunk))
+        return handle, sent[0], self._clock()
+
+    def _end_submit(
+        self, job_key: str, chunk: list[str], outcome: Callable[[], tuple[str, float, float]]
+    ) -> None:
+        """Record what the submit came to: an active job, or a failed submit requeued."""
+        assert self.ledger is not None
         try:
-            handle = retrier.call(self.tier.submit, job_key, list(chunk))
+            handle, sent_at, accepted_at = outcome()
         except BaseException as exc:
+            self._record_submit_retries(job_key)
             if not isinstance(exc, Exception):
                 # Interrupted inside the submit: the tier may have accepted the job already.
                 self._cancel_by_key(job_key, "interrupted while submitting")
@@ -472,15 +587,26 @@ class EvaluationEngine:
                 raise PermanentFailure(failure) from exc
             self._note_transient(job_key, None, failure, self._clock(), tuple(chunk))
             return
+        self._record_submit_retries(job_key)
         self._jobs_submitted += 1
         self.ledger.update_job(job_key, handle=handle, state=JobState.QUEUED)
-        # The startup clock starts when the tier accepted the job, after any submit retries.
+        # The startup clock starts when the tier accepted the job, after any submit retries
+        # (not when the round's other submits were done).
         self._book.add(
             ActiveJob(
-                job_key=job_key, task_ids=list(chunk), submitted_at=self._clock(), handle=handle
+                job_key=job_key,
+                task_ids=list(chunk),
+                submitted_at=accepted_at,
+                handle=handle,
+                startup_from=accepted_at,
+                sent_at=sent_at,
             )
         )
         log.info("submitted %s (%s) with %d task(s)", job_key, handle, len(chunk))
+
+    def _record_submit_retries(self, job_key: str) -> None:
+        for record in self._submit_retries.pop(job_key, []):
+            self._add_retry(record)
 
     def _classify_exception(self, exc: BaseException) -> Failure:
         return classify_exception(exc, codes=self.tier.failure_codes)
@@ -515,6 +641,11 @@ class EvaluationEngine:
         if status.state.terminal:
             self._on_terminal(job, status, now)
             return
+        waiting = self._book.waiting_for_node(job, self._workers)
+        if waiting:
+            # Queued behind a busy node of this run: the container has had no chance to start.
+            job.startup_from = now
+        self._schedule_next_poll(job, now, waiting)
         failure = health_failure(
             job,
             now,
@@ -523,6 +654,18 @@ class EvaluationEngine:
         )
         if failure is not None:
             self._fail_job(job, failure, now)
+
+    def _schedule_next_poll(self, job: ActiveJob, now: float, waiting: bool) -> None:
+        if not self._relaxed_polls:
+            job.next_poll_at = 0.0  # the tail, or nothing queued ahead: every round
+            return
+        if waiting:
+            rounds = _WAITING_POLL_ROUNDS
+        elif job.first_event_at is not None and not job.worker_finished:
+            rounds = _RUNNING_POLL_ROUNDS
+        else:
+            rounds = 1
+        job.next_poll_at = now + (rounds - 1) * self.config.poll_interval
 
     def _on_event(self, job: ActiveJob, event: WorkerEvent, read_at: float) -> None:
         now = _event_time(event, job, read_at)

@@ -209,9 +209,11 @@ def test_container_that_never_starts_is_cancelled_within_the_startup_timeout_and
     [retry] = result.retries
     assert (retry.job_key, retry.code) == (never, "StartupTimeout")
     assert sorted(retry.requeued_task_ids) == sorted(first.task_ids)
-    # Detected once the job had been RUNNING for the startup timeout, not later: measured from the
-    # submit, so the margin also holds the node's start and the pull (slower on a loaded machine).
-    assert 3.0 <= retry.at - first.submitted_at <= 3.0 + 4.0
+    # Detected once the job had been RUNNING for the startup timeout, not later. (Timed from
+    # when it started running in Azure ML, the node's start: a round's jobs are submitted
+    # concurrently, so on a loaded machine the submission itself can take seconds.)
+    assert first.node_started_at is not None
+    assert 3.0 <= retry.at - first.node_started_at <= 3.0 + 2.0
     assert (first.state, first.failure_code) == ("CANCELED", "StartupTimeout")
     # Its tasks were completed by other jobs.
     assert all(rows[t].job_key != never for t in first.task_ids)
@@ -386,7 +388,8 @@ def test_throttled_or_failing_control_plane_is_retried_after_retry_after(azure, 
     storm = [
         azure.add_fault(
             method="PUT",
-            path=r"/workspaces/waa-ws/jobs/[^/]+$",
+            # The first job's: a round's submits run concurrently.
+            path=r"/workspaces/waa-ws/jobs/[^/]+-0001$",
             status=status,
             retry_after=1,
             times=5,
@@ -512,9 +515,9 @@ def test_a_job_that_never_starts_under_a_storm_is_caught_at_the_first_read_past_
         for r in azure.requests(since)
         if re.search(rf"/runs/{never}/details$", r["path"]) and r["fault"] is None
     ]
-    first_through = next(
-        r["ts"] for r in reads if r["ts"] > ledger_jobs(ledger_path)[never].submitted_at + 3.0
-    )
+    started = ledger_jobs(ledger_path)[never].node_started_at
+    assert started is not None
+    first_through = next(r["ts"] for r in reads if r["ts"] > started + 3.0)
     assert retry.at <= first_through + 1.0
     faulted = [r for r in azure.requests(since) if r["fault"] == storm["id"]]
     assert len(faulted) == 8
@@ -709,7 +712,9 @@ def test_ctrl_c_while_a_job_is_being_submitted_leaves_no_job_running(azure, tmp_
     # interrupted in the submit: the engine found the job by its name and cancelled it
     assert ledger_jobs(ledger_path)[first].state == "CANCELED"
     statuses = assert_nothing_left_running(world)
-    assert statuses == {first: "Canceled"}
+    # The round's other submits ran at the same time: their jobs were cancelled or had ended.
+    assert statuses.pop(first) == "Canceled"
+    assert set(statuses.values()) <= {"Canceled", "Completed"}  # none left running
 
 
 def test_controller_killed_mid_run_then_rerun_records_every_task_once(azure, tmp_path):

@@ -198,6 +198,8 @@ def make_engine(tmp_path, planner, tasks=TASKS, clock=None, **config):
         breaker_give_up_after=900,
         status_file=tmp_path / "status.json",
         run_id="run",
+        # One submit at a time: the scripted tier's jobs are numbered in submission order.
+        submit_concurrency=1,
     )
     defaults.update(config)
     engine = EvaluationEngine(

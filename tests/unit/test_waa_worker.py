@@ -284,3 +284,89 @@ def test_worker_is_a_standalone_python38_stdlib_script():
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}
     # Newer-than-3.8 annotations are fine only because they are never evaluated.
     assert "from __future__ import annotations" in WORKER.read_text()
+
+
+# A client wrapper that records each start, then runs the stand-in.
+COUNTING_CLIENT = """
+import os, runpy, sys
+with open(os.environ["CLIENT_STARTS"], "a") as starts:
+    starts.write("start\\n")
+sys.argv = ["waa_standin"] + sys.argv[1:]
+runpy.run_module("localazure.workload.waa_standin", run_name="__main__")
+"""
+
+
+def counting_client(tmp_path):
+    client = tmp_path / "client.py"
+    client.write_text(COUNTING_CLIENT)
+    return f"{sys.executable} {client}", tmp_path / "starts.txt"
+
+
+def test_batch_mode_runs_every_task_through_one_client_with_the_same_events(tmp_path):
+    tasks = task_model.list_tasks()
+    picked = [tasks[0], tasks[60], tasks[1], tasks[61]]  # two domains, interleaved
+    ids = [t for _, t in picked]
+    client_cmd, starts = counting_client(tmp_path)
+    proc = subprocess.run(
+        worker_cmd(tmp_path, ids),
+        env=worker_env(WAA_CLIENT_BATCH="1", WAA_CLIENT_CMD=client_cmd, CLIENT_STARTS=str(starts)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert starts.read_text().count("start") == 1
+    events = parse_lines(proc.stdout.splitlines())
+    names = [e.event for e in events if e.event != "heartbeat"]
+    assert names == ["started"] + ["task_started", "task_result"] * 4 + ["finished"]
+    results = {e.task_id: e for e in events if e.event == "task_result"}
+    assert sorted(results) == sorted(ids)
+    for domain, task_id in picked:
+        success = task_model.modelled_success(domain, task_id)
+        assert results[task_id].get("status") == ("success" if success else "fail")
+        assert results[task_id].get("domain") == domain
+        assert results[task_id].get("duration_s") > 0
+    started = [e.task_id for e in events if e.event == "task_started"]
+    # In WAA's own order: the meta file's domains, each domain's tasks in the given order.
+    assert started == [ids[0], ids[2], ids[1], ids[3]]
+    assert events[-1].get("completed") == 4
+
+
+def test_batch_mode_restarts_the_client_for_the_tasks_after_a_crash(tmp_path):
+    ids = [t for _, t in task_model.list_tasks()[:3]]
+    client_cmd, starts = counting_client(tmp_path)
+    proc = subprocess.run(
+        worker_cmd(tmp_path, ids),
+        env=worker_env(
+            WAA_CLIENT_BATCH="1",
+            WAA_CLIENT_CMD=client_cmd,
+            CLIENT_STARTS=str(starts),
+            WAA_STANDIN_CRASH_TASK=ids[1],
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    results = [e for e in parse_lines(proc.stdout.splitlines()) if e.event == "task_result"]
+    assert [e.task_id for e in results] == ids
+    assert results[0].get("status") in ("success", "fail")
+    assert results[1].get("status") == "error"
+    assert "simulated WAA client crash" in results[1].get("error")
+    assert results[2].get("status") in ("success", "fail")
+    assert starts.read_text().count("start") == 2  # one for the crash, one for the rest
+
+
+def test_batch_mode_client_exiting_without_results_fails_each_task_once(tmp_path):
+    ids = [t for _, t in task_model.list_tasks()[:2]]
+    proc = subprocess.run(
+        worker_cmd(tmp_path, ids),
+        env=worker_env(WAA_CLIENT_BATCH="1", WAA_CLIENT_CMD="true"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0
+    results = [e for e in parse_lines(proc.stdout.splitlines()) if e.event == "task_result"]
+    assert [e.task_id for e in results] == ids
+    assert all("wrote no result.txt" in e.get("error") for e in results)

@@ -2,10 +2,12 @@
 """The Azure ML tier: each worker is one command job on a compute cluster.
 
 Submission goes through azure-ai-ml's job operations; status, errors and logs come from the
-run-history service (what ``ml_client.jobs.stream`` reads): one ``runs/{name}/details`` call per
-poll gives the status, the error and the log URLs, and the worker's stdout is followed with
-ranged reads of ``user_logs/std_log.txt`` from the offset already read, so a poll costs two
-small requests whatever the log's length.
+run-history service (what ``ml_client.jobs.stream`` reads): a ``runs/{name}/details`` call
+gives the status, the error and the log URLs, and the worker's stdout is followed with ranged
+reads of ``user_logs/std_log.txt`` from the offset already read, so a read costs one small
+request whatever the log's length. While the log flows the worker is plainly running, so run
+history is read only until the log exists, once the log goes quiet or the worker printed its
+``finished`` event, and otherwise every ``history_interval`` seconds.
 
 The worker script travels inside the command (a bash heredoc), so no code upload is needed.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -104,9 +107,19 @@ class AmlTier(BaseTier):
     compute_details: dict[str, Any] = field(default_factory=dict)
     name: str = "aml"
     node_sample_interval: float = 5.0
+    # Run-history reads of a job whose log is flowing: every this many seconds.
+    history_interval: float = 30.0
+    # A log without new bytes for this long is quiet: the job's status is read at each poll
+    # (0: as soon as a read brings nothing, so a preempted or failed job is seen before its
+    # silence could pass for a stuck worker).
+    quiet_after: float = 0.0
+    # AML queues jobs for the cluster's nodes, so the engine may keep jobs queued ahead.
+    queues_jobs: ClassVar[bool] = True
     failure_codes: ClassVar[Mapping[str, str]] = FAILURE_CODES
     _cursors: dict[str, RangedLog] = field(default_factory=dict)
+    _follow: dict[str, _Followed] = field(default_factory=dict)
     _node_meter: NodeMeter | None = None
+    _meter_lock: threading.Lock = field(default_factory=threading.Lock)
     _http: requests.Session = field(default_factory=requests.Session)
 
     @classmethod
@@ -230,6 +243,11 @@ class AmlTier(BaseTier):
             self._node_meter = NodeMeter(self._node_count, self.node_sample_interval)
         return self._node_meter
 
+    def _sample_nodes(self) -> None:
+        # Submits may run on several threads at once; one sample at a time.
+        with self._meter_lock:
+            self._meter().sample(time.time())
+
     def _node_count(self) -> tuple[int, int]:
         """(allocated nodes, busy nodes) as the cluster reports them."""
         aml = azure_ml.compute_resource(self.ml_client, self.compute).properties.properties
@@ -242,7 +260,7 @@ class AmlTier(BaseTier):
     # -- Tier ---------------------------------------------------------------------------------
 
     def submit(self, job_key: str, task_ids: list[str]) -> str:
-        self._meter().sample(time.time())
+        self._sample_nodes()
         from azure.ai.ml import command
         from azure.core.exceptions import ResourceExistsError
 
@@ -265,8 +283,13 @@ class AmlTier(BaseTier):
         return name
 
     def status(self, handle: str) -> JobStatus:
-        self._meter().sample(time.time())
+        self._sample_nodes()
+        followed = self._follow.setdefault(handle, _Followed())
+        now = time.monotonic()
+        if followed.status is not None and not self._history_due(handle, followed, now):
+            return followed.status
         details = azure_ml.run_details(self.ml_client, handle)
+        followed.history_read_at = now
         cursor = self._cursors.setdefault(handle, RangedLog())
         log_files = details.log_files or {}
         if cursor.url is None and STD_LOG in log_files:
@@ -275,7 +298,7 @@ class AmlTier(BaseTier):
         code = message = None
         if state is JobState.FAILED:
             code, message = azure_ml.run_error(details)
-        return JobStatus(
+        followed.status = JobStatus(
             state=state,
             error_code=code,
             error_message=message,
@@ -284,9 +307,25 @@ class AmlTier(BaseTier):
             running_at=_timestamp(details.start_time_utc),
             node_released_at=_timestamp(details.end_time_utc) if state.terminal else None,
         )
+        return followed.status
+
+    def _history_due(self, handle: str, followed: _Followed, now: float) -> bool:
+        """Run history is read until the log exists, when the log ends (the worker said it
+        finished) or goes quiet, and at a slow cadence while it flows."""
+        cursor = self._cursors.get(handle)
+        if cursor is None or cursor.url is None or followed.ended:
+            return True
+        if now - followed.log_grew_at >= self.quiet_after:
+            return True
+        return now - followed.history_read_at >= self.history_interval
 
     def read_new_lines(self, handle: str) -> list[str]:
-        return self._cursors.setdefault(handle, RangedLog()).read_new_lines(self._http)
+        lines = self._cursors.setdefault(handle, RangedLog()).read_new_lines(self._http)
+        followed = self._follow.setdefault(handle, _Followed())
+        if lines:
+            followed.log_grew_at = time.monotonic()
+            followed.ended = followed.ended or any(_FINISHED in line for line in lines)
+        return lines
 
     def cancel(self, handle: str) -> None:
         from azure.core.exceptions import HttpResponseError
@@ -299,6 +338,20 @@ class AmlTier(BaseTier):
 
     def close(self) -> None:
         self._http.close()
+
+
+# The worker's last event (worker/waa_worker.py writes compact JSON).
+_FINISHED = 'WAA_EVENT {"event":"finished"'
+
+
+@dataclass
+class _Followed:
+    """What was last read of one job: its status and when, and how its log is going."""
+
+    status: JobStatus | None = None
+    history_read_at: float = 0.0
+    log_grew_at: float = field(default_factory=time.monotonic)
+    ended: bool = False
 
 
 def _timestamp(value: Any) -> float | None:
