@@ -310,8 +310,11 @@ class EvaluationEngine:
     def _start_session(self, ledger: Ledger, now: float) -> None:
         """Take what earlier sessions left (the orphans' logs read to their end, the healthy
         ones adopted), then queue every task without a result that no adopted job holds."""
+        if isinstance(self.tier, MeasuresNodeTime):
+            # This session's node meter starts here: the unobserved time ends where it starts.
+            self._measured_node_time(now, final=False)
         self._adopt_orphans(ledger)
-        self._account_unobserved_node_time(ledger)
+        self._account_unobserved_node_time(ledger, now)
         held = {t for job in self._book.jobs() for t in job.unreported()}
         self._scheduler = make_scheduler(
             self.config.scheduling,
@@ -938,16 +941,16 @@ class EvaluationEngine:
             reason=reason,
         )
 
-    def _account_unobserved_node_time(self, ledger: Ledger) -> None:
+    def _account_unobserved_node_time(self, ledger: Ledger, now: float) -> None:
         """The node time between the last sample of the previous session and this one's
-        first (the controller was killed, or the run stopped and was started again later)."""
+        first, at ``now`` (the controller was killed, or the run stopped and was started again
+        later), estimated from the jobs' node intervals read on adoption."""
         if not isinstance(self.tier, MeasuresNodeTime):
             return
         last = ledger.last_node_sample(before_session=self._session)
         if last is None:
             return
         since, nodes = last
-        now = self._clock()
         jobs = [i for i in self._book.intervals.values() if (i.released_at or now) > since]
         seconds = self.tier.unobserved_node_seconds(since, now, nodes, jobs)
         ledger.record_unobserved_node_seconds(self._session, seconds)
