@@ -211,7 +211,7 @@ TAIL_CHUNK_FACTOR = 1.0
 # a job waiting behind a busy node of the run every this many (and at once when a job of the
 # run frees a node): neither changes when a node starts its next job. Once everything is
 # handed out, every job is polled every round.
-_RUNNING_POLL_ROUNDS = 2
+_RUNNING_POLL_ROUNDS = 4
 _WAITING_POLL_ROUNDS = 10
 
 
@@ -697,7 +697,9 @@ class EvaluationEngine:
                 self.config.startup_timeout / 4,
             )
         elif job.first_event_at is not None and not job.worker_finished:
-            wait = (_RUNNING_POLL_ROUNDS - 1) * self.config.poll_interval
+            wait = min(
+                (_RUNNING_POLL_ROUNDS - 1) * self.config.poll_interval, self.config.stuck_after / 4
+            )
         else:
             wait = 0.0
         job.next_poll_at = now + wait
