@@ -55,19 +55,25 @@ def test_node_meter_integrates_node_count_over_time():
     assert meter.idle_for(7.0) == pytest.approx(3.0)
 
 
-def test_aml_estimates_the_node_time_nobody_watched():
-    from ansible_collections.openadapt.azure_eval.plugins.module_utils.cost import NodeInterval
+def aml_tier_idling(idle_s: int):
+    """An AmlTier on no client: what its node-time estimate needs of the cluster."""
     from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.aml import AmlTier
 
-    tier = AmlTier(
+    return AmlTier(
         ml_client=None,
         compute="waa",
         environment="env",
         worker_script="",
         experiment_name="x",
         run_name="r",
-        compute_details={"idle_time_before_scale_down": 10, "min_instances": 0},
+        compute_details={"idle_time_before_scale_down": idle_s, "min_instances": 0},
     )
+
+
+def test_aml_estimates_the_node_time_nobody_watched():
+    from ansible_collections.openadapt.azure_eval.plugins.module_utils.cost import NodeInterval
+
+    tier = aml_tier_idling(10)
     jobs = [
         NodeInterval("a", 0.0, 25.0),  # ran through the kill at 20, ended at 25
         NodeInterval("b", 30.0, 40.0),  # a node acquired while nobody watched
@@ -87,17 +93,8 @@ def test_aml_counts_a_node_that_runs_the_jobs_queued_ahead_once():
     """The controller was killed with 2 jobs running and 2 queued ahead of them: each queued job
     starts on the node its predecessor freed, so the gap holds 2 nodes, never 4."""
     from ansible_collections.openadapt.azure_eval.plugins.module_utils.cost import NodeInterval
-    from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.aml import AmlTier
 
-    tier = AmlTier(
-        ml_client=None,
-        compute="waa",
-        environment="env",
-        worker_script="",
-        experiment_name="x",
-        run_name="r",
-        compute_details={"idle_time_before_scale_down": 2, "min_instances": 0},
-    )
+    tier = aml_tier_idling(2)
     jobs = [
         NodeInterval("a", 0.0, 11.0),
         NodeInterval("b", 0.0, 12.0),
