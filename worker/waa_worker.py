@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The worker every tier runs: WAA tasks one at a time, one event line per step on stdout.
 
     python waa_worker.py --worker-id W --task-ids id1,id2 [--test-all-meta PATH]

@@ -30,6 +30,7 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.engine import
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures import PermanentFailure
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import (
+    Ledger,
     LedgerMismatch,
     RunStatus,
     config_fingerprint,
@@ -103,7 +104,15 @@ class ActionModule(ActionBase):
             return result
         args["tier_options"] = _tier_options(spec, args["tier_options"])
         if self._task.check_mode:
-            result.update(changed=True, skipped=False, msg="check mode: the evaluation would run")
+            pending = _pending_tasks(Path(args["state_dir"]) / args["run_name"], tasks)
+            result.update(
+                changed=pending > 0,
+                skipped=False,
+                tasks=len(tasks),
+                pending_tasks=pending,
+                msg=f"check mode: {pending} of {len(tasks)} tasks would run"
+                + ("" if pending else " (the ledger holds every result)"),
+            )
             return result
         run_dir = Path(args["state_dir"]) / args["run_name"]
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -155,6 +164,13 @@ class ActionModule(ActionBase):
                 with _interruptible():
                     run = engine.run()
             except KeyboardInterrupt:
+                # ansible-playbook itself only says "User interrupted execution".
+                display.display(
+                    f"eval_run: interrupted; every job this run started was cancelled and every "
+                    f"result so far is in {run_dir / 'ledger.sqlite3'}: run the same command to "
+                    "resume",
+                    stderr=True,
+                )
                 return self._failed(
                     result,
                     run_dir,
@@ -245,6 +261,20 @@ def _seconds_since_command():
     except (OSError, ValueError, IndexError, StopIteration):
         return None
     return max(0.0, time.time() - (boot + started_ticks / ticks))
+
+
+def _pending_tasks(run_dir: Path, tasks) -> int:
+    """How many of ``tasks`` the run's ledger has no result for (read only)."""
+    path = run_dir / "ledger.sqlite3"
+    if not path.exists():
+        return len(tasks)
+    with Ledger(path) as ledger:
+        done = set(ledger.results())
+    return sum(1 for task in tasks if _task_id(task) not in done)
+
+
+def _task_id(task) -> str:
+    return task[1]  # (domain, task id)
 
 
 def _auth_environment(args):
