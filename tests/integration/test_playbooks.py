@@ -36,41 +36,7 @@ from dataclasses import dataclass
 
 import pytest
 from azure.containerregistry import ContainerRegistryClient
-<<<<<<< ours
 from azure.keyvault.secrets import SecretClient
-from azure.mgmt.authorization import AuthorizationManagementClient
-from azure.mgmt.containerregistry import ContainerRegistryManagementClient
-from azure.mgmt.resource import ResourceManagementClient
-
-from localazure.identity.principals import DEV_SP_OBJECT_ID
-from localazure.metadata.routes import CLOUD_NAME
-from localazure.settings import REDIRECTED_SUFFIXES
-from localazure.testing import RunningEmulator
-
-pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parents[2]
-VENV_BIN = REPO / ".venv" / "bin"
-HELPER_PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
-TASK_SET = REPO / "localazure" / "workload" / "data" / "waa_synthetic_test_all.json"
-
-RG, REGISTRY, PULL_IDENTITY = "openadapt-agents", "openadaptevals", "openadaptevals-pull"
-WORKSPACE, CLUSTER, RUN_NAME = "openadapt-ml", "waa-cluster", "waa-aml"
-IDENTITY_API, WORKSPACE_API = "2023-01-31", "2024-10-01"
-ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
-OWNER = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
-IDLE_SECONDS = 5
-CANARY_NAME = "OPENAI_API_KEY"
-CANARY = f"canary-{uuid.uuid4().hex}"
-
-# Variables of the caller's environment that would point a client at another emulator.
-_FOREIGN_ENV_PREFIXES = ("AZURE_", "LOCALAZURE_", "ARM_", "ANSIBLE_")
-_FOREIGN_ENV_KEYS = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "EVAL_REPORT_DIR")
-_RECAP = re.compile(
-    r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
-    r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)",
-    re.MULTILINE,
-=======
 from playbook_runner import (
     ACR_PULL,
     CLUSTER,
@@ -85,7 +51,6 @@ from playbook_runner import (
     WORKSPACE_API,
     Run,
     running_playground,
->>>>>>> theirs
 )
 
 # Whole ansible-playbook runs: minutes each on a loaded 2-core machine.
