@@ -18,11 +18,16 @@ from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 
 from ansible.errors import AnsibleActionFail
+from ansible.module_utils.basic import missing_required_lib
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
 from ansible_collections.openadapt.azure_eval.plugins.module_utils import eval_inputs
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.credentials import (
+    AUTH_ARGUMENT_SPEC,
+    auth_environment,
+)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.engine import (
     EngineConfig,
     EvaluationEngine,
@@ -36,6 +41,9 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import
     config_fingerprint,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.progress import RunProgress
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.retries import (
+    TENACITY_IMPORT_ERROR,
+)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.run_lock import RunLocked
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.run_summary import (
     ledger_summary,
@@ -71,12 +79,7 @@ ARGUMENT_SPEC = dict(
     secret_environment_variables=dict(type="dict", default={}, no_log=True),
     # Authentication, as azure.azcollection's modules take it (module_defaults fill these in);
     # unset, the AZURE_* environment variables apply.
-    client_id=dict(type="str"),
-    secret=dict(type="str", no_log=True),
-    tenant=dict(type="str"),
-    subscription_id=dict(type="str"),
-    cloud_environment=dict(type="str"),
-    disable_instance_discovery=dict(type="bool"),
+    **AUTH_ARGUMENT_SPEC,
     # The tier's own options, checked against the argument spec its module registers.
     tier_options=dict(type="dict", default={}),
     # Check every input (the task set read and the selection made) and stop there.
@@ -92,7 +95,11 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        if TENACITY_IMPORT_ERROR:
+            raise AnsibleActionFail(
+                missing_required_lib("tenacity"), orig_exc=TENACITY_IMPORT_ERROR
+            )
+        _valid, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
         spec = registry.get(args["tier"])
         tasks, errors = eval_inputs.check(args, args["variable_names"])
         if errors:
@@ -278,16 +285,9 @@ def _task_id(task) -> str:
 
 
 def _auth_environment(args):
-    """The authentication arguments under the environment names the credential helper reads;
-    kept in memory, never put into os.environ."""
-    names = {
-        "client_id": "AZURE_CLIENT_ID",
-        "secret": "AZURE_SECRET",
-        "tenant": "AZURE_TENANT",
-        "subscription_id": "AZURE_SUBSCRIPTION_ID",
-        "cloud_environment": "AZURE_CLOUD_ENVIRONMENT",
-    }
-    return {env: str(args[arg]) for arg, env in names.items() if args.get(arg)}
+    """The authentication arguments under the environment names AzureRMAuth reads; kept in
+    memory, never put into os.environ."""
+    return auth_environment({name: args.get(name) for name in AUTH_ARGUMENT_SPEC})
 
 
 def _fingerprinted(spec: TierSpec, args):

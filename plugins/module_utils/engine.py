@@ -203,7 +203,7 @@ class EvaluationEngine:
         self._progress = progress
         self._rng = rng or random.Random()
         self._handle_signals = handle_signals
-        self._task_ids = [task_id for _, task_id in tasks]
+        self._task_ids = [task_id for _domain, task_id in tasks]
         repeated = sorted(t for t, n in Counter(self._task_ids).items() if n > 1)
         if repeated:
             raise ValueError(f"task ids must be unique; repeated: {repeated[:5]}")
@@ -429,7 +429,8 @@ class EvaluationEngine:
             self._submit(chunk, now)
 
     def _submit(self, chunk: list[str], now: float) -> None:
-        assert self.ledger is not None
+        if self.ledger is None:
+            raise AssertionError("self.ledger is not set")
         self._job_seq += 1
         job_key = "-".join(p for p in (self.run_id, self._instance, f"{self._job_seq:04d}") if p)
         # Recorded before submitting so that a controller killed mid-submit leaves a trace.
@@ -554,7 +555,8 @@ class EvaluationEngine:
                 raise PermanentFailure(failure)
 
     def _on_task_result(self, job: ActiveJob, event: WorkerEvent, now: float) -> None:
-        assert self.ledger is not None
+        if self.ledger is None:
+            raise AssertionError("self.ledger is not set")
         task_id = event.task_id
         if task_id is not None and task_id in job.reported:
             # Read again from an adopted job's log (taken by an earlier session).
@@ -653,7 +655,8 @@ class EvaluationEngine:
         started_at: float | None,
     ) -> bool:
         """Record a failed attempt; True if the task may run again, False if it is now final."""
-        assert self.ledger is not None
+        if self.ledger is None:
+            raise AssertionError("self.ledger is not set")
         self.ledger.record_attempt(
             task_id,
             job.job_key,
@@ -689,7 +692,8 @@ class EvaluationEngine:
         duration_s: float | None = None,
         error: str | None = None,
     ) -> None:
-        assert self.ledger is not None
+        if self.ledger is None:
+            raise AssertionError("self.ledger is not set")
         inserted = self.ledger.record_result(
             task_id,
             status,
@@ -703,7 +707,8 @@ class EvaluationEngine:
         )
         if inserted:
             row = self.ledger.result(task_id)
-            assert row is not None
+            if row is None:
+                raise AssertionError("row is not set")
             self._final[task_id] = row
 
     # failures, breaker, backoff --------------------------------------------------------------
@@ -754,7 +759,8 @@ class EvaluationEngine:
     def _add_retry(self, record: RetryRecord) -> None:
         """Kept in the ledger too, so that a resumed run reports the retries of all sessions."""
         self._retries.append(record)
-        assert self.ledger is not None
+        if self.ledger is None:
+            raise AssertionError("self.ledger is not set")
         self.ledger.record_retry(**dataclasses.asdict(record))
 
     def _breaker_success(self) -> None:
@@ -958,7 +964,8 @@ class EvaluationEngine:
 
     def _result(self, finished_at: float, cost: CostBreakdown) -> RunResult:
         """The whole run's, across its sessions."""
-        assert self.ledger is not None
+        if self.ledger is None:
+            raise AssertionError("self.ledger is not set")
         summary = self._summary(with_attempts=True)
         last_result = max((row.recorded_at for row in self._final.values()), default=finished_at)
         # A session with nothing left to do (the run was complete) does not stretch the span.

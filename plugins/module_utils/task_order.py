@@ -47,7 +47,7 @@ def longest_first(
         # Scale the prior to the measured domains, so both kinds of estimate compare.
         if measured:
             known = [(measured[d], DOMAIN_WEIGHTS.get(d, DEFAULT_WEIGHT)) for d in measured]
-            per_weight = sum(m for m, _ in known) / sum(w for _, w in known)
+            per_weight = sum(m for m, _weight in known) / sum(w for _mean, w in known)
         else:
             per_weight = 1.0
         return DOMAIN_WEIGHTS.get(domain, DEFAULT_WEIGHT) * per_weight

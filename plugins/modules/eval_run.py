@@ -96,24 +96,6 @@ options:
     description: Secret environment of every worker (agent API keys); never printed or stored in the ledger.
     type: dict
     default: {}
-  client_id:
-    description: Client id of the service principal (module_defaults of the azure action group set it).
-    type: str
-  secret:
-    description: Client secret of the service principal.
-    type: str
-  tenant:
-    description: Tenant id.
-    type: str
-  subscription_id:
-    description: Subscription id.
-    type: str
-  cloud_environment:
-    description: Cloud name (V(AzureCloud)...) or metadata discovery URL, as in azure.azcollection.
-    type: str
-  disable_instance_discovery:
-    description: Skip Microsoft Entra instance discovery (Azure Stack, private clouds, the emulator).
-    type: bool
   tier_options:
     description:
       - The tier's own options. For O(tier=aml) - C(resource_group), C(workspace), C(compute)
@@ -143,9 +125,13 @@ attributes:
     description: Runs on the controller.
     support: full
     platforms: all
+extends_documentation_fragment:
+  - azure.azcollection.azure
 notes:
-  - Without the authentication options the AZURE_* environment variables apply, as for the
-    azure.azcollection modules.
+  - Authenticates with azure.azcollection's C(AzureRMAuth), as its modules do (service principal,
+    Azure CLI, managed identity, credential file profile, certificate); without the
+    authentication options the C(AZURE_*) environment variables of the task apply.
+    O(api_profile), O(log_mode) and O(log_path) are accepted and unused.
   - Ctrl-C cancels every job the run started; run the same command again to resume.
 author:
   - OpenAdapt evaluation infrastructure team (@OpenAdaptAI)
