@@ -126,7 +126,12 @@ class ActionModule(ActionBase):
 
         environment = self._task_environment(task_vars)
         # SDK notices (azure-ai-ml writes some to stderr itself) are shown at -vvv.
-        with _applied(environment), _logging_to_display(), redirect_stderr(_DisplayStream(True)):
+        with (
+            _applied(environment),
+            _logging_to_display(),
+            redirect_stderr(_DisplayStream(True)),
+            contextlib.ExitStack() as stack,
+        ):
             try:
                 tier = spec.build(self._tier_context(args, environment, run_dir))
             except spec.setup_errors as err:
@@ -151,11 +156,7 @@ class ActionModule(ActionBase):
                 tasks,
                 run_dir / "ledger.sqlite3",
                 config,
-                # Ansible's workers must print through Display (it forwards to the controller's
-                # terminal); a live redraw cannot, so progress is a line every 15 s.
-                progress=RunProgress(
-                    len(tasks), stream=_DisplayStream(), is_tty=False, plain_interval_s=15
-                ),
+                progress=_progress(len(tasks), stack),
             )
             since_command = _seconds_since_command()
             display.display(
@@ -268,6 +269,34 @@ def _seconds_since_command():
     except (OSError, ValueError, IndexError, StopIteration):
         return None
     return max(0.0, time.time() - (boot + started_ticks / ticks))
+
+
+def _progress(total: int, stack: contextlib.ExitStack) -> RunProgress:
+    """The rich progress bar on the terminal ansible-playbook writes to, else a line every 15 s
+    through Display (an Ansible worker's own stdout is /dev/null, and Display cannot redraw)."""
+    terminal = _controller_terminal()
+    if terminal is None:
+        return RunProgress(total, stream=_DisplayStream(), is_tty=False, plain_interval_s=15)
+    stack.callback(terminal.close)
+    return RunProgress(total, stream=terminal, is_tty=True)
+
+
+def _controller_terminal():
+    """ansible-playbook's stdout, opened for writing, when it is a terminal (Linux, /proc);
+    None otherwise, or with ANSIBLE_NOCOLOR/NO_COLOR set."""
+    if os.environ.get("ANSIBLE_NOCOLOR") or os.environ.get("NO_COLOR"):
+        return None
+    path = os.path.realpath(f"/proc/{os.getppid()}/fd/1")
+    if not path.startswith(("/dev/pts/", "/dev/tty")):
+        return None
+    try:
+        terminal = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed by the caller)
+    except OSError:
+        return None
+    if not terminal.isatty():
+        terminal.close()
+        return None
+    return terminal
 
 
 def _pending_tasks(run_dir: Path, tasks) -> int:
