@@ -440,15 +440,36 @@ def test_the_emulator_client_secret_appears_in_no_output(playground, site_run):
 # -- 2. the second run -----------------------------------------------------------------------------
 
 
+# A no-op re-run's cloud metadata and Entra token requests: one metadata read and one token (with
+# its OpenID discovery) per Azure module process; azure-ai-ml adds no metadata read of its own.
+NOOP_METADATA_REQUESTS = 20
+NOOP_TOKEN_REQUESTS = 32
+
+
+def _metadata_and_token_requests(requests: list[dict]) -> tuple[int, int]:
+    metadata = sum(1 for r in requests if r["path"].startswith("/metadata/endpoints"))
+    tokens = sum(
+        1
+        for r in requests
+        if r["path"].endswith(("/oauth2/v2.0/token", "/.well-known/openid-configuration"))
+    )
+    return metadata, tokens
+
+
 def test_second_run_changes_nothing_and_submits_no_job(playground, site_run):
     jobs_before = {job.name for job in playground.jobs()}
     nodes_before = playground.cluster_nodes()["nodes"]
+    seq_before = playground.request_seq()
 
     run = playground.play("-e", "tier=aml", "-e", f"aml_cluster_idle_seconds={IDLE_SECONDS}")
 
     assert run.returncode == 0, run.tail()
     recap = run.recap()
     assert (recap["changed"], recap["failed"], recap["unreachable"]) == (0, 0, 0), run.tail()
+    metadata, tokens = _metadata_and_token_requests(playground.requests_since(seq_before))
+    assert metadata <= NOOP_METADATA_REQUESTS and tokens <= NOOP_TOKEN_REQUESTS, (
+        f"{metadata} metadata and {tokens} token requests in a no-op re-run"
+    )
     assert {job.name for job in playground.jobs()} == jobs_before
     assert playground.cluster_nodes()["nodes"] == nodes_before
     report = json.loads((playground.report_dir / f"{RUN_NAME}.json").read_text())
