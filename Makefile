@@ -10,7 +10,7 @@ TIER ?= aml
 export PATH := $(abspath $(BIN)):$(PATH)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 
-.PHONY: bootstrap lock run test lint unit integration molecule benchmark clean
+.PHONY: bootstrap lock run test lint sanity unit integration molecule benchmark clean
 
 bootstrap: $(STAMP)
 
@@ -38,10 +38,27 @@ lock:
 run: $(STAMP)
 	$(BIN)/ansible-playbook site.yml -e tier=$(TIER)
 
-lint: $(STAMP)
+lint: $(STAMP) sanity
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/ansible-lint --profile production
+
+# ansible-test sanity on the collection as ansible-galaxy builds it, installed next to
+# azure.azcollection (its dependency) under .sanity/ansible_collections, with this venv's Python
+# (--local). ansible-test's own requirement venvs bootstrap pip with tests/sanity/get_pip.py
+# when its get-pip download is out of reach (see that file).
+SANITY := .sanity
+SANITY_COLLECTION := $(SANITY)/ansible_collections/openadapt/azure_eval
+GET_PIP_CACHE := $(HOME)/.ansible/test/cache/get_pip_24_2.py
+sanity: $(STAMP)
+	rm -rf $(SANITY) && mkdir -p $(SANITY)/ansible_collections/azure
+	$(BIN)/ansible-galaxy collection build --force --output-path $(SANITY) >/dev/null
+	$(BIN)/ansible-galaxy collection install --no-deps --force -p $(SANITY) $(SANITY)/openadapt-azure_eval-*.tar.gz >/dev/null
+	ln -s $(abspath $(SITE))/ansible_collections/azure/azcollection $(SANITY)/ansible_collections/azure/azcollection
+	test -f $(GET_PIP_CACHE) || install -D -m 0644 tests/sanity/get_pip.py $(GET_PIP_CACHE)
+	cd $(SANITY_COLLECTION) && git init -q && git add -A && \
+	  git -c user.name=sanity -c user.email=sanity@localhost commit -qm sanity && \
+	  $(abspath $(BIN))/ansible-test sanity --python 3.11 --local --color no
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
@@ -56,6 +73,8 @@ molecule: $(STAMP)
 	cd roles/acr && ../../$(BIN)/molecule reset -s acr && ../../$(BIN)/molecule test -s acr
 	cd roles/acr_pull && ../../$(BIN)/molecule reset -s acr_pull && ../../$(BIN)/molecule test -s acr_pull
 	cd roles/waa_image && ../../$(BIN)/molecule reset -s waa_image && ../../$(BIN)/molecule test -s waa_image
+	cd roles/aml_cluster && ../../$(BIN)/molecule reset -s aml_cluster && ../../$(BIN)/molecule test -s aml_cluster
+	cd roles/eval && ../../$(BIN)/molecule reset -s eval && ../../$(BIN)/molecule test -s eval
 
 # The suites are independent: integration (the long one) and molecule start first, lint and unit
 # follow as slots free up; each suite's output is printed whole when it ends.

@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -130,13 +131,56 @@ def cmd_stop(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _unverified_health(settings: Settings) -> dict | None:
+    """Health of whatever localazure answers on the port, its certificate unchecked: only to
+    tell "another state directory's emulator" from "not running"."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(
+            f"{settings.endpoint}/_localazure/health", timeout=3.0, context=context
+        ) as response:
+            return json.loads(response.read() or b"{}")
+    except (
+        urllib.error.URLError,
+        ConnectionError,
+        TimeoutError,
+        ssl.SSLError,
+        OSError,
+        ValueError,
+    ):
+        return None
+
+
+def _port_answers(settings: Settings) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex((settings.host, settings.port)) == 0
+
+
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     health = _admin(settings, "GET", "health")
-    if health is None:
+    if health is not None:
+        print(json.dumps(health, indent=2))
+        return 0
+    if not _port_answers(settings):
         print(f"localazure is not running at {settings.endpoint}")
         return 3
-    print(json.dumps(health, indent=2))
-    return 0
+    if _unverified_health(settings) is not None:
+        print(
+            f"a localazure answers at {settings.endpoint}, but not with the certificate of "
+            f"{settings.state_dir} (another state directory's emulator, or this one's TLS files "
+            "were replaced): point LOCALAZURE_STATE_DIR at its state directory, or stop it",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"port {settings.port} on {settings.host} is taken by another server, not localazure: "
+            "choose another LOCALAZURE_PORT",
+            file=sys.stderr,
+        )
+    return 1
 
 
 def cmd_reset(settings: Settings, args: argparse.Namespace) -> int:
@@ -150,6 +194,15 @@ def cmd_reset(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_env(settings: Settings, args: argparse.Namespace) -> int:
+    missing = [p for p in (settings.secret_file, settings.ca_bundle) if not p.exists()]
+    if missing:
+        print(
+            f"no localazure state in {settings.state_dir} (missing "
+            f"{', '.join(str(p) for p in missing)}): run `localazure start` with this "
+            "LOCALAZURE_STATE_DIR first",
+            file=sys.stderr,
+        )
+        return 1
     env = environment(settings)
     if args.format == "json":
         print(json.dumps(env, indent=2))

@@ -3,6 +3,7 @@ HTTPS server in a child process, and the environment that points the real client
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -57,16 +58,29 @@ class RunningEmulator:
                 return self
             except OSError:
                 time.sleep(0.1)
+        self.stop()
         raise RuntimeError("emulator did not start in time")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
+        """Stop the server and everything it started (simulated containers and their workers)."""
+        if self.process is None:
+            return
+        import psutil  # test dependency; the simulated containers run in sessions of their own
+
+        try:
+            descendants = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            descendants = []
+        if self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+        for child in descendants:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
 
     def restart(self) -> None:
         self.stop()

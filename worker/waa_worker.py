@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The worker every tier runs: WAA tasks one at a time, one event line per step on stdout.
 
     python waa_worker.py --worker-id W --task-ids id1,id2 [--test-all-meta PATH]
@@ -174,6 +173,7 @@ class _HttpAnswer:
 def _http_get(url: str, headers: dict[str, str]) -> _HttpAnswer:
     """One GET; transient failures (connection errors, 429, 5xx) are retried with backoff."""
     delay = 1.0
+    reason = "no answer"
     for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
         request = urllib.request.Request(url, headers=headers, method="GET")
         try:
@@ -242,7 +242,7 @@ def _challenge_resource(header: str, vault_host: str) -> str:
     """The resource a Key Vault challenge names, if it belongs to the vault's domain."""
     params = {}
     for part in header.partition(" ")[2].split(","):
-        key, _, value = part.strip().partition("=")
+        key, _sep, value = part.strip().partition("=")
         params[key.lower()] = value.strip().strip('"')
     resource = params.get("resource") or params.get("scope", "")
     if resource.endswith("/.default"):  # str.removesuffix needs Python 3.9

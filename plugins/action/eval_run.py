@@ -18,11 +18,16 @@ from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 
 from ansible.errors import AnsibleActionFail
+from ansible.module_utils.basic import missing_required_lib
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
 from ansible_collections.openadapt.azure_eval.plugins.module_utils import eval_inputs
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.credentials import (
+    AUTH_ARGUMENT_SPEC,
+    auth_environment,
+)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.engine import (
     EngineConfig,
     EvaluationEngine,
@@ -30,11 +35,15 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.engine import
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures import PermanentFailure
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import (
+    Ledger,
     LedgerMismatch,
     RunStatus,
     config_fingerprint,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.progress import RunProgress
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.retries import (
+    TENACITY_IMPORT_ERROR,
+)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.run_lock import RunLocked
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.run_summary import (
     ledger_summary,
@@ -70,12 +79,7 @@ ARGUMENT_SPEC = dict(
     secret_environment_variables=dict(type="dict", default={}, no_log=True),
     # Authentication, as azure.azcollection's modules take it (module_defaults fill these in);
     # unset, the AZURE_* environment variables apply.
-    client_id=dict(type="str"),
-    secret=dict(type="str", no_log=True),
-    tenant=dict(type="str"),
-    subscription_id=dict(type="str"),
-    cloud_environment=dict(type="str"),
-    disable_instance_discovery=dict(type="bool"),
+    **AUTH_ARGUMENT_SPEC,
     # The tier's own options, checked against the argument spec its module registers.
     tier_options=dict(type="dict", default={}),
     # Check every input (the task set read and the selection made) and stop there.
@@ -91,7 +95,11 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        if TENACITY_IMPORT_ERROR:
+            raise AnsibleActionFail(
+                missing_required_lib("tenacity"), orig_exc=TENACITY_IMPORT_ERROR
+            )
+        _valid, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
         spec = registry.get(args["tier"])
         tasks, errors = eval_inputs.check(args, args["variable_names"])
         if errors:
@@ -103,14 +111,27 @@ class ActionModule(ActionBase):
             return result
         args["tier_options"] = _tier_options(spec, args["tier_options"])
         if self._task.check_mode:
-            result.update(changed=True, skipped=False, msg="check mode: the evaluation would run")
+            pending = _pending_tasks(Path(args["state_dir"]) / args["run_name"], tasks)
+            result.update(
+                changed=pending > 0,
+                skipped=False,
+                tasks=len(tasks),
+                pending_tasks=pending,
+                msg=f"check mode: {pending} of {len(tasks)} tasks would run"
+                + ("" if pending else " (the ledger holds every result)"),
+            )
             return result
         run_dir = Path(args["state_dir"]) / args["run_name"]
         run_dir.mkdir(parents=True, exist_ok=True)
 
         environment = self._task_environment(task_vars)
         # SDK notices (azure-ai-ml writes some to stderr itself) are shown at -vvv.
-        with _applied(environment), _logging_to_display(), redirect_stderr(_DisplayStream(True)):
+        with (
+            _applied(environment),
+            _logging_to_display(),
+            redirect_stderr(_DisplayStream(True)),
+            contextlib.ExitStack() as stack,
+        ):
             try:
                 tier = spec.build(self._tier_context(args, environment, run_dir))
             except spec.setup_errors as err:
@@ -135,11 +156,7 @@ class ActionModule(ActionBase):
                 tasks,
                 run_dir / "ledger.sqlite3",
                 config,
-                # Ansible's workers must print through Display (it forwards to the controller's
-                # terminal); a live redraw cannot, so progress is a line every 15 s.
-                progress=RunProgress(
-                    len(tasks), stream=_DisplayStream(), is_tty=False, plain_interval_s=15
-                ),
+                progress=_progress(len(tasks), stack),
             )
             since_command = _seconds_since_command()
             display.display(
@@ -155,6 +172,13 @@ class ActionModule(ActionBase):
                 with _interruptible():
                     run = engine.run()
             except KeyboardInterrupt:
+                # ansible-playbook itself only says "User interrupted execution".
+                display.display(
+                    f"eval_run: interrupted; every job this run started was cancelled and every "
+                    f"result so far is in {run_dir / 'ledger.sqlite3'}: run the same command to "
+                    "resume",
+                    stderr=True,
+                )
                 return self._failed(
                     result,
                     run_dir,
@@ -247,17 +271,52 @@ def _seconds_since_command():
     return max(0.0, time.time() - (boot + started_ticks / ticks))
 
 
+def _progress(total: int, stack: contextlib.ExitStack) -> RunProgress:
+    """The rich progress bar on the terminal ansible-playbook writes to, else a line every 15 s
+    through Display (an Ansible worker's own stdout is /dev/null, and Display cannot redraw)."""
+    terminal = _controller_terminal()
+    if terminal is None:
+        return RunProgress(total, stream=_DisplayStream(), is_tty=False, plain_interval_s=15)
+    stack.callback(terminal.close)
+    return RunProgress(total, stream=terminal, is_tty=True)
+
+
+def _controller_terminal():
+    """ansible-playbook's stdout, opened for writing, when it is a terminal (Linux, /proc);
+    None otherwise, or with ANSIBLE_NOCOLOR/NO_COLOR set."""
+    if os.environ.get("ANSIBLE_NOCOLOR") or os.environ.get("NO_COLOR"):
+        return None
+    path = os.path.realpath(f"/proc/{os.getppid()}/fd/1")
+    if not path.startswith(("/dev/pts/", "/dev/tty")):
+        return None
+    try:
+        terminal = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed by the caller)
+    except OSError:
+        return None
+    if not terminal.isatty():
+        terminal.close()
+        return None
+    return terminal
+
+
+def _pending_tasks(run_dir: Path, tasks) -> int:
+    """How many of ``tasks`` the run's ledger has no result for (read only)."""
+    path = run_dir / "ledger.sqlite3"
+    if not path.exists():
+        return len(tasks)
+    with Ledger(path) as ledger:
+        done = set(ledger.results())
+    return sum(1 for task in tasks if _task_id(task) not in done)
+
+
+def _task_id(task) -> str:
+    return task[1]  # (domain, task id)
+
+
 def _auth_environment(args):
-    """The authentication arguments under the environment names the credential helper reads;
-    kept in memory, never put into os.environ."""
-    names = {
-        "client_id": "AZURE_CLIENT_ID",
-        "secret": "AZURE_SECRET",
-        "tenant": "AZURE_TENANT",
-        "subscription_id": "AZURE_SUBSCRIPTION_ID",
-        "cloud_environment": "AZURE_CLOUD_ENVIRONMENT",
-    }
-    return {env: str(args[arg]) for arg, env in names.items() if args.get(arg)}
+    """The authentication arguments under the environment names AzureRMAuth reads; kept in
+    memory, never put into os.environ."""
+    return auth_environment({name: args.get(name) for name in AUTH_ARGUMENT_SPEC})
 
 
 def _fingerprinted(spec: TierSpec, args):

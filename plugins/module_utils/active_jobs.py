@@ -88,7 +88,8 @@ def health_failure(
             )
             return Failure(FailureKind.TRANSIENT, STARTUP_TIMEOUT, message)
         return None
-    assert job.last_event_at is not None
+    if job.last_event_at is None:
+        raise AssertionError("job.last_event_at is not set")
     silence = now - job.last_event_at
     if silence > stuck_after:
         message = f"no worker event for {silence:.0f}s (limit {stuck_after:.0f}s)"
@@ -175,7 +176,8 @@ class JobBook:
             job.running_since = started if plausible else now
         job.state = status.state
         if (job.state, job.node_started_at, job.node_released_at) != before:
-            assert self.ledger is not None
+            if self.ledger is None:
+                raise AssertionError("self.ledger is not set")
             self.ledger.update_job(
                 job.job_key,
                 state=status.state.value,
@@ -208,7 +210,8 @@ class JobBook:
         """End a job: cancel it on the tier if asked, drop it from the active jobs, close its
         node interval at ``now`` unless the tier said when the node was released, and record
         its end (state, failure, reason) in the ledger. Returns the active job, if it was one."""
-        assert self.ledger is not None
+        if self.ledger is None:
+            raise AssertionError("self.ledger is not set")
         job = self.active.pop(job_key, None)
         handle = handle or (job.handle if job is not None else None)
         if cancel and handle:
@@ -239,7 +242,8 @@ class JobBook:
 
     def unfinished_rows(self) -> list[JobRow]:
         """Jobs of the ledger that never ended (left by a controller that stopped)."""
-        assert self.ledger is not None
+        if self.ledger is None:
+            raise AssertionError("self.ledger is not set")
         return [
             row
             for row in self.ledger.jobs()

@@ -36,6 +36,10 @@ def ml_client(
     kwargs = {}
     if cloud_environment in AZURE_ML_CLOUDS:
         kwargs["cloud"] = cloud_environment
+    elif os.environ.get(METADATA_ENV):
+        custom = _custom_cloud(os.environ[METADATA_ENV])
+        if custom:
+            kwargs["cloud"] = custom
     return MLClient(
         credential=credential,
         subscription_id=subscription_id,
@@ -43,6 +47,33 @@ def ml_client(
         workspace_name=workspace,
         **kwargs,
     )
+
+
+def _custom_cloud(url: str) -> str | None:
+    """The name of the cloud a discovery URL describes, registered with azure-ai-ml. azure-ai-ml
+    caches a discovered cloud under the wrong key (1.x ``_get_cloud``:
+    ``_environments.update(new_cloud)``), so it reads the URL again for every MLClient and every
+    endpoint lookup; registered here, it is read once per process."""
+    from azure.ai.ml import _azure_environments as environments
+
+    for name, details in _clouds(url).items():
+        if str(details.get("resource_manager", "")).rstrip("/") in url:
+            environments._environments[name] = details
+            return name
+    return None
+
+
+_CLOUDS: dict[str, dict] = {}
+
+
+def _clouds(url: str) -> dict:
+    """The clouds of a discovery URL, read once per process (an empty answer, a failed read, is
+    read again)."""
+    from azure.ai.ml import _azure_environments as environments
+
+    if not _CLOUDS.get(url):
+        _CLOUDS[url] = environments._get_clouds_by_metadata_url(url)
+    return _CLOUDS[url]
 
 
 def workspace_client(module_base):

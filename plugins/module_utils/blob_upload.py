@@ -133,7 +133,7 @@ def _staged_blocks(blob_client) -> dict[str, int]:
     from azure.core.exceptions import ResourceNotFoundError
 
     try:
-        _, uncommitted = blob_client.get_block_list("uncommitted")
+        _committed, uncommitted = blob_client.get_block_list("uncommitted")
     except ResourceNotFoundError:
         return {}
     return {b.id: b.size for b in uncommitted}

@@ -238,7 +238,7 @@ class EvaluationEngine:
         self._progress = progress
         self._rng = rng or random.Random()
         self._handle_signals = handle_signals
-        self._task_ids = [task_id for _, task_id in tasks]
+        self._task_ids = [task_id for _domain, task_id in tasks]
         repeated = sorted(t for t, n in Counter(self._task_ids).items() if n > 1)
         if repeated:
             raise ValueError(f"task ids must be unique; repeated: {repeated[:5]}")
@@ -547,7 +547,8 @@ class EvaluationEngine:
         self._end_submit(job_key, chunk, lambda: self._call_submit(job_key, chunk))
 
     def _begin_submit(self, chunk: list[str], now: float) -> str:
-        assert self.ledger is not None
+        if self.ledger is None:
+            raise RuntimeError("the engine's ledger is not open")
         self._job_seq += 1
         job_key = "-".join(p for p in (self.run_id, self._instance, f"{self._job_seq:04d}") if p)
         # Recorded before submitting so that a controller killed mid-submit leaves a trace.
@@ -588,7 +589,8 @@ class EvaluationEngine:
         self, job_key: str, chunk: list[str], outcome: Callable[[], tuple[str, float, float]]
     ) -> None:
         """Record what the submit came to: an active job, or a failed submit requeued."""
-        assert self.ledger is not None
+        if self.ledger is None:
+            raise RuntimeError("the engine's ledger is not open")
         try:
             handle, sent_at, accepted_at = outcome()
         except BaseException as exc:
@@ -741,7 +743,8 @@ class EvaluationEngine:
                 raise PermanentFailure(failure)
 
     def _on_task_result(self, job: ActiveJob, event: WorkerEvent, now: float) -> None:
-        assert self.ledger is not None
+        if self.ledger is None:
+            raise AssertionError("self.ledger is not set")
         task_id = event.task_id
         if task_id is not None and task_id in job.reported:
             # Read again from an adopted job's log (taken by an earlier session).
@@ -841,7 +844,8 @@ class EvaluationEngine:
         started_at: float | None,
     ) -> bool:
         """Record a failed attempt; True if the task may run again, False if it is now final."""
-        assert self.ledger is not None
+        if self.ledger is None:
+            raise AssertionError("self.ledger is not set")
         self.ledger.record_attempt(
             task_id,
             job.job_key,
@@ -877,7 +881,8 @@ class EvaluationEngine:
         duration_s: float | None = None,
         error: str | None = None,
     ) -> None:
-        assert self.ledger is not None
+        if self.ledger is None:
+            raise AssertionError("self.ledger is not set")
         inserted = self.ledger.record_result(
             task_id,
             status,
@@ -891,7 +896,8 @@ class EvaluationEngine:
         )
         if inserted:
             row = self.ledger.result(task_id)
-            assert row is not None
+            if row is None:
+                raise AssertionError("row is not set")
             self._final[task_id] = row
 
     # failures, breaker, backoff --------------------------------------------------------------
@@ -942,7 +948,8 @@ class EvaluationEngine:
     def _add_retry(self, record: RetryRecord) -> None:
         """Kept in the ledger too, so that a resumed run reports the retries of all sessions."""
         self._retries.append(record)
-        assert self.ledger is not None
+        if self.ledger is None:
+            raise AssertionError("self.ledger is not set")
         self.ledger.record_retry(**dataclasses.asdict(record))
 
     def _breaker_success(self) -> None:
@@ -1146,7 +1153,8 @@ class EvaluationEngine:
 
     def _result(self, finished_at: float, cost: CostBreakdown) -> RunResult:
         """The whole run's, across its sessions."""
-        assert self.ledger is not None
+        if self.ledger is None:
+            raise AssertionError("self.ledger is not set")
         summary = self._summary(with_attempts=True)
         last_result = max((row.recorded_at for row in self._final.values()), default=finished_at)
         # A session with nothing left to do (the run was complete) does not stretch the span.

@@ -76,14 +76,14 @@ def _select(path, values, max_tasks, name) -> tuple[list[tuple[str, str]], list[
     domains = list(values.get("domains") or [])
     task_ids = list(values.get("task_ids") or [])
     errors = []
-    known_domains = {d for d, _ in pairs}
+    known_domains = {d for d, _task in pairs}
     unknown_domains = sorted(set(domains) - known_domains)
     if unknown_domains:
         errors.append(
             f"{name('domains')}: {', '.join(unknown_domains)} not in {path} "
             f"(its domains: {', '.join(sorted(known_domains))})"
         )
-    unknown_ids = [t for t in task_ids if t not in {t for _, t in pairs}]
+    unknown_ids = [t for t in task_ids if t not in {t for _domain, t in pairs}]
     if unknown_ids:
         errors.append(f"{name('task_ids')}: not in {path}: {', '.join(unknown_ids[:10])}")
     if errors:

@@ -302,6 +302,14 @@ def classify(
     canonical = tier_code or (None if generic else canonical_code(code))
     if canonical is None:
         canonical = _code_from_message(message)
+        # A 429 is the service asking to slow down: words in its text ("quota" of requests,
+        # "invalid") must not make it permanent. Only a recognised error code can.
+        if (
+            status_code == 429
+            and canonical is not None
+            and kind_of(canonical) is FailureKind.PERMANENT
+        ):
+            canonical = THROTTLED
     if canonical is None and status_code is not None:
         canonical = _status_code_class(status_code)
     if canonical is None:

@@ -234,7 +234,8 @@ class Ledger:
             )
             self._db.execute("COMMIT")
             meta = self.run_meta()
-            assert meta is not None
+            if meta is None:
+                raise AssertionError("meta is not set")
             return meta
         if existing.run_id != run_id or existing.config_fingerprint != config_fingerprint:
             raise LedgerMismatch(
@@ -248,7 +249,8 @@ class Ledger:
         )
         self.set_status(RunStatus.RUNNING)
         meta = self.run_meta()
-        assert meta is not None
+        if meta is None:
+            raise AssertionError("meta is not set")
         return meta
 
     def run_meta(self) -> RunMeta | None:

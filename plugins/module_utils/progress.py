@@ -1,27 +1,35 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Terminal progress for a run.
 
-On a terminal: a rich progress bar with done/running/failed counts, retries and spend. Elsewhere
-(CI logs, Ansible output files): one plain line every ``plain_interval_s`` and on completion.
-It only ever receives counters, never configuration, so it cannot print a secret.
+On a terminal: a rich progress bar with done/total, running/failed counts, retries, spend,
+elapsed time, rate and time remaining. Elsewhere (CI logs, Ansible output), or without rich: one
+plain line every ``plain_interval_s`` and on completion, with the same figures. It only ever
+receives counters, never configuration, so it cannot print a secret.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.progress import Progress as RichProgress
+try:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.progress import Progress as RichProgress
+
+    RICH_IMPORT_ERROR = None
+except ImportError:  # plain lines only
+    RICH_IMPORT_ERROR = traceback.format_exc()
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,28 @@ class ProgressCounters:
         )
 
 
+def format_duration(seconds: float) -> str:
+    seconds = max(int(round(seconds)), 0)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def timing_text(elapsed_s: float, done_here: int, remaining: int) -> str:
+    """Elapsed time, rate and estimated time to finish, from the tasks finished in this session
+    (a resumed run's earlier results say nothing about this session's speed)."""
+    text = f"elapsed {format_duration(elapsed_s)}"
+    if done_here <= 0 or elapsed_s <= 0:
+        return text + ", rate -, ETA -"
+    per_minute = done_here / elapsed_s * 60
+    eta = remaining / (done_here / elapsed_s)
+    return text + f", {per_minute:.1f} tasks/min, ETA {format_duration(eta)}"
+
+
 class RunProgress:
     def __init__(
         self,
@@ -57,18 +87,27 @@ class RunProgress:
     ) -> None:
         self.stream = stream if stream is not None else sys.stdout
         self.is_tty = _isatty(self.stream) if is_tty is None else is_tty
+        # Without rich a terminal gets the plain lines.
+        self.use_bar = self.is_tty and RICH_IMPORT_ERROR is None
         self.plain_interval_s = plain_interval_s
         self.clock = clock
         self.label = label
         self.last = ProgressCounters(total=total)
         self._last_plain_at: float | None = None
-        self._rich: RichProgress | None = None
-        self._task: TaskID | None = None
+        self._rich = None
+        self._task = None
+        self._started_at: float | None = None
+        self._done_at_start: int | None = None
 
     def start(self) -> None:
-        if not self.is_tty or self._rich is not None:
+        if self._started_at is None:
+            self._started_at = self.clock()
+        if not self.use_bar or self._rich is not None:
             return
-        console = Console(file=self.stream, force_terminal=True)
+        # A real terminal has a width of its own; a forced one (a pipe to a terminal) gets room
+        # for every column.
+        width = None if _isatty(self.stream) else 160
+        console = Console(file=self.stream, force_terminal=True, width=width)
         self._rich = RichProgress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -79,6 +118,8 @@ class RunProgress:
                 "{task.fields[retries]} retries | ${task.fields[spend]:.2f}"
             ),
             TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
             console=console,
             transient=False,
         )
@@ -95,6 +136,10 @@ class RunProgress:
         self._rich.start()
 
     def update(self, counters: ProgressCounters) -> None:
+        if self._started_at is None:
+            self._started_at = self.clock()
+        if self._done_at_start is None:
+            self._done_at_start = counters.done
         self.last = counters
         if self._rich is not None and self._task is not None:
             self._rich.update(
@@ -109,7 +154,7 @@ class RunProgress:
                 spend=counters.spend_usd,
             )
             return
-        if self.is_tty:
+        if self.use_bar:
             return
         now = self.clock()
         if self._last_plain_at is None or now - self._last_plain_at >= self.plain_interval_s:
@@ -121,11 +166,19 @@ class RunProgress:
             self._rich.stop()
             self._rich = None
             return
-        if not self.is_tty:
+        if not self.use_bar:
             self._write_plain(self.last)
 
+    def timing(self, counters: ProgressCounters) -> str:
+        started = self._started_at if self._started_at is not None else self.clock()
+        return timing_text(
+            self.clock() - started,
+            counters.done - (self._done_at_start or 0),
+            counters.total - counters.done,
+        )
+
     def _write_plain(self, counters: ProgressCounters) -> None:
-        self.stream.write(counters.plain_line() + "\n")
+        self.stream.write(f"{counters.plain_line()}; {self.timing(counters)}\n")
         self.stream.flush()
 
     def __enter__(self) -> RunProgress:

@@ -5,8 +5,14 @@
 from __future__ import annotations
 
 import re
+import traceback
 
-import requests
+try:
+    import requests
+
+    REQUESTS_IMPORT_ERROR = None
+except ImportError:
+    REQUESTS_IMPORT_ERROR = traceback.format_exc()
 
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.image_ref import ImageRef
 

@@ -10,13 +10,21 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
-from tenacity.stop import stop_base
-from tenacity.wait import wait_exponential_jitter
+try:
+    from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+    from tenacity.stop import stop_base
+    from tenacity.wait import wait_exponential_jitter
+
+    TENACITY_IMPORT_ERROR = None
+except ImportError:
+    # reported by the callers with missing_required_lib("tenacity")
+    TENACITY_IMPORT_ERROR = traceback.format_exc()
+    stop_base = object
 
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures import (
     Failure,

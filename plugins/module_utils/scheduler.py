@@ -23,7 +23,6 @@ class Scheduler(Protocol):
 
     def next_chunk(self) -> list[str]:
         """The task ids for the next job; empty when there is nothing to hand out."""
-        ...
 
     def requeue(self, task_ids: Sequence[str]) -> None: ...
 
@@ -99,7 +98,7 @@ class DynamicChunking:
         return min(size, len(self._queue))
 
     def next_chunk(self) -> list[str]:
-        return [self._queue.popleft() for _ in range(self.chunk_size())]
+        return [self._queue.popleft() for _slot in range(self.chunk_size())]
 
     def requeue(self, task_ids: Sequence[str]) -> None:
         self._queue.extendleft(reversed(list(task_ids)))

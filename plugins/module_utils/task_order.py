@@ -42,7 +42,7 @@ def expected_durations(
     measured = {d: median(v) for d, v in (observed_durations or {}).items() if list(v)}
     if measured:
         known = [(measured[d], DOMAIN_WEIGHTS.get(d, DEFAULT_WEIGHT)) for d in measured]
-        per_weight = sum(m for m, _ in known) / sum(w for _, w in known)
+        per_weight = sum(m for m, _weight in known) / sum(w for _mean, w in known)
     else:
         per_weight = 1.0
 

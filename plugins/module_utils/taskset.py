@@ -16,7 +16,7 @@ def load(path: str | Path) -> list[tuple[str, str]]:
         raise ValueError("expected WAA's test_all.json shape: {domain: [task id, ...]}")
     pairs = [(domain, task_id) for domain, ids in data.items() for task_id in ids]
     seen: set[str] = set()
-    duplicates = [t for _, t in pairs if t in seen or seen.add(t)]
+    duplicates = [t for _domain, t in pairs if t in seen or seen.add(t)]
     if duplicates:
         raise ValueError(f"task ids listed twice: {', '.join(sorted(set(duplicates)))}")
     return pairs
@@ -30,14 +30,14 @@ def select_tasks(
 ) -> list[tuple[str, str]]:
     """The tasks to run: all of the set, or the named ids/domains, at most ``max_tasks``."""
     pairs = load(path)
-    known_domains = {d for d, _ in pairs}
+    known_domains = {d for d, _task in pairs}
     unknown = sorted(set(domains or ()) - known_domains)
     if unknown:
         raise ValueError(f"unknown domains {unknown}; the set has {sorted(known_domains)}")
     if domains:
         pairs = [p for p in pairs if p[0] in set(domains)]
     if task_ids:
-        known_ids = {t for _, t in pairs}
+        known_ids = {t for _domain, t in pairs}
         missing = [t for t in task_ids if t not in known_ids]
         if missing:
             raise ValueError(f"task ids not in the set: {', '.join(missing)}")

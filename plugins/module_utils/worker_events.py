@@ -57,7 +57,7 @@ def parse_event_line(line: str) -> WorkerEvent | None:
         return None
     body = line[start + len(EVENT_PREFIX) :].lstrip()
     try:
-        payload, _ = _decoder.raw_decode(body)
+        payload, _end = _decoder.raw_decode(body)
     except ValueError:
         return None
     if not isinstance(payload, dict):

@@ -55,7 +55,7 @@ options:
 extends_documentation_fragment:
   - azure.azcollection.azure
 author:
-  - OpenAdapt evaluation infrastructure team
+  - OpenAdapt evaluation infrastructure team (@OpenAdaptAI)
 notes:
   - Supports C(--check) and C(--diff) (the digest of each target tag before and after).
 """
@@ -100,6 +100,10 @@ imported:
   type: bool
 """
 
+import traceback
+
+from ansible.module_utils.basic import missing_required_lib
+
 try:
     from azure.containerregistry import ContainerRegistryClient
     from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
@@ -109,8 +113,10 @@ try:
         ImportSourceCredentials,
     )
 except ImportError:
-    # azure_rm_common reports missing SDKs
-    pass
+    # reported in exec_module with missing_required_lib
+    AZURE_SDK_IMPORT_ERROR = traceback.format_exc()
+else:
+    AZURE_SDK_IMPORT_ERROR = None
 
 from ansible_collections.azure.azcollection.plugins.module_utils.azure_rm_common import (
     AzureRMModuleBase,
@@ -141,6 +147,13 @@ class AzureRMACRImport(AzureRMModuleBase):
         )
 
     def exec_module(self, **kwargs):
+        if AZURE_SDK_IMPORT_ERROR:
+            self.fail(
+                missing_required_lib("azure-containerregistry and azure-mgmt-containerregistry"),
+                exception=AZURE_SDK_IMPORT_ERROR,
+            )
+        if registry_v2.REQUESTS_IMPORT_ERROR:
+            self.fail(missing_required_lib("requests"), exception=registry_v2.REQUESTS_IMPORT_ERROR)
         params = self.module.params
         try:
             source = image_ref.parse(params["source"])

@@ -11,13 +11,13 @@ version_added: "0.1.0"
 description:
   - Creates, updates or deletes an Azure ML compute cluster with azure-ai-ml.
   - Before creating anything it checks what a Windows Agent Arena worker needs and Azure would
-    only reveal hours later; each refusal says what to change
-    - the VM size exists in the workspace's region;
-    - the size supports nested virtualization, which the WAA container needs to run Windows
-      under KVM (unless I(require_nested_virtualization=false));
-    - the security type is C(Standard): C(TrustedLaunch) VMs do not run nested VMs;
-    - max_instances times the size's vCPUs fits in the family's (or, for low priority, the
-      regional) core quota, less the cores in use.
+    only reveal hours later; each refusal says what to change.
+  - "Check 1: the VM size exists in the workspace's region."
+  - "Check 2: the size supports nested virtualization, which the WAA container needs to run
+    Windows under KVM (unless O(require_nested_virtualization=false))."
+  - "Check 3: the security type is V(Standard); V(TrustedLaunch) VMs do not run nested VMs."
+  - "Check 4: O(max_instances) times the size's vCPUs fits in the family's (or, for low
+    priority, the regional) core quota, less the cores in use."
   - The size, priority and security type of an existing cluster cannot change; the module fails
     and says to delete the cluster or choose another name. Scale settings and tags update in place.
 options:
@@ -80,7 +80,7 @@ extends_documentation_fragment:
   - azure.azcollection.azure
   - openadapt.azure_eval.aml_workspace
 author:
-  - OpenAdapt evaluation infrastructure team
+  - OpenAdapt evaluation infrastructure team (@OpenAdaptAI)
 notes:
   - Supports C(--check) (the preflight checks run, nothing is created) and C(--diff).
 """
@@ -124,12 +124,18 @@ prices:
 """
 
 import re
+import traceback
+
+from ansible.module_utils.basic import missing_required_lib
 
 try:
     from azure.ai.ml.entities import AmlCompute, IdentityConfiguration, ManagedIdentityConfiguration
     from azure.core.exceptions import ResourceNotFoundError
 except ImportError:
     AmlCompute = object
+    AZURE_SDK_IMPORT_ERROR = traceback.format_exc()
+else:
+    AZURE_SDK_IMPORT_ERROR = None
 
 from ansible_collections.azure.azcollection.plugins.module_utils.azure_rm_common import (
     AzureRMModuleBase,
@@ -176,6 +182,8 @@ class AzureRMAMLCompute(AzureRMModuleBase):
         super().__init__(self.module_arg_spec, supports_check_mode=True, supports_tags=False)
 
     def exec_module(self, **kwargs):
+        if AZURE_SDK_IMPORT_ERROR:
+            self.fail(missing_required_lib("azure-ai-ml"), exception=AZURE_SDK_IMPORT_ERROR)
         params = self.module.params
         self._check_arguments(params)
         self.ml = azure_ml.workspace_client(self)

@@ -36,7 +36,7 @@ extends_documentation_fragment:
   - azure.azcollection.azure
   - openadapt.azure_eval.aml_workspace
 author:
-  - OpenAdapt evaluation infrastructure team
+  - OpenAdapt evaluation infrastructure team (@OpenAdaptAI)
 notes:
   - Supports C(--check) and C(--diff).
 """
@@ -63,11 +63,18 @@ image:
   type: str
 """
 
+import traceback
+
+from ansible.module_utils.basic import missing_required_lib
+
 try:
     from azure.ai.ml.entities import Environment
     from azure.core.exceptions import ResourceNotFoundError
 except ImportError:
-    pass
+    # reported in exec_module with missing_required_lib
+    AZURE_SDK_IMPORT_ERROR = traceback.format_exc()
+else:
+    AZURE_SDK_IMPORT_ERROR = None
 
 from ansible_collections.azure.azcollection.plugins.module_utils.azure_rm_common import (
     AzureRMModuleBase,
@@ -90,6 +97,8 @@ class AzureRMAMLEnvironment(AzureRMModuleBase):
         super().__init__(self.module_arg_spec, supports_check_mode=True, supports_tags=False)
 
     def exec_module(self, **kwargs):
+        if AZURE_SDK_IMPORT_ERROR:
+            self.fail(missing_required_lib("azure-ai-ml"), exception=AZURE_SDK_IMPORT_ERROR)
         params = self.module.params
         try:
             image_ref.parse(params["image"])

@@ -6,11 +6,11 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: aml_job
-short_description: Submit, inspect or cancel one Azure ML command job
+short_description: Submit or cancel one Azure ML command job
 version_added: "0.1.0"
 description:
   - Submits a command job to an Azure ML compute cluster, idempotent by job name (a job that
-    exists is not submitted again), reads its status and error, or cancels it.
+    exists is not submitted again), or cancels it. M(openadapt.azure_eval.aml_job_info) reads one.
   - With I(wait=true) it waits for the job to end and fails when the job failed, with the error
     run history reports.
   - Usable on its own; the evaluation itself runs many such jobs through the C(eval_run) action.
@@ -49,10 +49,9 @@ options:
     default: 14400
   state:
     description:
-      - C(present) submits the job unless it exists; C(canceled) cancels it if it is still running;
-        C(info) only reads it.
+      - V(present) submits the job unless it exists; V(canceled) cancels it if it is still running.
     type: str
-    choices: [present, canceled, info]
+    choices: [present, canceled]
     default: present
   wait:
     description: Wait until the job ends.
@@ -66,9 +65,11 @@ extends_documentation_fragment:
   - azure.azcollection.azure
   - openadapt.azure_eval.aml_workspace
 author:
-  - OpenAdapt evaluation infrastructure team
+  - OpenAdapt evaluation infrastructure team (@OpenAdaptAI)
 notes:
-  - Supports C(--check).
+  - Supports C(--check) and C(--diff) (the job that would be submitted or canceled).
+seealso:
+  - module: openadapt.azure_eval.aml_job_info
 """
 
 EXAMPLES = r"""
@@ -79,7 +80,7 @@ EXAMPLES = r"""
     name: waa-smoke-1
     compute: waa-cluster
     environment: azureml:waa:1
-    command: python /client/run.py --test_all_meta_path /client/one_task.json
+    command: echo "hello from $(hostname)"
     wait: true
 
 - name: Cancel it
@@ -104,20 +105,28 @@ job:
 """
 
 import time
+import traceback
+
+from ansible.module_utils.basic import missing_required_lib
 
 try:
     from azure.ai.ml import command as command_job
-    from azure.core.exceptions import ResourceNotFoundError
+
+    AZURE_AI_ML_ERROR = None
 except ImportError:
-    pass
+    AZURE_AI_ML_ERROR = traceback.format_exc()
 
 from ansible_collections.azure.azcollection.plugins.module_utils.azure_rm_common import (
     AzureRMModuleBase,
 )
 
 from ansible_collections.openadapt.azure_eval.plugins.module_utils import azure_ml
-
-TERMINAL = ("Completed", "Failed", "Canceled")
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.aml_jobs import (
+    TERMINAL,
+    get_job,
+    job_status,
+    job_summary,
+)
 
 
 class AzureRMAMLJob(AzureRMModuleBase):
@@ -133,7 +142,7 @@ class AzureRMAMLJob(AzureRMModuleBase):
             experiment_name=dict(type="str", default="waa-evaluation"),
             display_name=dict(type="str"),
             timeout=dict(type="int", default=14400),
-            state=dict(type="str", default="present", choices=["present", "canceled", "info"]),
+            state=dict(type="str", default="present", choices=["present", "canceled"]),
             wait=dict(type="bool", default=False),
             wait_timeout=dict(type="int", default=3600),
         )
@@ -146,38 +155,38 @@ class AzureRMAMLJob(AzureRMModuleBase):
         )
 
     def exec_module(self, **kwargs):
+        if AZURE_AI_ML_ERROR:
+            self.fail(missing_required_lib("azure-ai-ml"), exception=AZURE_AI_ML_ERROR)
         params = self.module.params
         self.ml = azure_ml.workspace_client(self)
-        job = self._get()
-        if params["state"] == "info":
-            if job is None:
-                self.fail(f"job {params['name']} does not exist in workspace {params['workspace']}")
-        elif params["state"] == "canceled":
-            if job is not None and _status(job) not in TERMINAL:
+        job = get_job(self.ml, params["name"])
+        if params["state"] == "canceled":
+            if job is not None and job_status(job) not in TERMINAL:
                 self.results["changed"] = True
+                if self.module._diff:
+                    self.results["diff"] = dict(
+                        before={"status": job_status(job)}, after={"status": "Canceled"}
+                    )
                 if not self.check_mode:
                     self.ml.jobs.begin_cancel(params["name"]).result()
-                    job = self._get()
+                    job = get_job(self.ml, params["name"])
         elif job is None:
             self.results["changed"] = True
+            if self.module._diff:
+                wanted = {k: params[k] for k in ("name", "compute", "environment", "command")}
+                self.results["diff"] = dict(before={}, after=wanted)
             if self.check_mode:
                 return self.results
             job = self.ml.jobs.create_or_update(self._definition(params))
         if job is not None and params["wait"] and not self.check_mode:
             job = self._wait(job, params["wait_timeout"])
         if job is not None:
-            self.results["job"] = self._summary(job)
+            self.results["job"] = job_summary(self.ml, job)
             if params["wait"] and self.results["job"]["status"] == "Failed":
                 self.fail(
                     f"job {params['name']} failed: {self.results['job']['error']}", **self.results
                 )
         return self.results
-
-    def _get(self):
-        try:
-            return self.ml.jobs.get(self.module.params["name"])
-        except ResourceNotFoundError:
-            return None
 
     def _definition(self, params):
         job = command_job(
@@ -198,36 +207,15 @@ class AzureRMAMLJob(AzureRMModuleBase):
     def _wait(self, job, timeout):
         deadline = time.monotonic() + timeout
         delay = 2.0
-        while _status(job) not in TERMINAL:
+        while job_status(job) not in TERMINAL:
             if time.monotonic() > deadline:
-                self.fail(f"job {job.name} did not end within {timeout}s (status {_status(job)})")
+                self.fail(
+                    f"job {job.name} did not end within {timeout}s (status {job_status(job)})"
+                )
             time.sleep(delay)
             delay = min(delay * 1.5, 30.0)
-            job = self._get()
+            job = get_job(self.ml, job.name)
         return job
-
-    def _summary(self, job):
-        status = _status(job)
-        error = None
-        if status == "Failed":
-            code, message = azure_ml.run_error(azure_ml.run_details(self.ml, job.name))
-            if code or message:
-                error = f"{code}: {message}"
-        return {
-            "name": job.name,
-            "status": status,
-            "display_name": job.display_name,
-            "experiment_name": job.experiment_name,
-            "compute": job.compute,
-            "environment": str(job.environment) if job.environment else None,
-            "studio_url": job.studio_url,
-            "error": error,
-        }
-
-
-def _status(job):
-    status = job.status
-    return getattr(status, "value", status)
 
 
 def main():

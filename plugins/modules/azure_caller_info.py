@@ -19,7 +19,7 @@ description:
 extends_documentation_fragment:
   - azure.azcollection.azure
 author:
-  - OpenAdapt evaluation infrastructure team
+  - OpenAdapt evaluation infrastructure team (@OpenAdaptAI)
 notes:
   - Read-only; supports C(--check).
 """

@@ -77,7 +77,7 @@ options:
 extends_documentation_fragment:
   - azure.azcollection.azure
 author:
-  - OpenAdapt evaluation infrastructure team
+  - OpenAdapt evaluation infrastructure team (@OpenAdaptAI)
 notes:
   - Supports C(--check); in check mode the checksums are computed and compared, nothing is sent.
   - The blobs are block blobs of at most 50,000 blocks, so I(block_size_mb) bounds the file

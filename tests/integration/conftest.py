@@ -10,10 +10,13 @@ from localazure.testing import RunningEmulator
 
 @pytest.fixture(scope="session")
 def emulator(tmp_path_factory):
-    running = RunningEmulator(tmp_path_factory.mktemp("localazure")).start()
-    running.activate()
-    yield running
-    running.stop()
+    running = RunningEmulator(tmp_path_factory.mktemp("localazure"))
+    try:
+        running.start()
+        running.activate()
+        yield running
+    finally:
+        running.stop()
 
 
 @pytest.fixture

@@ -26,293 +26,58 @@ credentials.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import socket
-import subprocess
 import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from urllib.parse import urlsplit
+from dataclasses import dataclass
 
 import pytest
 from azure.containerregistry import ContainerRegistryClient
 from azure.keyvault.secrets import SecretClient
-from azure.mgmt.authorization import AuthorizationManagementClient
-from azure.mgmt.containerregistry import ContainerRegistryManagementClient
-from azure.mgmt.resource import ResourceManagementClient
+from playbook_runner import (
+    ACR_PULL,
+    CLUSTER,
+    HELPER_PLAYBOOKS,
+    IDENTITY_API,
+    PULL_IDENTITY,
+    REGISTRY,
+    RG,
+    RUN_NAME,
+    TASK_SET,
+    WORKSPACE,
+    WORKSPACE_API,
+    Run,
+    running_playground,
+)
 
-from localazure.identity.principals import DEV_SP_OBJECT_ID
-from localazure.metadata.routes import CLOUD_NAME
-from localazure.settings import REDIRECTED_SUFFIXES
-from localazure.testing import RunningEmulator
+# Whole ansible-playbook runs: minutes each on a loaded 2-core machine.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
-pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parents[2]
-VENV_BIN = REPO / ".venv" / "bin"
-HELPER_PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
-TASK_SET = REPO / "localazure" / "workload" / "data" / "waa_synthetic_test_all.json"
-
-RG, REGISTRY, PULL_IDENTITY = "openadapt-agents", "openadaptevals", "openadaptevals-pull"
-WORKSPACE, CLUSTER, RUN_NAME = "openadapt-ml", "waa-cluster", "waa-aml"
-IDENTITY_API, WORKSPACE_API = "2023-01-31", "2024-10-01"
-ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
-OWNER = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
 IDLE_SECONDS = 5
 CANARY_NAME = "OPENAI_API_KEY"
 CANARY = f"canary-{uuid.uuid4().hex}"
 
-# Variables of the caller's environment that would point a client at another emulator.
-_FOREIGN_ENV_PREFIXES = ("AZURE_", "LOCALAZURE_", "ARM_", "ANSIBLE_")
-_FOREIGN_ENV_KEYS = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "EVAL_REPORT_DIR")
-_RECAP = re.compile(
-    r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
-    r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)",
-    re.MULTILINE,
-)
-
-
-# -- running ansible-playbook ---------------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    args: list[str]
-    returncode: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-    @property
-    def output(self) -> str:
-        return self.stdout + "\n" + self.stderr
-
-    def recap(self) -> dict[str, int]:
-        """The PLAY RECAP line of localhost: ok, changed, unreachable, failed."""
-        found = [m for m in _RECAP.finditer(self.stdout) if m["host"] == "localhost"]
-        assert found, f"no PLAY RECAP for localhost in the output:\n{self.tail()}"
-        last = found[-1]
-        return {key: int(last[key]) for key in ("ok", "changed", "unreachable", "failed")}
-
-    def tail(self, lines: int = 60) -> str:
-        return "\n".join(
-            [f"$ {shlex.join(self.args)} -> {self.returncode} in {self.seconds:.0f}s"]
-            + self.stdout.splitlines()[-lines:]
-            + ["-- stderr --"]
-            + self.stderr.splitlines()[-lines:]
-        )
-
-
-@dataclass
-class Playground:
-    """The module's emulator and the directories the playbooks write to."""
-
-    emulator: RunningEmulator
-    root: Path
-    clients: dict[str, object] = field(default_factory=dict)
-
-    @property
-    def report_dir(self) -> Path:
-        return self.root / "reports"
-
-    @property
-    def runs_dir(self) -> Path:
-        return self.root / "runs"
-
-    @property
-    def client_secret(self) -> str:
-        return self.emulator.settings.secret_file.read_text().strip()
-
-    def reset(self) -> None:
-        self.emulator.reset()
-        self.emulator.admin("DELETE", "faults")
-        self.emulator.admin("DELETE", "ml/faults")
-
-    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(_FOREIGN_ENV_PREFIXES) and key not in _FOREIGN_ENV_KEYS
-        }
-        env.update(
-            PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-            ANSIBLE_NOCOLOR="1",
-            EVAL_REPORT_DIR=str(self.report_dir),
-        )
-        env.update(extra or {})
-        return env
-
-    def play(
-        self,
-        *args: str,
-        playbook: str | Path = "site.yml",
-        env: dict[str, str] | None = None,
-        timeout: float = 600,
-    ) -> Run:
-        argv = [
-            str(VENV_BIN / "ansible-playbook"),
-            str(playbook),
-            "-e",
-            f"localazure_port={self.emulator.settings.port}",
-            "-e",
-            f"localazure_state_dir={self.emulator.settings.state_dir}",
-            "-e",
-            f"eval_state_dir={self.runs_dir}",
-            *args,
-        ]
-        started = time.monotonic()
-        done = subprocess.run(
-            argv,
-            cwd=REPO,
-            env=self.env(env),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
-        return Run(argv, done.returncode, done.stdout, done.stderr, time.monotonic() - started)
-
-    # -- the real SDKs, pointed at this emulator -----------------------------------------------
-
-    def client(self, cls):
-        if cls not in self.clients:
-            self.clients[cls] = self.emulator.mgmt_client(cls)
-        return self.clients[cls]
-
-    @property
-    def resources(self) -> ResourceManagementClient:
-        return self.client(ResourceManagementClient)
-
-    @property
-    def registries(self) -> ContainerRegistryManagementClient:
-        return self.client(ContainerRegistryManagementClient)
-
-    @property
-    def auth(self) -> AuthorizationManagementClient:
-        return self.client(AuthorizationManagementClient)
-
-    @property
-    def ml(self):
-        if "ml" not in self.clients:
-            self.clients["ml"] = self.emulator.ml_client(RG, WORKSPACE)
-        return self.clients["ml"]
-
-    @property
-    def subscription_scope(self) -> str:
-        return f"/subscriptions/{self.emulator.subscription_id}"
-
-    def registry_id(self) -> str:
-        return (
-            f"{self.subscription_scope}/resourceGroups/{RG}/providers/"
-            f"Microsoft.ContainerRegistry/registries/{REGISTRY}"
-        )
-
-    def role_assignments(self, scope: str | None = None) -> list[tuple[str, str, str]]:
-        """(scope, role GUID, principal) of every assignment at ``scope`` or, without one,
-        anywhere in the subscription."""
-        found = (
-            self.auth.role_assignments.list_for_scope(scope, filter="atScope()")
-            if scope
-            else self.auth.role_assignments.list_for_subscription()
-        )
-        return sorted(
-            (a.scope, a.role_definition_id.rsplit("/", 1)[-1].lower(), a.principal_id)
-            for a in found
-        )
-
-    def writes(self) -> list[str]:
-        return [
-            f"{r['method']} {r['host']}{r['path']} -> {r['status']}"
-            for r in self.emulator.requests()
-            if r["method"] in ("PUT", "PATCH", "DELETE")
-            and not r["path"].startswith("/_localazure")
-        ]
-
-    def leftovers(self) -> dict[str, list]:
-        """Everything a run may have created, beyond the empty subscription of a reset."""
-        owner = (self.subscription_scope, OWNER, DEV_SP_OBJECT_ID)
-        return {
-            "resource groups": [g.name for g in self.resources.resource_groups.list()],
-            "resources": [r.id for r in self.resources.resources.list()],
-            "registries": [r.id for r in self.registries.registries.list()],
-            "role assignments": [a for a in self.role_assignments() if a != owner],
-            "nodes": self.emulator.admin("GET", "ml/nodes")["value"],
-            "write requests": self.writes(),
-        }
-
-    def jobs(self) -> list:
-        return list(self.ml.jobs.list())
-
-    def cluster_nodes(self) -> dict:
-        computes = self.emulator.admin("GET", f"ml/nodes?compute={CLUSTER}")["computes"]
-        assert len(computes) == 1, computes
-        return computes[0]
-
-
-def _redirecting_resolver(original, endpoint: str):
-    """Resolve registry hosts (``*.azurecr.io``) to this emulator, as the client hook does; a
-    resolver of its own so that it can be undone (the hook installs one per process)."""
-    target = urlsplit(endpoint)
-
-    def getaddrinfo(host, port, *args, **kwargs):
-        name = (host.decode() if isinstance(host, bytes) else host or "").lower()
-        if name.endswith(REDIRECTED_SUFFIXES):
-            if port in (443, "443", "https", None):
-                port = target.port
-            return original(target.hostname, port, *args, **kwargs)
-        return original(host, port, *args, **kwargs)
-
-    return getaddrinfo
-
-
-def _forget_ml_cloud() -> None:
-    # azure-ai-ml caches a discovered cloud by name, whichever emulator it came from.
-    from azure.ai.ml import _azure_environments
-
-    _azure_environments._environments.pop(CLOUD_NAME, None)
-
-
-@contextmanager
-def _pointed_at(emulator: RunningEmulator):
-    """This process's clients use ``emulator`` until the end; then everything is as before
-    (the session emulator of conftest.py keeps working for the modules that follow)."""
-    saved_env, saved_resolver = dict(os.environ), socket.getaddrinfo
-    os.environ.update(emulator.env)
-    socket.getaddrinfo = _redirecting_resolver(saved_resolver, emulator.endpoint)
-    _forget_ml_cloud()
-    try:
-        yield
-    finally:
-        socket.getaddrinfo = saved_resolver
-        os.environ.clear()
-        os.environ.update(saved_env)
-        _forget_ml_cloud()
-
 
 @pytest.fixture(scope="module")
 def playground(tmp_path_factory):
-    root = tmp_path_factory.mktemp("playbooks")
-    emulator = RunningEmulator(root / "localazure").start()
-    try:
-        with _pointed_at(emulator):
-            yield Playground(emulator, root)
-    finally:
-        emulator.stop()
+    with running_playground(tmp_path_factory.mktemp("playbooks")) as playground:
+        yield playground
 
 
 # -- 3. check mode on an empty emulator ----------------------------------------------------------
 
 
-def test_check_mode_on_an_empty_emulator_creates_nothing(playground):
+@pytest.fixture(scope="module")
+def empty_check_run(playground) -> Run:
     playground.reset()
-    run = playground.play("--check", "-e", "tier=aml")
+    return playground.play("--check", "--diff", "-e", "tier=aml")
+
+
+def test_check_mode_on_an_empty_emulator_creates_nothing(playground, empty_check_run):
+    run = empty_check_run
 
     assert run.returncode == 0, run.tail()
     assert run.recap()["failed"] == 0
@@ -575,6 +340,56 @@ def test_full_run_report_has_every_task_once_and_agrees_with_the_jobs(playground
         assert task_id in completed.get(job, []), (task_id, result["job_key"])
 
 
+def test_check_mode_on_an_empty_emulator_changes_the_tasks_the_real_run_changes(
+    empty_check_run, site_run
+):
+    real = site_run.run.changed_tasks()
+    assert len(real) >= 9, real
+    assert empty_check_run.changed_tasks() == real
+
+
+def test_check_mode_on_a_complete_emulator_changes_nothing(playground, site_run):
+    # The settings of the full run (its idle time), or check mode rightly reports the change.
+    run = playground.play(
+        "--check", "--diff", "-e", "tier=aml", "-e", f"aml_cluster_idle_seconds={IDLE_SECONDS}"
+    )
+
+    assert run.returncode == 0, run.tail()
+    assert run.changed_tasks() == set(), run.tail()
+    assert run.recap()["changed"] == 0
+
+
+def test_report_and_summary_agree_with_the_ledger_and_are_written_once(playground, site_run):
+    from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import Ledger
+
+    with Ledger(playground.runs_dir / RUN_NAME / "ledger.sqlite3") as ledger:
+        recorded = ledger.results()
+    evaluation = site_run.report["evaluation"]
+    assert {t: (r["status"], r["score"]) for t, r in evaluation["tasks"].items()} == {
+        t: (r.status, r.score) for t, r in recorded.items()
+    }
+    counts = Counter(r.status for r in recorded.values())
+    assert (evaluation["succeeded"], evaluation["failed"], evaluation["errored"]) == (
+        counts["success"],
+        counts["fail"],
+        counts["error"],
+    )
+    domains = Counter(r.domain for r in recorded.values())
+    assert {d: v["total"] for d, v in evaluation["domains"].items()} == dict(domains)
+
+    # The summary, printed once, says what the ledger says.
+    stdout = site_run.run.stdout
+    assert stdout.count(f"WAA evaluation {RUN_NAME} on aml: completed") == 1, stdout[-3000:]
+    assert (
+        stdout.count(
+            f"tasks {len(recorded)}: {counts['success']} succeeded, {counts['fail']} failed, "
+            f"{counts['error']} errors, 0 without a result"
+        )
+        == 1
+    )
+    assert stdout.count(f"report: {playground.report_dir / RUN_NAME}.json") == 1
+
+
 def test_full_run_node_hours_agree_with_the_emulator_nodes(playground, site_run):
     deadline = time.monotonic() + IDLE_SECONDS + 90
     nodes = playground.cluster_nodes()
@@ -625,15 +440,36 @@ def test_the_emulator_client_secret_appears_in_no_output(playground, site_run):
 # -- 2. the second run -----------------------------------------------------------------------------
 
 
+# A no-op re-run's cloud metadata and Entra token requests: one metadata read and one token (with
+# its OpenID discovery) per Azure module process; azure-ai-ml adds no metadata read of its own.
+NOOP_METADATA_REQUESTS = 20
+NOOP_TOKEN_REQUESTS = 32
+
+
+def _metadata_and_token_requests(requests: list[dict]) -> tuple[int, int]:
+    metadata = sum(1 for r in requests if r["path"].startswith("/metadata/endpoints"))
+    tokens = sum(
+        1
+        for r in requests
+        if r["path"].endswith(("/oauth2/v2.0/token", "/.well-known/openid-configuration"))
+    )
+    return metadata, tokens
+
+
 def test_second_run_changes_nothing_and_submits_no_job(playground, site_run):
     jobs_before = {job.name for job in playground.jobs()}
     nodes_before = playground.cluster_nodes()["nodes"]
+    seq_before = playground.request_seq()
 
     run = playground.play("-e", "tier=aml", "-e", f"aml_cluster_idle_seconds={IDLE_SECONDS}")
 
     assert run.returncode == 0, run.tail()
     recap = run.recap()
     assert (recap["changed"], recap["failed"], recap["unreachable"]) == (0, 0, 0), run.tail()
+    metadata, tokens = _metadata_and_token_requests(playground.requests_since(seq_before))
+    assert metadata <= NOOP_METADATA_REQUESTS and tokens <= NOOP_TOKEN_REQUESTS, (
+        f"{metadata} metadata and {tokens} token requests in a no-op re-run"
+    )
     assert {job.name for job in playground.jobs()} == jobs_before
     assert playground.cluster_nodes()["nodes"] == nodes_before
     report = json.loads((playground.report_dir / f"{RUN_NAME}.json").read_text())

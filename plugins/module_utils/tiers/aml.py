@@ -18,11 +18,20 @@ import contextlib
 import re
 import threading
 import time
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import requests
+try:
+    import requests
+
+    REQUESTS_IMPORT_ERROR = None
+except ImportError:
+    # reported by eval_run with missing_required_lib("requests")
+    REQUESTS_IMPORT_ERROR = traceback.format_exc()
+
+from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.openadapt.azure_eval.plugins.module_utils import azure_ml, vm_sizes
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.cost import (
@@ -49,6 +58,7 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base im
     TierSpec,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.common import (
+    MissingRequirement,
     NodeMeter,
     RangedLog,
     UnknownPrice,
@@ -56,6 +66,12 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.common 
 )
 
 STD_LOG = "user_logs/std_log.txt"
+
+
+def _http_session() -> requests.Session:
+    return requests.Session()
+
+
 _JOB_NAME = re.compile(r"[^A-Za-z0-9_-]")
 _STATES = {
     "notstarted": JobState.QUEUED,
@@ -121,7 +137,7 @@ class AmlTier(BaseTier):
     _follow: dict[str, _Followed] = field(default_factory=dict)
     _node_meter: NodeMeter | None = None
     _meter_lock: threading.Lock = field(default_factory=threading.Lock)
-    _http: requests.Session = field(default_factory=requests.Session)
+    _http: requests.Session = field(default_factory=_http_session)
 
     @classmethod
     def from_environment(
@@ -409,6 +425,8 @@ ARGUMENT_SPEC = dict(
 
 
 def build(context: TierContext) -> AmlTier:
+    if REQUESTS_IMPORT_ERROR:
+        raise MissingRequirement(missing_required_lib("requests"))
     return AmlTier.from_environment(
         context.environment,
         worker_script=context.worker_script,
@@ -430,5 +448,5 @@ TIER = TierSpec(
     argument_spec=ARGUMENT_SPEC,
     build=build,
     fingerprint=fingerprint,
-    setup_errors=(MissingCredentials, UnknownPrice),
+    setup_errors=(MissingCredentials, MissingRequirement, UnknownPrice),
 )

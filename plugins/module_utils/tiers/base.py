@@ -60,30 +60,24 @@ class Tier(Protocol):
     def submit(self, job_key: str, task_ids: list[str]) -> str:
         """Start a worker for these tasks; return the tier's handle. ``job_key`` is unique per
         attempt, so a tier may use it as an idempotency key."""
-        ...
 
     def status(self, handle: str) -> JobStatus: ...
 
     def read_new_lines(self, handle: str) -> list[str]:
         """Complete stdout lines of the worker not returned by an earlier call."""
-        ...
 
     def cancel(self, handle: str) -> None:
         """Ask the tier to stop the job; must not raise if the job already ended."""
-        ...
 
     def handle_for(self, job_key: str) -> str | None:
         """The handle a job of this key has (or would have), for tiers that name jobs after
         their keys: a job whose submit was interrupted can still be found and cancelled."""
-        ...
 
     def describe(self) -> dict[str, Any]:
         """What the run ran on, for the report."""
-        ...
 
     def close(self) -> None:
         """Release what the tier holds on the controller (processes, sessions)."""
-        ...
 
 
 class BaseTier:
@@ -111,7 +105,6 @@ class MeasuresNodeTime(Protocol):
     def node_usage(self, now: float, *, final: bool) -> NodeUsage:
         """Node time so far; with ``final`` also the idle time still to come before the pool
         scales down after the run (reported apart as ``still_to_come``)."""
-        ...
 
     def unobserved_node_seconds(
         self, start: float, end: float, nodes_at_start: int, jobs: list[NodeInterval]
@@ -119,7 +112,6 @@ class MeasuresNodeTime(Protocol):
         """An estimate of the pool's node time between ``start`` (the last sample of an earlier
         session, which held ``nodes_at_start`` nodes) and ``end``, while no controller watched
         it; ``jobs`` are the node intervals of the jobs that ran meanwhile."""
-        ...
 
 
 @runtime_checkable

@@ -8,10 +8,16 @@ import shlex
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import requests
+if TYPE_CHECKING:
+    import requests
 
 _HEREDOC_END = "WAA_WORKER_PY_EOF"
+
+
+class MissingRequirement(ValueError):
+    """A Python library the tier needs is not installed (the message says which)."""
 
 
 class UnknownPrice(ValueError):

@@ -200,7 +200,8 @@ class LocalTier(BaseTier):
         return job
 
     def _pump(self, job: _LocalJob) -> None:
-        assert job.process.stdout is not None
+        if job.process.stdout is None:
+            raise AssertionError("job.process.stdout is not set")
         for line in job.process.stdout:
             with self._lock:
                 job.lines.append(line.rstrip("\r\n"))

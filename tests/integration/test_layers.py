@@ -1,0 +1,111 @@
+"""Every layer playbook runs on its own and talks only to the cloud its inventory names.
+
+- ``playbooks/registry.yml`` alone against the emulator, with bogus Azure credentials in the
+  caller's environment (they must not be used), twice (the second run changes nothing);
+- ``playbooks/aml.yml`` alone (it runs the registry layer's checks and the layer itself first):
+  the Azure ML layer and a small evaluation;
+- the emulator's port and state directory come from LOCALAZURE_PORT/LOCALAZURE_STATE_DIR;
+- the Azure inventory never starts the emulator.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+import pytest
+from playbook_runner import CLUSTER, PLAYBOOKS, PULL_IDENTITY, REGISTRY, RG, running_playground
+
+from localazure.testing import free_port
+
+# Whole ansible-playbook runs: minutes each on a loaded 2-core machine.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
+
+BOGUS_SUBSCRIPTION = str(uuid.uuid4())
+# What a shell logged in to real Azure carries: none of it may reach the emulator run.
+AMBIENT_AZURE = {
+    "AZURE_SUBSCRIPTION_ID": BOGUS_SUBSCRIPTION,
+    "AZURE_CLIENT_ID": str(uuid.uuid4()),
+    "AZURE_SECRET": "bogus-secret",
+    "AZURE_CLIENT_SECRET": "bogus-secret",
+    "AZURE_TENANT": str(uuid.uuid4()),
+    "AZURE_TENANT_ID": str(uuid.uuid4()),
+    "AZURE_CLOUD_ENVIRONMENT": "AzureCloud",
+    "AZURE_AUTHORITY_HOST": "https://login.microsoftonline.com",
+    "ANSIBLE_AZURE_AUTH_SOURCE": "cli",
+    "AZURE_PROFILE": "bogus-profile",
+}
+
+
+@pytest.fixture(scope="module")
+def playground(tmp_path_factory):
+    with running_playground(tmp_path_factory.mktemp("layers")) as playground:
+        yield playground
+
+
+def _paths(playground) -> list[str]:
+    return [r["path"] for r in playground.emulator.requests()]
+
+
+def test_registry_layer_alone_uses_only_the_emulator_and_is_idempotent(playground):
+    playground.reset()
+    first = playground.play(playbook=PLAYBOOKS / "registry.yml", env=AMBIENT_AZURE)
+    assert first.returncode == 0, first.tail()
+    assert first.recap()["changed"] > 0
+
+    registry = playground.registries.registries.get(RG, REGISTRY)
+    assert registry.login_server == f"{REGISTRY}.azurecr.io"
+    assert not any(BOGUS_SUBSCRIPTION in path for path in _paths(playground))
+    assert "bogus-secret" not in first.output
+
+    second = playground.play(playbook=PLAYBOOKS / "registry.yml", env=AMBIENT_AZURE)
+    assert second.returncode == 0, second.tail()
+    assert second.recap()["changed"] == 0, second.tail()
+
+
+def test_aml_layer_alone_runs_with_the_registry_layer_in_place(playground):
+    # After the previous test: the registry layer exists, nothing else.
+    run = playground.play(
+        "-e", "eval_max_tasks=3", playbook=PLAYBOOKS / "aml.yml", env=AMBIENT_AZURE
+    )
+
+    assert run.returncode == 0, run.tail()
+    cluster = playground.ml.compute.get(CLUSTER)
+    identities = [i.resource_id.lower() for i in cluster.identity.user_assigned_identities]
+    assert [i.rsplit("/", 1)[-1] for i in identities] == [PULL_IDENTITY]
+    assert (
+        playground.ml.environments.get("waa", "1").image == f"{REGISTRY}.azurecr.io/winarena:latest"
+    )
+
+
+def test_the_local_inventory_honours_localazure_port_and_state_dir(playground):
+    run = playground.play(
+        playbook=PLAYBOOKS / "registry.yml",
+        endpoint_args=False,
+        env={
+            "LOCALAZURE_PORT": str(playground.emulator.settings.port),
+            "LOCALAZURE_STATE_DIR": str(playground.emulator.settings.state_dir),
+        },
+    )
+
+    assert run.returncode == 0, run.tail()
+    assert "localazure is already running" in run.output or run.recap()["changed"] == 0
+    assert run.recap()["changed"] == 0, run.tail()
+
+
+def test_the_azure_inventory_never_starts_the_emulator(playground, tmp_path):
+    port = free_port()
+    state_dir = tmp_path / "never"
+    run = playground.play(
+        "-i",
+        "inventories/azure",
+        playbook=PLAYBOOKS / "registry.yml",
+        endpoint_args=False,
+        env={"LOCALAZURE_PORT": str(port), "LOCALAZURE_STATE_DIR": str(state_dir)},
+    )
+
+    assert run.returncode != 0, run.tail()
+    assert "No Azure subscription: export AZURE_SUBSCRIPTION_ID" in run.output, run.tail()
+    assert not state_dir.exists()
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
