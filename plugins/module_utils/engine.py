@@ -45,6 +45,7 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.cost import (
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures import (
     JOB_CANCELED,
+    STUCK,
     TASK_ERROR,
     THROTTLED,
     WORKER_CRASH,
@@ -680,8 +681,10 @@ class EvaluationEngine:
         )
         if failure is None:
             job.confirming = False
-        elif isinstance(self.tier, CachesStatus) and not job.confirming:
+        elif failure.code == STUCK and isinstance(self.tier, CachesStatus) and not job.confirming:
             # The job may have ended (preempted, failed) since the tier last read its status.
+            # (A startup verdict stands: its limit is kept to within one poll; a job that never
+            # printed is requeued free whatever ended it.)
             job.confirming = True
             self.tier.expire_status(job.handle)
             job.next_poll_at = 0.0

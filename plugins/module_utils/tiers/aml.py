@@ -128,7 +128,7 @@ class AmlTier(BaseTier):
     # A log that brought nothing new for this long since it was last looked at (a log read
     # with new bytes, or a run-history read) is quiet: run history is read, so a preempted or
     # failed job is seen this long after its log stopped (0: at every poll). The engine asks
-    # for a fresh read before it judges a job unhealthy (``expire_status``).
+    # for a fresh read before it judges a job stuck (``expire_status``).
     quiet_after: float = 5.0
     # AML queues jobs for the cluster's nodes, so the engine may keep jobs queued ahead.
     queues_jobs: ClassVar[bool] = True

@@ -118,7 +118,7 @@ class MeasuresNodeTime(Protocol):
 class CachesStatus(Protocol):
     """A tier whose ``status`` may answer from its last read (it reads the service only when
     something can have changed): the engine asks for a fresh read before it judges a job
-    stuck or never started."""
+    stuck."""
 
     def expire_status(self, handle: str) -> None:
         """The next ``status`` of this job reads the service."""
