@@ -39,6 +39,9 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.run_lock impo
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.run_summary import (
     ledger_summary,
 )
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.startup_checks import (
+    DEFAULT_VM_BOOT_TIMEOUT_S,
+)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers import registry
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base import (
     TierContext,
@@ -60,6 +63,7 @@ ARGUMENT_SPEC = dict(
     workers=dict(type="int", default=10),
     scheduling=dict(type="str", default="dynamic", choices=["dynamic", "static"]),
     startup_timeout=dict(type="float", default=600),
+    vm_boot_timeout=dict(type="float", default=DEFAULT_VM_BOOT_TIMEOUT_S),
     stuck_after=dict(type="float", default=600),
     max_attempts=dict(type="int", default=3),
     poll_interval=dict(type="float", default=10),
@@ -119,6 +123,7 @@ class ActionModule(ActionBase):
                 workers=args["workers"],
                 poll_interval=args["poll_interval"],
                 startup_timeout=args["startup_timeout"],
+                vm_boot_timeout=args["vm_boot_timeout"],
                 stuck_after=args["stuck_after"],
                 max_attempts=args["max_attempts"],
                 scheduling=args["scheduling"],
@@ -196,6 +201,8 @@ class ActionModule(ActionBase):
     def _tier_context(self, args, environment, run_dir):
         job_env = dict(args["environment_variables"])
         job_env["HEARTBEAT_INTERVAL"] = str(args["heartbeat_interval"])
+        # The worker bounds a restart of the VM inside the container by the same limit.
+        job_env["WAA_VM_BOOT_TIMEOUT"] = str(args["vm_boot_timeout"])
         return TierContext(
             options=args["tier_options"],
             environment={**os.environ, **environment, **_auth_environment(args)},
