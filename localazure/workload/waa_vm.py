@@ -19,7 +19,8 @@ It does what the real VM start does, in order, and fails the way it fails:
 
 Workload faults (``WAA_STANDIN_VM_FAULT``): ``boot_hang`` never finishes booting;
 ``probe_stops`` stops answering ``WAA_STANDIN_VM_FAULT_AFTER_S`` seconds after its first boot
-(the worker then restarts the VM, which boots and answers again); ``restart_fails`` boots once,
+(nothing listens at its address any more; the worker then restarts the VM, which boots and
+answers again); ``restart_fails`` boots once,
 stops answering after that delay, and hangs at every later boot. Boots are counted in
 ``<TMPDIR>/waa-standin-vm/boots`` (the VM's own disk state, in the container's working
 directory).
@@ -76,8 +77,9 @@ class _Probe(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
         if not self.answering.is_set():
-            # A wedged VM: the TCP port still accepts, nothing comes back.
-            threading.Event().wait()
+            # Still booting: Windows' network is up before WAA's server is.
+            self.send_error(503)
+            return
         if self.path.split("?")[0] != "/probe":
             self.send_error(404)
             return
@@ -129,7 +131,9 @@ def main() -> int:
     say(f"❯ Windows started successfully; WAA server on http://{host}:{port}")
     if fault in ("probe_stops", "restart_fails") and number == 1:
         time.sleep(after_s)
-        _Probe.answering.clear()
+        # The Windows VM is gone (a guest crash): nothing listens at its address any more.
+        server.shutdown()
+        server.server_close()
         say("❯ (the Windows VM stopped answering)")
     hang()
     return 0
