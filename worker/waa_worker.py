@@ -99,17 +99,38 @@ NESTED_VIRTUALIZATION_FIX = (
 )
 # Boot output that explains why the VM cannot start: (code, what is wrong, what to do).
 BOOT_FAILURES = (
-    ("ISO file not found or is empty", "GoldenImageMissing", "the golden image is missing or "
-     "empty at the path the VM boots from", UPLOAD_STEP),
-    ("failed to initialize kvm", "NestedVirtualizationUnavailable", "KVM is not available on "
-     "this node (/dev/kvm missing)", NESTED_VIRTUALIZATION_FIX),
-    ("KVM acceleration not available", "NestedVirtualizationUnavailable", "KVM is not "
-     "available on this node (/dev/kvm missing)", NESTED_VIRTUALIZATION_FIX),
-    ("/dev/kvm: Permission denied", "NestedVirtualizationUnavailable", "the container may not "
-     "use /dev/kvm (permission denied)", "run the container with --device=/dev/kvm (or "
-     "privileged) on a node with nested virtualization; " + NESTED_VIRTUALIZATION_FIX),
-    ("No space left on device", "OutOfDisk", "the node's disk is full", "give the nodes a "
-     "larger disk for the 30 GB image (a size with a bigger temporary disk, or a data disk)"),
+    (
+        "ISO file not found or is empty",
+        "GoldenImageMissing",
+        "the golden image is missing or empty at the path the VM boots from",
+        UPLOAD_STEP,
+    ),
+    (
+        "failed to initialize kvm",
+        "NestedVirtualizationUnavailable",
+        "KVM is not available on this node (/dev/kvm missing)",
+        NESTED_VIRTUALIZATION_FIX,
+    ),
+    (
+        "KVM acceleration not available",
+        "NestedVirtualizationUnavailable",
+        "KVM is not available on this node (/dev/kvm missing)",
+        NESTED_VIRTUALIZATION_FIX,
+    ),
+    (
+        "/dev/kvm: Permission denied",
+        "NestedVirtualizationUnavailable",
+        "the container may not use /dev/kvm (permission denied)",
+        "run the container with --device=/dev/kvm (or "
+        "privileged) on a node with nested virtualization; " + NESTED_VIRTUALIZATION_FIX,
+    ),
+    (
+        "No space left on device",
+        "OutOfDisk",
+        "the node's disk is full",
+        "give the nodes a "
+        "larger disk for the 30 GB image (a size with a bigger temporary disk, or a data disk)",
+    ),
 )
 
 

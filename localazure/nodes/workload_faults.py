@@ -24,6 +24,7 @@ from typing import Any
 from localazure.core.context import Context
 
 FAULT_KIND = "ml-fault"
+VM_FAULTS = ("boot_hang", "probe_stops", "restart_fails")
 FAULTS = (
     "never_starts",
     "pull_fails",
@@ -33,7 +34,6 @@ FAULTS = (
     "slow_start",
     *VM_FAULTS,
 )
-VM_FAULTS = ("boot_hang", "probe_stops", "restart_fails")
 DEFAULT_AFTER_S = 1.0
 DEFAULT_DELAY_S = 5.0
 _TASK_IDS = re.compile(r"--task-ids(?:=|\s+)['\"]?([^\s'\",]+)")

@@ -106,7 +106,7 @@ def vm_gone(task_id: str, url: str) -> None:
     sys.stderr.write(
         "Traceback (most recent call last):\n"
         '  File "/client/desktop_env/controllers/python.py", line 31, in get_screenshot\n'
-        "    response = requests.get(self.http_server + \"/screenshot\")\n"
+        '    response = requests.get(self.http_server + "/screenshot")\n'
         f"requests.exceptions.ConnectionError: the Windows VM's server ({url}) did not answer "
         f"while running task {task_id}\n"
     )

@@ -110,7 +110,9 @@ def main() -> int:
         hang()  # dockur's start script waits here; the container never exits by itself
     kvm_missing = os.environ.get("WAA_STANDIN_KVM", "")
     if kvm_missing:
-        say("qemu-system-x86_64: -accel kvm: Could not access KVM kernel module: No such file or directory")
+        say(
+            "qemu-system-x86_64: -accel kvm: Could not access KVM kernel module: No such file or directory"
+        )
         say("qemu-system-x86_64: -accel kvm: failed to initialize kvm: No such file or directory")
         say("❯ ERROR: KVM acceleration not available (device file /dev/kvm is missing).")
         say(f"❯ {kvm_missing}")

@@ -86,6 +86,10 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.scheduler imp
     Scheduler,
     make_scheduler,
 )
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.startup_checks import (
+    DEFAULT_VM_BOOT_TIMEOUT_S,
+    BootWatch,
+)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.status_file import (
     CostFigures,
     DashboardSnapshot,
@@ -101,10 +105,6 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base im
     JobStatus,
     MeasuresNodeTime,
     Tier,
-)
-from ansible_collections.openadapt.azure_eval.plugins.module_utils.startup_checks import (
-    DEFAULT_VM_BOOT_TIMEOUT_S,
-    BootWatch,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.worker_events import (
     WorkerEvent,

@@ -39,6 +39,7 @@ STORAGE_API = "2023-05-01"
 BLOB_READER = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
 BLOB_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 DEV_SP_OBJECT_ID = "0c1e5b3a-0000-4000-8000-00000000aa04"
+GOLDEN_IMAGE_URI = f"azureml://datastores/{DATASTORE}/paths/storage"
 STD_LOG = "user_logs/std_log.txt"
 
 # The job environment of every test run: quick heartbeats and a fast WAA stand-in (0.02 s of
@@ -109,16 +110,26 @@ class AmlWorld:
         self.clusters.append(name)
         return compute_id
 
+    @property
+    def image_container_id(self) -> str:
+        return (
+            f"/subscriptions/{self.emulator.subscription_id}/resourceGroups/{RG}/providers"
+            f"/Microsoft.Storage/storageAccounts/{IMAGE_ACCOUNT}/blobServices/default"
+            f"/containers/{IMAGE_CONTAINER}"
+        )
+
     def upload_golden_image(self, prefix: str = "storage", source: Path = GOLDEN_IMAGE) -> str:
         """The files of ``source`` under ``prefix`` in the image container (created with its
         account on first use), an identity-based datastore on that container, Storage Blob Data
         Reader on it for the workspace identity (the clusters' jobs read with it); returns the
         job input's URI."""
-        sub = f"/subscriptions/{self.emulator.subscription_id}"
-        account_id = f"{sub}/resourceGroups/{RG}/providers/Microsoft.Storage/storageAccounts/{IMAGE_ACCOUNT}"
-        container_id = f"{account_id}/blobServices/default/containers/{IMAGE_CONTAINER}"
+        container_id = self.image_container_id
         storage = self.emulator.mgmt_client(StorageManagementClient)
-        if not [a for a in storage.storage_accounts.list_by_resource_group(RG) if a.name == IMAGE_ACCOUNT]:
+        if not [
+            a
+            for a in storage.storage_accounts.list_by_resource_group(RG)
+            if a.name == IMAGE_ACCOUNT
+        ]:
             storage.storage_accounts.begin_create(
                 RG,
                 IMAGE_ACCOUNT,

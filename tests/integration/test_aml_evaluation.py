@@ -21,7 +21,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from aml_setup import FAST_JOB_ENV, RG, TERMINAL, WORKSPACE, build
+from aml_setup import FAST_JOB_ENV, GOLDEN_IMAGE_URI, RG, TERMINAL, WORKSPACE, build
 
 from ansible_collections.openadapt.azure_eval.plugins.module_utils import azure_ml
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.engine import (
@@ -253,8 +253,9 @@ def test_worker_stuck_mid_run_is_cancelled_and_its_task_rerun(azure, tmp_path):
     statuses = assert_nothing_left_running(world)
     assert statuses.pop(stuck) == "Canceled"
     assert set(statuses.values()) == {"Completed"}
-    log = events(world.std_log(stuck))
-    assert {"event": "task_started", "task_id": stuck_task}.items() <= log[1].items()
+    log = [e for e in events(world.std_log(stuck)) if e["event"] != "heartbeat"]
+    assert [e["event"] for e in log[:4]] == ["started", "image_ready", "vm_starting", "vm_ready"]
+    assert {"event": "task_started", "task_id": stuck_task}.items() <= log[4].items()
     assert stuck_task not in finished_in_log(world.std_log(stuck))
 
 
@@ -621,6 +622,7 @@ def start_controller(
         "ledger": str(ledger_path),
         "tasks": [list(task) for task in tasks],
         "job_environment": job_environment,
+        "golden_image": GOLDEN_IMAGE_URI,
         "engine": {"workers": 3, "poll_interval": 0.2, "startup_timeout": 5.0, "stuck_after": 2.0},
     }
     with open(tmp_path / f"{run_name}.out", "w") as output:  # the child keeps its own copy
