@@ -144,7 +144,11 @@ def test_a_vm_hanging_at_boot_is_given_up_at_the_workers_boot_limit(tmp_path):
 def test_a_vm_that_stops_answering_mid_run_is_restarted_once_and_the_tasks_finish(tmp_path):
     ids = tasks(4)
     done, events = run_worker(
-        tmp_path, ids, WAA_STANDIN_VM_FAULT="probe_stops", WAA_STANDIN_VM_FAULT_AFTER_S="0.2"
+        tmp_path,
+        ids,
+        WAA_STANDIN_VM_FAULT="probe_stops",
+        WAA_STANDIN_VM_FAULT_AFTER_S="1",
+        WAA_STANDIN_TIME_SCALE="0.1",  # tasks of about a second: the VM goes away mid-run
     )
     assert done.returncode == 0, done.stderr
     seen = names(events)
@@ -161,7 +165,8 @@ def test_a_vm_whose_restart_fails_gives_the_job_up_naming_the_task_in_flight(tmp
         tmp_path,
         tasks(4),
         WAA_STANDIN_VM_FAULT="restart_fails",
-        WAA_STANDIN_VM_FAULT_AFTER_S="0.2",
+        WAA_STANDIN_VM_FAULT_AFTER_S="1",
+        WAA_STANDIN_TIME_SCALE="0.1",
         # Long enough for the first boot on a loaded machine; the second never answers.
         WAA_VM_BOOT_TIMEOUT="8",
     )
