@@ -31,6 +31,10 @@ then the boot phases again) and the task in flight runs again; a second loss, or
 does not answer within ``WAA_VM_BOOT_TIMEOUT`` seconds, is ``failed`` ``VmUnresponsive``.
 ``WAA_VM_BOOT=0`` skips the boot (an image whose entry point already started the VM).
 
+``--warm-up`` runs no task: it checks the golden image (``image_ready``), prints ``warm_up`` with
+the node it ran on (``AZ_BATCH_NODE_ID``, else the host name) and ``finished``: the image was
+pulled (the job runs in it) and the golden image is reachable on that node.
+
 Secrets (the agent's API keys) are not in the job definition: ``WAA_SECRET_NAMES`` maps
 environment variable names to secret names in the Key Vault ``WAA_SECRETS_VAULT_URL``. Before the
 first task the worker reads each secret with the managed identity of its node (App Service
@@ -53,6 +57,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -600,6 +605,21 @@ class Worker:
         # Given to the WAA client only; never to os.environ, output or events.
         self._secret_environment: dict[str, str] = {}
 
+    def warm_up(self) -> int:
+        """Check this node: the image runs (this process is in it) and the golden image is
+        there."""
+        self.events.emit("started", task_ids=[])
+        try:
+            if self.boot is not None:
+                self.boot.check_image()
+        except BootError as err:
+            self.events.emit("failed", code=err.code, message=err.message, task_id=None)
+            return BOOT_FAILURE_EXIT
+        node = os.environ.get("AZ_BATCH_NODE_ID") or socket.gethostname()
+        self.events.emit("warm_up", node=node)
+        self.events.emit("finished", completed=0)
+        return 0
+
     def run(self) -> int:
         try:
             self._secret_environment = read_secret_environment(dict(os.environ))
@@ -844,7 +864,10 @@ def load_domains(meta_path: str) -> dict[str, str]:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Run WAA tasks and report structured events.")
     parser.add_argument("--worker-id", required=True)
-    parser.add_argument("--task-ids", required=True, help="comma-separated WAA task ids")
+    parser.add_argument("--task-ids", default="", help="comma-separated WAA task ids")
+    parser.add_argument(
+        "--warm-up", action="store_true", help="check the node and the golden image; no task"
+    )
     parser.add_argument(
         "--test-all-meta",
         default=os.environ.get("WAA_TEST_ALL_META", DEFAULT_TEST_ALL_META),
@@ -871,7 +894,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.task_ids = [t.strip() for t in args.task_ids.split(",") if t.strip()]
-    if not args.task_ids:
+    if not args.task_ids and not args.warm_up:
         parser.error("--task-ids names no task")
     if args.heartbeat_interval <= 0:
         parser.error("--heartbeat-interval must be positive")
@@ -918,7 +941,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: worker.terminate(143))
     signal.signal(signal.SIGHUP, lambda signum, frame: worker.terminate(129))
     signal.signal(signal.SIGINT, lambda signum, frame: worker.terminate(130))
-    return worker.run()
+    return worker.warm_up() if args.warm_up else worker.run()
 
 
 if __name__ == "__main__":

@@ -47,6 +47,10 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base im
     TierContext,
     TierSpec,
 )
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.warm_pool import (
+    WarmsPool,
+    warm_pool,
+)
 
 display = Display()
 
@@ -64,6 +68,9 @@ ARGUMENT_SPEC = dict(
     scheduling=dict(type="str", default="dynamic", choices=["dynamic", "static"]),
     startup_timeout=dict(type="float", default=600),
     vm_boot_timeout=dict(type="float", default=DEFAULT_VM_BOOT_TIMEOUT_S),
+    # Scale to the workers and check every node (image pulled, golden image there) first.
+    warm_pool=dict(type="bool", default=False),
+    warm_pool_timeout=dict(type="float", default=900),
     stuck_after=dict(type="float", default=600),
     max_attempts=dict(type="int", default=3),
     poll_interval=dict(type="float", default=10),
@@ -156,8 +163,11 @@ class ActionModule(ActionBase):
                     else ""
                 )
             )
+            warm = None
             try:
                 with _interruptible():
+                    if args["warm_pool"]:
+                        warm = self._warm_pool(tier, args)
                     run = engine.run()
             except KeyboardInterrupt:
                 return self._failed(
@@ -179,6 +189,8 @@ class ActionModule(ActionBase):
             finally:
                 tier.close()
         evaluation = run.to_dict()
+        if warm is not None:
+            evaluation["warm_pool"] = warm.to_dict()
         result.update(
             changed=run.session_jobs_submitted > 0,
             evaluation=evaluation,
@@ -189,6 +201,26 @@ class ActionModule(ActionBase):
         )
         (run_dir / "result.json").write_text(json.dumps(evaluation, indent=2, default=str))
         return result
+
+    def _warm_pool(self, tier, args):
+        if not isinstance(tier, WarmsPool):
+            raise AnsibleActionFail(
+                f"eval_warm_pool: tier {args['tier']} cannot warm a pool; set it false"
+            )
+        report = warm_pool(
+            tier,
+            args["workers"],
+            args["run_name"],
+            timeout=args["warm_pool_timeout"],
+            poll_interval=args["poll_interval"],
+        )
+        summary = report.to_dict()
+        unhealthy = ", ".join(summary["unhealthy_nodes"])
+        display.display(
+            f"eval_run: warm pool of {summary['scaled_to']} nodes in {summary['ready_s']:.1f}s: "
+            f"{summary['healthy']} healthy" + (f", unhealthy: {unhealthy}" if unhealthy else "")
+        )
+        return report
 
     def _task_environment(self, task_vars):
         environment = {}

@@ -22,6 +22,7 @@ EVENT_NAMES = frozenset(
         "vm_starting",
         "vm_ready",
         "vm_lost",
+        "warm_up",
         "task_started",
         "heartbeat",
         "task_result",

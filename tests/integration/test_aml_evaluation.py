@@ -458,7 +458,11 @@ def test_a_storm_on_one_jobs_reads_stalls_no_other_job_and_judges_none_stuck(azu
     tasks = TASKS[:12]
     ledger_path = tmp_path / "ledger.db"
 
-    result = run_engine(world, "calm", tasks, ledger_path, job_environment=KILLED_JOB_ENV)
+    # The throttled job's node is busy but unseen (its reads fail), so a job queued ahead cannot
+    # be told waiting for a node: its startup limit must cover a whole job (WAA's boot included).
+    result = run_engine(
+        world, "calm", tasks, ledger_path, job_environment=KILLED_JOB_ENV, startup_timeout=20.0
+    )
 
     assert_every_task_once(ledger_path, tasks)
     assert result.retries == []  # nothing given up on, nothing charged

@@ -33,6 +33,7 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures impo
     PermanentFailure,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import Ledger
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.warm_pool import warm_pool
 
 pytestmark = pytest.mark.integration
 
@@ -244,3 +245,40 @@ def test_the_emulators_image_environment_gives_each_container_its_own_probe_addr
     assert first["WAA_STANDIN_VM_LISTEN"] in first["WAA_PROBE_URL"]
     assert "WAA_PROBE_URL" not in image_environment("docker.io/library/python:3.11", {})
     assert os.environ.get("WAA_PROBE_URL") is None
+
+
+def test_a_warm_pool_checks_every_node_and_agrees_with_the_emulators_image_record(azure, tmp_path):
+    world = build(azure, cluster=dict(max_nodes=3, idle_s=30))
+    tier = world.tier("warm")
+
+    report = warm_pool(tier, 3, "warm", timeout=60.0, poll_interval=0.2).to_dict()
+
+    assert report["scaled_to"] == 3 and report["healthy"] == 3, report
+    assert not report["unhealthy_nodes"]
+    for node in report["nodes"]:
+        assert node["start_s"] is not None and node["check_s"] is not None
+        assert node["ready_s"] >= node["start_s"]
+    warmed = {node["node"] for node in report["nodes"]}
+    nodes = world.nodes()["value"]
+    digests = {digest for node in nodes for digest in node["images"]}
+    assert len(digests) == 1  # the WAA image
+    holding = {node["id"] for node in nodes if digests & set(node["images"])}
+    assert warmed == holding
+    # Scaled to the run's workers, and the minimum given back for the idle scale-down.
+    assert len(nodes) == 3
+    assert world.ml_client.compute.get("waa").min_instances == 0
+    # The evaluation then starts on the warm nodes: no pull.
+    result = run(world, "warm", TASKS[:3], tmp_path / "ledger.db")
+    assert len(result.tasks) == 3
+    assert {n["id"] for n in world.nodes()["value"]} == {n["id"] for n in nodes}
+
+
+def test_a_warm_up_without_the_golden_image_stops_before_the_first_task(azure, tmp_path):
+    world = build(azure, cluster=dict(max_nodes=2))
+    tier = world.tier("coldimage", golden_image="azureml://datastores/waa_golden_image/paths/x")
+
+    with pytest.raises(PermanentFailure) as raised:
+        warm_pool(tier, 2, "coldimage", timeout=60.0, poll_interval=0.2)
+
+    assert raised.value.failure.code == "GoldenImageMissing"
+    assert set(world.wait_terminal().values()) <= {"Completed", "Failed", "Canceled"}

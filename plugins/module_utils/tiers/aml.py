@@ -267,22 +267,42 @@ class AmlTier(BaseTier):
     # -- Tier ---------------------------------------------------------------------------------
 
     def submit(self, job_key: str, task_ids: list[str]) -> str:
+        return self._submit(job_key, task_ids, f"{len(task_ids)} tasks")
+
+    def submit_warm_up(self, job_key: str) -> str:
+        """A job that only checks its node: the image pulled, the golden image mounted."""
+        return self._submit(job_key, [], "warm-up", ["--warm-up"])
+
+    def scale_to(self, min_nodes: int) -> int:
+        """Keep at least ``min_nodes`` nodes (at most the cluster's maximum); returns the
+        minimum it had, to give back afterwards (the idle scale-down then returns the rest)."""
+        cluster = self.ml_client.compute.get(self.compute)
+        previous = int(cluster.min_instances or 0)
+        wanted = max(0, min(min_nodes, int(cluster.max_instances or min_nodes)))
+        if wanted != previous:
+            cluster.min_instances = wanted
+            self.ml_client.compute.begin_create_or_update(cluster).result()
+        return previous
+
+    def _submit(
+        self, job_key: str, task_ids: list[str], what: str, extra_args: list[str] | None = None
+    ) -> str:
         self._sample_nodes()
         from azure.ai.ml import command
         from azure.core.exceptions import ResourceExistsError
 
         name = job_name(job_key)
-        inputs, extra_args = {}, []
+        inputs, extra_args = {}, list(extra_args or [])
         if self.golden_image:
             from azure.ai.ml import Input
 
             inputs["golden_image"] = Input(
                 type="uri_folder", path=self.golden_image, mode="ro_mount"
             )
-            extra_args = ["--golden-image-path", "${{inputs.golden_image}}"]
+            extra_args += ["--golden-image-path", "${{inputs.golden_image}}"]
         job = command(
             name=name,
-            display_name=f"{self.run_name} {job_key} ({len(task_ids)} tasks)",
+            display_name=f"{self.run_name} {job_key} ({what})",
             experiment_name=self.experiment_name,
             command=worker_command(self.worker_script, job_key, task_ids, extra_args),
             inputs=inputs or None,
