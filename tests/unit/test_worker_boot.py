@@ -26,7 +26,7 @@ GOLDEN_IMAGE = REPO_ROOT / "localazure" / "workload" / "data" / "golden_image" /
 PYTHON = shlex.quote(sys.executable)
 
 
-def run_worker(tmp_path, task_ids, image=GOLDEN_IMAGE, timeout=60, **env):
+def run_worker(tmp_path, task_ids, image=GOLDEN_IMAGE, timeout=60, extra_args=(), **env):
     address = "127.{}.{}.{}".format(*(1 + secrets.randbelow(254) for _ in range(3)))
     environ = dict(
         os.environ,
@@ -59,6 +59,7 @@ def run_worker(tmp_path, task_ids, image=GOLDEN_IMAGE, timeout=60, **env):
         "0.1",
         "--golden-image-path",
         str(image),
+        *extra_args,
     ]
     done = subprocess.run(
         argv, env=environ, capture_output=True, text=True, timeout=timeout, cwd=tmp_path
@@ -181,3 +182,13 @@ def test_the_boot_can_be_left_to_the_images_entry_point(tmp_path):
     done, events = run_worker(tmp_path, tasks(1), image=tmp_path / "absent", WAA_VM_BOOT="0")
     assert done.returncode == 0
     assert names(events) == ["started", "task_started", "task_result", "finished"]
+
+
+def test_a_warm_up_checks_the_golden_image_names_its_node_and_runs_no_task(tmp_path):
+    done, events = run_worker(tmp_path, [], extra_args=["--warm-up"], AZ_BATCH_NODE_ID="tvm-1")
+    assert done.returncode == 0, done.stderr
+    assert names(events) == ["started", "image_ready", "warm_up", "finished"]
+    assert events[-2].get("node") == "tvm-1"
+    done, events = run_worker(tmp_path, [], image=tmp_path / "absent", extra_args=["--warm-up"])
+    assert done.returncode == 4
+    assert names(events) == ["started", "failed"] and events[-1].get("code") == "GoldenImageMissing"
