@@ -276,13 +276,7 @@ class AmlTier(BaseTier):
     def scale_to(self, min_nodes: int) -> int:
         """Keep at least ``min_nodes`` nodes (at most the cluster's maximum); returns the
         minimum it had, to give back afterwards (the idle scale-down then returns the rest)."""
-        cluster = self.ml_client.compute.get(self.compute)
-        previous = int(cluster.min_instances or 0)
-        wanted = max(0, min(min_nodes, int(cluster.max_instances or min_nodes)))
-        if wanted != previous:
-            cluster.min_instances = wanted
-            self.ml_client.compute.begin_create_or_update(cluster).result()
-        return previous
+        return azure_ml.set_min_nodes(self.ml_client, self.compute, min_nodes)
 
     def _submit(
         self, job_key: str, task_ids: list[str], what: str, extra_args: list[str] | None = None
