@@ -711,7 +711,7 @@ class Worker:
         self._begin(order[0])
         started = time.monotonic()
         try:
-            client = ClientRun(argv, dict(os.environ))
+            client = ClientRun(argv, self._client_environment())
         except OSError as exc:
             self._report(
                 order[0],
@@ -783,7 +783,7 @@ class Worker:
             str(self.result_dir),
         ]
         try:
-            client = ClientRun(argv, {**os.environ, **self._secret_environment})
+            client = ClientRun(argv, self._client_environment())
         except OSError as exc:
             return "error", 0.0, f"could not start the WAA client {argv[0]!r}: {exc}"
         self.current_client = client
@@ -793,6 +793,14 @@ class Worker:
             output = "\n".join(client.tail) or "(no output)"
             return "error", 0.0, f"WAA client exited with code {returncode}:\n{output}"
         return read_result(self.result_dir, task_id)
+
+    def _client_environment(self) -> dict[str, str]:
+        """The WAA client's environment: ours, the secrets, and the address of the VM the
+        worker booted (``WAA_VM_READY_URL``; WAA's client has its own setting for it)."""
+        env = {**os.environ, **self._secret_environment}
+        if self.boot is not None and self.boot.phase == "tasks":
+            env["WAA_VM_READY_URL"] = self.boot.probe_url
+        return env
 
     def _heartbeat_loop(self) -> None:
         while not self._stop_heartbeat.wait(self.heartbeat_interval):

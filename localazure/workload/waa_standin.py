@@ -14,7 +14,8 @@ simulated minute, default 0.05), and two faults: ``WAA_STANDIN_STUCK_TASK=<task_
 task's first line and then hangs without output, ``WAA_STANDIN_CRASH_TASK=<task_id>`` exits with
 code 1 and a traceback before writing a result.
 
-With ``WAA_PROBE_URL`` set (the stand-in VM's probe, ``localazure.workload.waa_vm``), each task
+With ``WAA_VM_READY_URL`` set (the probe of the VM the worker booted, the stand-in VM
+``localazure.workload.waa_vm``), each task
 starts by asking the VM, as WAA's client talks to the server inside the VM for every step: a VM
 that does not answer ends the client with code 1 and the connection error, before the task has a
 result.
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                 # WAA's run.py skips examples that already have a result.
                 log(f"Skipping finished example {domain}/{task_id}", lineno=190)
                 continue
-            probe = os.environ.get("WAA_PROBE_URL")
+            probe = os.environ.get("WAA_VM_READY_URL")
             if probe and not vm_answers(probe):
                 vm_gone(task_id, probe)
             run_task(domain, task_id, task_dir, seed, time_scale, args.max_steps)
