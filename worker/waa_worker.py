@@ -13,8 +13,26 @@ exits early. Events (stdout, one line each, flushed at once):
 
     WAA_EVENT {"event": "started", "ts": 1700000000.0, "worker": "W", "task_ids": [...]}
 
-with events started, task_started, heartbeat, task_result and finished. On SIGTERM it prints
-nothing more, kills the client and exits with 143.
+with events started, image_ready, vm_starting, vm_ready, task_started, heartbeat, task_result
+and finished. On SIGTERM it prints nothing more, kills the client and exits with 143.
+
+Before the first task it does what WAA's own Azure entry does: it checks the golden image (the
+prepared Windows VM disk, ``--golden-image-path``, default ``/storage``) and prints
+``image_ready``; starts the VM (``WAA_VM_START_CMD``, default ``/start_vm.sh``) and prints
+``vm_starting``; then sends ``GET`` to WAA's probe (``WAA_PROBE_URL``, default
+``http://20.20.20.21:5000/probe``) every ``WAA_PROBE_INTERVAL`` seconds (5, as WAA's loop),
+printing WAA's "Waiting for a response from the windows server" line to stderr each time, until
+it answers: ``vm_ready``. Heartbeats go on through the boot. Boot output that explains a failure
+(dockur's "ISO file not found or is empty", no /dev/kvm, KVM permission denied, no space left)
+ends the boot at once with a ``failed`` event that carries the code, the fix and the output's
+tail, exit code 4. A VM that stops answering while tasks run is restarted once (``vm_lost``,
+then the boot phases again) and the task in flight runs again; a second loss, or a restart that
+does not answer within ``WAA_VM_BOOT_TIMEOUT`` seconds, is ``failed`` ``VmUnresponsive``.
+``WAA_VM_BOOT=0`` skips the boot (an image whose entry point already started the VM).
+
+``--warm-up`` runs no task: it checks the golden image (``image_ready``), prints ``warm_up`` with
+the node it ran on (``AZ_BATCH_NODE_ID``, else the host name) and ``finished``: the image was
+pulled (the job runs in it) and the golden image is reachable on that node.
 
 Secrets (the agent's API keys) are not in the job definition: ``WAA_SECRET_NAMES`` maps
 environment variable names to secret names in the Key Vault ``WAA_SECRETS_VAULT_URL``. Before the
@@ -38,6 +56,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -65,6 +84,58 @@ SECRET_FAILURE_EXIT = 3
 IMDS_ENDPOINT = "http://169.254.169.254"
 HTTP_TIMEOUT_S = 30
 TRANSIENT_ATTEMPTS = 5
+DEFAULT_GOLDEN_IMAGE_PATH = "/storage"
+DEFAULT_VM_START_CMD = "/start_vm.sh"
+DEFAULT_PROBE_URL = "http://20.20.20.21:5000/probe"
+DEFAULT_PROBE_INTERVAL_S = 5.0
+PROBE_TIMEOUT_S = 5.0
+DISK_SECTOR = 512
+BOOT_FAILURE_EXIT = 4
+WAITING_FOR_VM = "Waiting for a response from the windows server. This might take a while..."
+UPLOAD_STEP = (
+    "upload the prepared image with playbooks/waa_image.yml (role waa_image, "
+    "eval_golden_image_source=<the folder WAA's --prepare-image filled>) and mount it at the "
+    "worker's --golden-image-path (the tier does this from eval_golden_image)"
+)
+NESTED_VIRTUALIZATION_FIX = (
+    "use a VM size with nested virtualization (Standard_D4s_v5, Dv3/Dsv3 series) and security "
+    "type Standard, not TrustedLaunch"
+)
+# Boot output that explains why the VM cannot start: (code, what is wrong, what to do).
+BOOT_FAILURES = (
+    (
+        "ISO file not found or is empty",
+        "GoldenImageMissing",
+        "the golden image is missing or empty at the path the VM boots from",
+        UPLOAD_STEP,
+    ),
+    (
+        "failed to initialize kvm",
+        "NestedVirtualizationUnavailable",
+        "KVM is not available on this node (/dev/kvm missing)",
+        NESTED_VIRTUALIZATION_FIX,
+    ),
+    (
+        "KVM acceleration not available",
+        "NestedVirtualizationUnavailable",
+        "KVM is not available on this node (/dev/kvm missing)",
+        NESTED_VIRTUALIZATION_FIX,
+    ),
+    (
+        "/dev/kvm: Permission denied",
+        "NestedVirtualizationUnavailable",
+        "the container may not use /dev/kvm (permission denied)",
+        "run the container with --device=/dev/kvm (or "
+        "privileged) on a node with nested virtualization; " + NESTED_VIRTUALIZATION_FIX,
+    ),
+    (
+        "No space left on device",
+        "OutOfDisk",
+        "the node's disk is full",
+        "give the nodes a "
+        "larger disk for the 30 GB image (a size with a bigger temporary disk, or a data disk)",
+    ),
+)
 
 
 class EventWriter:
@@ -141,6 +212,179 @@ class ClientRun:
         if self.process.poll() is None:
             with contextlib.suppress(OSError):
                 self.process.kill()
+
+
+class BootError(Exception):
+    """The VM cannot be used; ``code`` is the failure class the controller uses."""
+
+    def __init__(self, code: str, message: str, output: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.output = output or []
+
+
+def golden_image_problem(path: Path) -> str | None:
+    """Why ``path`` is not a complete golden image, or None: WAA's VM boots ``data.img``, which
+    must be there, not empty and a whole number of disk sectors (a cut-off upload is not)."""
+    disk = path / "data.img"
+    if not path.is_dir():
+        return f"{path} does not exist"
+    if not disk.is_file():
+        return f"{disk} does not exist"
+    size = disk.stat().st_size
+    if size == 0:
+        return f"{disk} is empty"
+    if size % DISK_SECTOR:
+        return f"{disk} is truncated ({size} bytes, not a whole number of sectors)"
+    return None
+
+
+def probe_answers(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Does WAA's server answer its probe with 200? (Never through a proxy: it is local.)"""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+class VmBoot:
+    """WAA's VM inside the container: the golden image check, the VM start command and the
+    probe loop of WAA's Azure entry, and at most ``max_restarts`` restarts."""
+
+    def __init__(
+        self,
+        events: EventWriter,
+        image_path: str,
+        start_cmd: str,
+        probe_url: str,
+        probe_interval: float,
+        boot_timeout: float,
+        storage_link: str = "",
+        max_restarts: int = 1,
+    ) -> None:
+        self.events = events
+        self.image_path = Path(image_path)
+        self.start_argv = shlex.split(start_cmd)
+        self.probe_url = probe_url
+        self.probe_interval = probe_interval
+        self.boot_timeout = boot_timeout
+        self.storage_link = storage_link
+        self.restarts_left = max_restarts
+        self.process: ClientRun | None = None
+        self.phase = "image"
+        self.attempt = 0
+
+    def check_image(self) -> None:
+        problem = golden_image_problem(self.image_path)
+        if problem:
+            raise BootError(
+                "GoldenImageMissing",
+                f"the golden image is not usable: {problem}; {UPLOAD_STEP}",
+            )
+        files = sorted(p.name for p in self.image_path.iterdir() if p.is_file())
+        size = sum((self.image_path / name).stat().st_size for name in files)
+        self._link_storage()
+        self.events.emit("image_ready", path=str(self.image_path), files=files, bytes=size)
+
+    def _link_storage(self) -> None:
+        """WAA's VM start reads ``/storage``; a tier that mounts the image elsewhere gets a
+        link there when nothing is at that path yet."""
+        link = Path(self.storage_link) if self.storage_link else None
+        if link is None or link == self.image_path or os.path.lexists(link):
+            return
+        with contextlib.suppress(OSError):
+            link.symlink_to(self.image_path, target_is_directory=True)
+
+    def start(self) -> None:
+        """Start the VM and wait for the probe (WAA's loop); raises BootError."""
+        self.attempt += 1
+        self.phase = "vm_starting"
+        env = {**os.environ, "WAA_GOLDEN_IMAGE_PATH": str(self.image_path)}
+        self.events.emit(
+            "vm_starting", attempt=self.attempt, command=self.start_argv, probe_url=self.probe_url
+        )
+        started = time.monotonic()
+        try:
+            self.process = ClientRun(self.start_argv, env)
+        except OSError as exc:
+            raise BootError(
+                "VmBootFailed",
+                f"could not start the VM with {self.start_argv[0]!r}: {exc}; set WAA_VM_START_CMD "
+                "to the image's VM start script",
+            ) from None
+        while True:
+            explained = self._explained_failure()
+            if explained is not None:
+                raise explained
+            if probe_answers(self.probe_url):
+                break
+            code = self.process.process.poll()
+            if code is not None:
+                self.process.wait()
+                explained = self._explained_failure()
+                raise explained or BootError(
+                    "VmBootFailed",
+                    f"the VM start command exited with code {code} before WAA's server answered",
+                    list(self.process.tail),
+                )
+            waited = time.monotonic() - started
+            if self.boot_timeout and waited > self.boot_timeout:
+                raise BootError(
+                    "VmBootTimeout",
+                    f"WAA's server did not answer {self.probe_url} within "
+                    f"{self.boot_timeout:.0f}s of the VM's start (boot {self.attempt})",
+                    list(self.process.tail),
+                )
+            _log(WAITING_FOR_VM)
+            time.sleep(self.probe_interval)
+        self.phase = "tasks"
+        self.events.emit(
+            "vm_ready", attempt=self.attempt, boot_s=round(time.monotonic() - started, 3)
+        )
+
+    def _explained_failure(self) -> BootError | None:
+        tail = list(self.process.tail) if self.process else []
+        for pattern, code, what, fix in BOOT_FAILURES:
+            if any(pattern.lower() in line.lower() for line in tail):
+                return BootError(code, f"{what}: {fix}", tail)
+        return None
+
+    def answering(self) -> bool:
+        return probe_answers(self.probe_url)
+
+    def restart(self, task_id: str | None) -> None:
+        """The VM stopped answering: start it again once, or give the job up."""
+        if self.restarts_left <= 0:
+            raise BootError(
+                "VmUnresponsive",
+                f"WAA's server stopped answering {self.probe_url} again after a restart",
+            )
+        self.restarts_left -= 1
+        self.events.emit("vm_lost", task_id=task_id, probe_url=self.probe_url)
+        self.stop()
+        try:
+            self.start()
+        except BootError as err:
+            raise BootError(
+                "VmUnresponsive",
+                f"WAA's server stopped answering and the VM's restart failed: {err.message}",
+                err.output,
+            ) from None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+def _log(line: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
 
 
 class SecretError(Exception):
@@ -343,6 +587,7 @@ class Worker:
         heartbeat_interval: float,
         client_cmd: str,
         batch: bool = False,
+        boot: Callable[[EventWriter], VmBoot] | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.task_ids = task_ids
@@ -352,12 +597,28 @@ class Worker:
         self.client_argv = shlex.split(client_cmd)
         self.batch = batch
         self.events = EventWriter(worker_id, on_broken_pipe=lambda: self.terminate(141))
+        self.boot = boot(self.events) if boot is not None else None
         self.current_task: str | None = None
         self.current_client: ClientRun | None = None
         self._stop_heartbeat = threading.Event()
         self._meta_dir = ""
         # Given to the WAA client only; never to os.environ, output or events.
         self._secret_environment: dict[str, str] = {}
+
+    def warm_up(self) -> int:
+        """Check this node: the image runs (this process is in it) and the golden image is
+        there."""
+        self.events.emit("started", task_ids=[])
+        try:
+            if self.boot is not None:
+                self.boot.check_image()
+        except BootError as err:
+            self.events.emit("failed", code=err.code, message=err.message, task_id=None)
+            return BOOT_FAILURE_EXIT
+        node = os.environ.get("AZ_BATCH_NODE_ID") or socket.gethostname()
+        self.events.emit("warm_up", node=node)
+        self.events.emit("finished", completed=0)
+        return 0
 
     def run(self) -> int:
         try:
@@ -372,26 +633,48 @@ class Worker:
         heartbeat.start()
         completed = 0
         try:
+            if self.boot is not None:
+                self.boot.check_image()
+                self.boot.start()
             if self.batch:
                 completed = self.run_batched()
             else:
                 for task_id in self.task_ids:
                     self.run_task(task_id)
                     completed += 1
+        except BootError as err:
+            self.events.emit(
+                "failed",
+                code=err.code,
+                message=err.message,
+                task_id=self.current_task,
+                boot_output=err.output[-OUTPUT_TAIL_LINES:],
+            )
+            return BOOT_FAILURE_EXIT
         finally:
             self._stop_heartbeat.set()
             shutil.rmtree(self._meta_dir, ignore_errors=True)
+            if self.boot is not None:
+                self.boot.stop()
         self.events.emit("finished", completed=completed)
         return 0
 
     def run_task(self, task_id: str) -> None:
         domain = self.domains.get(task_id)
+        if domain is not None and self.boot is not None and not self.boot.answering():
+            self.boot.restart(task_id)  # the VM stopped answering between tasks
         self._begin(task_id)
         started = time.monotonic()
         if domain is None:
             outcome = ("error", 0.0, "task id not found in the test_all meta file")
         else:
             outcome = self._run_client(task_id, domain)
+            if outcome[0] == "error" and self.boot is not None and not self.boot.answering():
+                # The client failed because the VM went away: restart it, run the task again.
+                self.boot.restart(task_id)
+                self._begin(task_id)
+                started = time.monotonic()
+                outcome = self._run_client(task_id, domain)
         self._report(task_id, started, outcome)
 
     def run_batched(self) -> int:
@@ -428,7 +711,7 @@ class Worker:
         self._begin(order[0])
         started = time.monotonic()
         try:
-            client = ClientRun(argv, dict(os.environ))
+            client = ClientRun(argv, self._client_environment())
         except OSError as exc:
             self._report(
                 order[0],
@@ -457,6 +740,11 @@ class Worker:
         self.current_client = None
         if index == len(order):
             return index, []
+        if self.boot is not None and not self.boot.answering():
+            # The client stopped because the VM went away: restart it once; the task in
+            # flight and the rest run again on a new client.
+            self.boot.restart(order[index])
+            return index, order[index:]
         if returncode != 0:
             output = "\n".join(client.tail) or "(no output)"
             error = f"WAA client exited with code {returncode}:\n{output}"
@@ -495,7 +783,7 @@ class Worker:
             str(self.result_dir),
         ]
         try:
-            client = ClientRun(argv, {**os.environ, **self._secret_environment})
+            client = ClientRun(argv, self._client_environment())
         except OSError as exc:
             return "error", 0.0, f"could not start the WAA client {argv[0]!r}: {exc}"
         self.current_client = client
@@ -506,6 +794,14 @@ class Worker:
             return "error", 0.0, f"WAA client exited with code {returncode}:\n{output}"
         return read_result(self.result_dir, task_id)
 
+    def _client_environment(self) -> dict[str, str]:
+        """The WAA client's environment: ours, the secrets, and the address of the VM the
+        worker booted (``WAA_VM_READY_URL``; WAA's client has its own setting for it)."""
+        env = {**os.environ, **self._secret_environment}
+        if self.boot is not None and self.boot.phase == "tasks":
+            env["WAA_VM_READY_URL"] = self.boot.probe_url
+        return env
+
     def _heartbeat_loop(self) -> None:
         while not self._stop_heartbeat.wait(self.heartbeat_interval):
             client = self.current_client
@@ -513,14 +809,18 @@ class Worker:
                 "heartbeat",
                 task_id=self.current_task,
                 client_idle_s=round(client.idle_seconds(), 1) if client else None,
+                phase=self.boot.phase if self.boot is not None else "tasks",
             )
 
     def terminate(self, exit_code: int) -> None:
-        """Stop at once: no more events, no client left behind."""
+        """Stop at once: no more events, no client or VM left behind."""
         self.events.close()
         client = self.current_client
         if client is not None:
             client.kill()
+        vm = self.boot.process if self.boot is not None else None
+        if vm is not None:
+            vm.kill()
         os._exit(exit_code)
 
 
@@ -572,7 +872,10 @@ def load_domains(meta_path: str) -> dict[str, str]:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Run WAA tasks and report structured events.")
     parser.add_argument("--worker-id", required=True)
-    parser.add_argument("--task-ids", required=True, help="comma-separated WAA task ids")
+    parser.add_argument("--task-ids", default="", help="comma-separated WAA task ids")
+    parser.add_argument(
+        "--warm-up", action="store_true", help="check the node and the golden image; no task"
+    )
     parser.add_argument(
         "--test-all-meta",
         default=os.environ.get("WAA_TEST_ALL_META", DEFAULT_TEST_ALL_META),
@@ -586,13 +889,44 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=float,
         default=float(os.environ.get("HEARTBEAT_INTERVAL", "30")),
     )
+    parser.add_argument(
+        "--golden-image-path",
+        default=os.environ.get("WAA_GOLDEN_IMAGE_PATH", DEFAULT_GOLDEN_IMAGE_PATH),
+        help="the prepared Windows VM image (the folder holding data.img), as mounted",
+    )
+    parser.add_argument(
+        "--vm-boot-timeout",
+        type=float,
+        default=float(os.environ.get("WAA_VM_BOOT_TIMEOUT", "0") or 0),
+        help="seconds the VM may take to answer its probe (0: wait, as WAA does)",
+    )
     args = parser.parse_args(argv)
     args.task_ids = [t.strip() for t in args.task_ids.split(",") if t.strip()]
-    if not args.task_ids:
+    if not args.task_ids and not args.warm_up:
         parser.error("--task-ids names no task")
     if args.heartbeat_interval <= 0:
         parser.error("--heartbeat-interval must be positive")
+    if args.vm_boot_timeout < 0:
+        parser.error("--vm-boot-timeout must be >= 0")
     return args
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes")
+
+
+def _vm_boot(args: argparse.Namespace) -> Callable[[EventWriter], VmBoot]:
+    """The VM boot as WAA's Azure entry does it, from the arguments and the environment."""
+    interval = float(os.environ.get("WAA_PROBE_INTERVAL", DEFAULT_PROBE_INTERVAL_S))
+    return lambda events: VmBoot(
+        events,
+        image_path=args.golden_image_path,
+        start_cmd=os.environ.get("WAA_VM_START_CMD", DEFAULT_VM_START_CMD),
+        probe_url=os.environ.get("WAA_PROBE_URL", DEFAULT_PROBE_URL),
+        probe_interval=interval if interval > 0 else DEFAULT_PROBE_INTERVAL_S,
+        boot_timeout=args.vm_boot_timeout,
+        storage_link=os.environ.get("WAA_STORAGE_LINK", DEFAULT_GOLDEN_IMAGE_PATH),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -609,12 +943,13 @@ def main(argv: list[str] | None = None) -> int:
         result_dir=args.result_dir,
         heartbeat_interval=args.heartbeat_interval,
         client_cmd=os.environ.get("WAA_CLIENT_CMD", DEFAULT_CLIENT_CMD),
-        batch=os.environ.get("WAA_CLIENT_BATCH", "").lower() in ("1", "true", "yes"),
+        batch=_flag(os.environ.get("WAA_CLIENT_BATCH", "")),
+        boot=_vm_boot(args) if _flag(os.environ.get("WAA_VM_BOOT", "1")) else None,
     )
     signal.signal(signal.SIGTERM, lambda signum, frame: worker.terminate(143))
     signal.signal(signal.SIGHUP, lambda signum, frame: worker.terminate(129))
     signal.signal(signal.SIGINT, lambda signum, frame: worker.terminate(130))
-    return worker.run()
+    return worker.warm_up() if args.warm_up else worker.run()
 
 
 if __name__ == "__main__":

@@ -101,6 +101,7 @@ PROVIDERS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
         "workspaces/jobs": (EVERY_REGION, ("2025-06-01", "2024-10-01", "2024-04-01")),
         "workspaces/environments": (EVERY_REGION, ("2025-06-01", "2024-10-01", "2024-04-01")),
         "workspaces/environments/versions": (EVERY_REGION, ("2025-06-01", "2024-10-01")),
+        "workspaces/datastores": (EVERY_REGION, ("2025-06-01", "2024-10-01", "2024-04-01")),
         "locations/vmSizes": (EVERY_REGION, ("2025-06-01", "2024-10-01", "2024-04-01")),
         "locations/usages": (EVERY_REGION, ("2025-06-01", "2024-10-01", "2024-04-01")),
     },

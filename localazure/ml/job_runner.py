@@ -22,7 +22,7 @@ from typing import Any
 from localazure.core.context import Context
 from localazure.identity import principals
 from localazure.identity.routes import bind_workload_identity
-from localazure.ml import computes, jobs, workspaces
+from localazure.ml import computes, job_inputs, jobs, workspaces
 from localazure.nodes import containers, image_pull, workload_faults
 from localazure.nodes import pool as node_pool
 from localazure.nodes.containers import ContainerRuntime
@@ -199,7 +199,7 @@ class JobRunner:
                 return
         if fault and fault["fault"] == "never_starts":
             return
-        self._start_process(run, now)
+        self._start_process(run, cluster, now)
 
     def _watch(self, run: dict[str, Any], cluster: PoolSpec, now: float) -> None:
         """Running: watch the process, the timeout and the faults that strike while running."""
@@ -319,17 +319,28 @@ class JobRunner:
         )
         jobs.set_status(run, "Finalizing", now)
 
-    def _start_process(self, run: dict[str, Any], now: float) -> None:
+    def _start_process(self, run: dict[str, Any], cluster: PoolSpec, now: float) -> None:
         ctx = self.ctx
         job = ctx.store.get_resource(run["job_id"])
         workspace = ctx.store.get_resource(run["workspace_id"])
         props = job["properties"]
         workdir = jobs.run_dir(ctx, run) / "wd"
         identities = _compute_identities(ctx, run["compute_id"])
-        if identities:
-            secret = bind_workload_identity(ctx, *(p["objectId"] for p in identities))
-        else:
-            secret = bind_workload_identity(ctx, workspaces.principal_of(workspace))
+        principal_ids = [p["objectId"] for p in identities] or [workspaces.principal_of(workspace)]
+        try:
+            mounted = job_inputs.mount(
+                ctx,
+                workspace,
+                props.get("inputs") or {},
+                principal_ids,
+                jobs.run_dir(ctx, run) / "cap" / "data-capability" / "wd",
+            )
+        except job_inputs.InputError as err:
+            jobs.note(ctx, run, err.message)
+            jobs.fail(run, now, "UserError", err.code, err.message)
+            node_pool.finish(ctx, run["node_id"], now)
+            return
+        secret = bind_workload_identity(ctx, *principal_ids)
         rg = workspace["id"].split("/")[4]
         platform = {
             "AZUREML_RUN_ID": run["name"],
@@ -359,9 +370,12 @@ class JobRunner:
             containers.image_environment(run["image"], run["image_info"] or {}),
             {str(k): str(v) for k, v in (props["environmentVariables"] or {}).items()},
             workload_faults.fault_environment(run["fault"], props["command"]),
+            containers.waa_vm_environment(run["image"], cluster.size, node_pool.timing(ctx)),
+            job_inputs.environment(mounted),
             platform,
         )
-        self.runtime.start(run["key"], props["command"], env, workdir, jobs.std_log_path(ctx, run))
+        command = job_inputs.substitute(props["command"], mounted)
+        self.runtime.start(run["key"], command, env, workdir, jobs.std_log_path(ctx, run))
         run["process_started_at"] = now
         jobs.note(ctx, run, "Container started")
 

@@ -20,8 +20,9 @@ precise cause in ``innerError.code``:
     ComputeDeleted              the cluster was deleted under the job
 
 Deviations: one node per job (``resources.instanceCount`` must be 1); no code upload (the
-command carries the script, e.g. as a bash heredoc); inputs and outputs are kept but not
-materialized, and no ``default`` output is added (in Azure it points at the workspace artifact
+command carries the script, e.g. as a bash heredoc); ``uri_folder`` inputs on a datastore are
+materialized when the container starts (``job_inputs``), other inputs and outputs are kept but
+not materialized, and no ``default`` output is added (in Azure it points at the workspace artifact
 store, from which the SDK would then stream logs).
 """
 

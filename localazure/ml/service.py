@@ -7,7 +7,15 @@ from __future__ import annotations
 from localazure.core.context import Context
 from localazure.core.router import Routes
 from localazure.core.service import BaseService
-from localazure.ml import admin, computes, environments, jobs, runhistory, workspaces
+from localazure.ml import (
+    admin,
+    computes,
+    datastores,
+    environments,
+    jobs,
+    runhistory,
+    workspaces,
+)
 from localazure.ml.job_runner import JobRunner
 from localazure.nodes import pool as node_pool
 from localazure.nodes.containers import ContainerRuntime
@@ -21,7 +29,7 @@ class MachineLearningService(BaseService):
         self._loop: LifecycleLoop | None = None
 
     def register(self, routes: Routes, ctx: Context) -> None:
-        for module in (workspaces, computes, environments, jobs, runhistory, admin):
+        for module in (workspaces, computes, environments, datastores, jobs, runhistory, admin):
             module.register(routes.arm, ctx)
         runtime = ContainerRuntime()
         self._loop = LifecycleLoop(ctx, runtime, [JobRunner(ctx, runtime)])

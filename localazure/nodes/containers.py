@@ -9,6 +9,13 @@ image (a repository ending in ``winarena``) also gets what the WAA client needs 
 run a job's tasks through one stand-in process (WAA's own task loop). ``PATH`` starts with the emulator's own
 Python environment, so ``python`` in a command is a Python with the project's packages.
 
+The WAA image's Windows VM is the stand-in ``localazure.workload.waa_vm`` (``WAA_VM_START_CMD``):
+each container gets a loopback address of its own for the VM's ``GET /probe``
+(``WAA_PROBE_URL``, ``WAA_STANDIN_VM_LISTEN``, port 5000 as WAA's 20.20.20.21:5000), the probe
+loop's interval scaled down (0.5 s for WAA's 5 s), and no ``/storage`` link (the container's
+``/`` is the host's): the golden image is where the tier mounts it (``--golden-image-path``).
+``waa_vm_environment`` adds the boot time of the node's size and, on a node without KVM, why.
+
 The nested-virtualization rule: the WAA image runs a Windows VM under KVM, so on a node whose
 VM size lacks nested virtualization, or that uses TrustedLaunch, it prints
 ``KVM_UNAVAILABLE_LOG`` and exits with code 1 (``no_kvm_reason`` says why).
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -33,6 +41,7 @@ from localazure.workload.task_model import SYNTHETIC_TEST_ALL
 
 MARKER = "LOCALAZURE_ML_CONTAINER_OF"
 WAA_REPOSITORY_SUFFIX = "winarena"
+WAA_PROBE_PORT = 5000
 _SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # What the WAA container prints when it starts on a node without KVM (TrustedLaunch, or a VM
@@ -75,8 +84,28 @@ def image_environment(image_ref: str, image: dict[str, Any]) -> dict[str, str]:
         env.setdefault("WAA_TEST_ALL_META", str(SYNTHETIC_TEST_ALL))
         # One stand-in process per job runs the job's tasks, as WAA's own task loop does.
         env.setdefault("WAA_CLIENT_BATCH", "1")
+        env.update(_standin_vm_environment())
     env.pop("PATH", None)
     return env
+
+
+def _standin_vm_environment() -> dict[str, str]:
+    """The stand-in VM of one container: its start command and a probe address of its own."""
+    address = "127.{}.{}.{}".format(*(1 + secrets.randbelow(254) for _ in range(3)))
+    return {
+        "WAA_VM_START_CMD": f"{sys.executable} -m localazure.workload.waa_vm",
+        "WAA_STANDIN_VM_LISTEN": f"{address}:{WAA_PROBE_PORT}",
+        "WAA_PROBE_URL": f"http://{address}:{WAA_PROBE_PORT}/probe",
+        "WAA_PROBE_INTERVAL": "0.5",
+        "WAA_STORAGE_LINK": "",
+    }
+
+
+def waa_vm_environment(image_ref: str, size: VmSize, timing: Any) -> dict[str, str]:
+    """The stand-in VM's boot time on a node of this size (``Timing.vm_boot``)."""
+    if not is_waa_image(image_ref):
+        return {}
+    return {"WAA_STANDIN_VM_BOOT_S": f"{timing.vm_boot(size.vcpus):.3f}"}
 
 
 def container_environment(

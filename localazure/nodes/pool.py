@@ -66,6 +66,9 @@ class Timing:
     pull_base_s: float = 0.2
     pull_s_per_gb: float = 0.1
     finalize_s: float = 0.2
+    # The Windows VM's boot inside the WAA container (real WAA: minutes) on a 4-vCPU node;
+    # more vCPUs boot faster, fewer slower.
+    vm_boot_s: float = 1.0
 
     def provision(self) -> float:
         return self.node_provision_s * self.time_scale
@@ -75,6 +78,9 @@ class Timing:
 
     def finalize(self) -> float:
         return self.finalize_s * self.time_scale
+
+    def vm_boot(self, vcpus: int) -> float:
+        return self.vm_boot_s * self.time_scale * 4 / max(vcpus, 2)
 
 
 def _default_timing() -> Timing:

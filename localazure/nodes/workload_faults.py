@@ -9,6 +9,10 @@ its ``job`` regex when it gets a node:
 - ``crash``: the container is killed (SIGKILL, exit code 137) after ``after_s`` (default 1)
 - ``preempt``: the node is preempted after ``after_s`` (default 1): process killed, node gone
 - ``slow_start``: Preparing takes ``delay_s`` longer (default 5)
+- ``boot_hang``: the WAA container's Windows VM never finishes booting (its probe never answers)
+- ``probe_stops``: the VM stops answering its probe ``after_s`` after it first booted; a restart
+  inside the container boots it again
+- ``restart_fails``: as ``probe_stops``, and every later boot of the VM hangs
 """
 
 from __future__ import annotations
@@ -20,7 +24,16 @@ from typing import Any
 from localazure.core.context import Context
 
 FAULT_KIND = "ml-fault"
-FAULTS = ("never_starts", "pull_fails", "stuck", "crash", "preempt", "slow_start")
+VM_FAULTS = ("boot_hang", "probe_stops", "restart_fails")
+FAULTS = (
+    "never_starts",
+    "pull_fails",
+    "stuck",
+    "crash",
+    "preempt",
+    "slow_start",
+    *VM_FAULTS,
+)
 DEFAULT_AFTER_S = 1.0
 DEFAULT_DELAY_S = 5.0
 _TASK_IDS = re.compile(r"--task-ids(?:=|\s+)['\"]?([^\s'\",]+)")
@@ -98,6 +111,11 @@ def fault_environment(fault: dict[str, Any] | None, command: str) -> dict[str, s
         task_id = first_task_id(command)
         if task_id:
             return {"WAA_STANDIN_STUCK_TASK": task_id}
+    if fault and fault["fault"] in VM_FAULTS:
+        return {
+            "WAA_STANDIN_VM_FAULT": fault["fault"],
+            "WAA_STANDIN_VM_FAULT_AFTER_S": f"{fault['after_s']:g}",
+        }
     return {}
 
 

@@ -13,6 +13,12 @@ Environment: ``WAA_STANDIN_SEED`` (default 0), ``WAA_STANDIN_TIME_SCALE`` (secon
 simulated minute, default 0.05), and two faults: ``WAA_STANDIN_STUCK_TASK=<task_id>`` prints the
 task's first line and then hangs without output, ``WAA_STANDIN_CRASH_TASK=<task_id>`` exits with
 code 1 and a traceback before writing a result.
+
+With ``WAA_VM_READY_URL`` set (the probe of the VM the worker booted, the stand-in VM
+``localazure.workload.waa_vm``), each task
+starts by asking the VM, as WAA's client talks to the server inside the VM for every step: a VM
+that does not answer ends the client with code 1 and the connection error, before the task has a
+result.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import os
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from datetime import datetime
 from pathlib import Path
 
@@ -85,6 +93,28 @@ def run_task(
     log(f"Result: {score:.2f}", lineno=79)
 
 
+def vm_answers(url: str) -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=5) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def vm_gone(task_id: str, url: str) -> None:
+    sys.stdout.flush()
+    sys.stderr.write(
+        "Traceback (most recent call last):\n"
+        '  File "/client/desktop_env/controllers/python.py", line 31, in get_screenshot\n'
+        '    response = requests.get(self.http_server + "/screenshot")\n'
+        f"requests.exceptions.ConnectionError: the Windows VM's server ({url}) did not answer "
+        f"while running task {task_id}\n"
+    )
+    sys.stderr.flush()
+    sys.exit(1)
+
+
 def crash_now(task_id: str) -> None:
     sys.stdout.flush()
     sys.stderr.write(
@@ -115,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
                 # WAA's run.py skips examples that already have a result.
                 log(f"Skipping finished example {domain}/{task_id}", lineno=190)
                 continue
+            probe = os.environ.get("WAA_VM_READY_URL")
+            if probe and not vm_answers(probe):
+                vm_gone(task_id, probe)
             run_task(domain, task_id, task_dir, seed, time_scale, args.max_steps)
     return 0
 

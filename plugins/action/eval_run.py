@@ -48,10 +48,17 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.run_lock impo
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.run_summary import (
     ledger_summary,
 )
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.startup_checks import (
+    DEFAULT_VM_BOOT_TIMEOUT_S,
+)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers import registry
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base import (
     TierContext,
     TierSpec,
+)
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.warm_pool import (
+    WarmsPool,
+    warm_pool,
 )
 
 display = Display()
@@ -69,6 +76,10 @@ ARGUMENT_SPEC = dict(
     workers=dict(type="int", default=10),
     scheduling=dict(type="str", default="dynamic", choices=["dynamic", "static"]),
     startup_timeout=dict(type="float", default=600),
+    vm_boot_timeout=dict(type="float", default=DEFAULT_VM_BOOT_TIMEOUT_S),
+    # Scale to the workers and check every node (image pulled, golden image there) first.
+    warm_pool=dict(type="bool", default=False),
+    warm_pool_timeout=dict(type="float", default=900),
     stuck_after=dict(type="float", default=600),
     max_attempts=dict(type="int", default=3),
     poll_interval=dict(type="float", default=10),
@@ -140,6 +151,7 @@ class ActionModule(ActionBase):
                 workers=args["workers"],
                 poll_interval=args["poll_interval"],
                 startup_timeout=args["startup_timeout"],
+                vm_boot_timeout=args["vm_boot_timeout"],
                 stuck_after=args["stuck_after"],
                 max_attempts=args["max_attempts"],
                 scheduling=args["scheduling"],
@@ -168,8 +180,11 @@ class ActionModule(ActionBase):
                     else ""
                 )
             )
+            warm = None
             try:
                 with _interruptible():
+                    if args["warm_pool"]:
+                        warm = self._warm_pool(tier, args)
                     run = engine.run()
             except KeyboardInterrupt:
                 # ansible-playbook itself only says "User interrupted execution".
@@ -198,6 +213,8 @@ class ActionModule(ActionBase):
             finally:
                 tier.close()
         evaluation = run.to_dict()
+        if warm is not None:
+            evaluation["warm_pool"] = warm.to_dict()
         result.update(
             changed=run.session_jobs_submitted > 0,
             evaluation=evaluation,
@@ -208,6 +225,26 @@ class ActionModule(ActionBase):
         )
         (run_dir / "result.json").write_text(json.dumps(evaluation, indent=2, default=str))
         return result
+
+    def _warm_pool(self, tier, args):
+        if not isinstance(tier, WarmsPool):
+            raise AnsibleActionFail(
+                f"eval_warm_pool: tier {args['tier']} cannot warm a pool; set it false"
+            )
+        report = warm_pool(
+            tier,
+            args["workers"],
+            args["run_name"],
+            timeout=args["warm_pool_timeout"],
+            poll_interval=args["poll_interval"],
+        )
+        summary = report.to_dict()
+        unhealthy = ", ".join(summary["unhealthy_nodes"])
+        display.display(
+            f"eval_run: warm pool of {summary['scaled_to']} nodes in {summary['ready_s']:.1f}s: "
+            f"{summary['healthy']} healthy" + (f", unhealthy: {unhealthy}" if unhealthy else "")
+        )
+        return report
 
     def _task_environment(self, task_vars):
         environment = {}
@@ -220,6 +257,8 @@ class ActionModule(ActionBase):
     def _tier_context(self, args, environment, run_dir):
         job_env = dict(args["environment_variables"])
         job_env["HEARTBEAT_INTERVAL"] = str(args["heartbeat_interval"])
+        # The worker bounds a restart of the VM inside the container by the same limit.
+        job_env["WAA_VM_BOOT_TIMEOUT"] = str(args["vm_boot_timeout"])
         return TierContext(
             options=args["tier_options"],
             environment={**os.environ, **environment, **_auth_environment(args)},

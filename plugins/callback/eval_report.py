@@ -122,6 +122,24 @@ def summary_lines(run, path):
             + (f", mean task {avg:.1f}s" if avg else "")
             + f", {ev.get('jobs_submitted', 0)} jobs"
         )
+    boot = ev.get("boot") or {}
+    booted = [j["boot_s"] for j in (boot.get("jobs") or {}).values() if j.get("boot_s") is not None]
+    if booted:
+        lines.append(
+            f"  WAA VM boot: median {boot['median_boot_s']:.1f}s, max {boot['max_boot_s']:.1f}s "
+            f"over {len(booted)} jobs (per job in the report's boot.jobs)"
+        )
+    warm = ev.get("warm_pool") or {}
+    if warm:
+        lines.append(
+            f"  warm pool: {warm['healthy']} of {warm['scaled_to']} nodes healthy in "
+            f"{warm['ready_s']:.1f}s"
+            + (
+                f"; unhealthy: {', '.join(warm['unhealthy_nodes'])}"
+                if warm["unhealthy_nodes"]
+                else ""
+            )
+        )
     cost = ev.get("cost") or {}
     if cost:
         lines.append(

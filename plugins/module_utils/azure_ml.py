@@ -117,6 +117,21 @@ def compute_resource(ml_client, name: str):
     )
 
 
+def set_min_nodes(ml_client, name: str, min_nodes: int) -> int:
+    """Set a cluster's minimum node count by a PUT of its whole REST resource (the entity would
+    drop what it does not model, such as the security type); returns the minimum it had."""
+    rest = compute_resource(ml_client, name)
+    scale = rest.properties.properties.scale_settings
+    previous = int(scale.min_node_count or 0)
+    wanted = max(0, min(min_nodes, int(scale.max_node_count or min_nodes)))
+    if wanted != previous:
+        scale.min_node_count = wanted
+        ml_client.compute._operation.begin_create_or_update(
+            ml_client.resource_group_name, ml_client.workspace_name, name, rest
+        ).result()
+    return previous
+
+
 WORKSPACE_ARGS = dict(
     resource_group=dict(type="str", required=True),
     workspace=dict(type="str", required=True),

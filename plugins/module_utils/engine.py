@@ -87,6 +87,10 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.scheduler imp
     Scheduler,
     make_scheduler,
 )
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.startup_checks import (
+    DEFAULT_VM_BOOT_TIMEOUT_S,
+    BootWatch,
+)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.status_file import (
     CostFigures,
     DashboardSnapshot,
@@ -143,6 +147,8 @@ class EngineConfig:
     workers: int = 10
     poll_interval: float = 10.0
     startup_timeout: float = 600.0
+    # WAA's Windows VM answering its probe, from the worker's vm_starting (startup_checks).
+    vm_boot_timeout: float = DEFAULT_VM_BOOT_TIMEOUT_S
     stuck_after: float = 600.0
     max_attempts: int = 3
     scheduling: str = "dynamic"
@@ -181,8 +187,8 @@ class EngineConfig:
             raise ValueError("max_attempts must be at least 1")
         if self.poll_interval <= 0:
             raise ValueError("poll_interval must be positive")
-        if self.startup_timeout <= 0 or self.stuck_after <= 0:
-            raise ValueError("startup_timeout and stuck_after must be positive")
+        if self.startup_timeout <= 0 or self.stuck_after <= 0 or self.vm_boot_timeout <= 0:
+            raise ValueError("startup_timeout, vm_boot_timeout and stuck_after must be positive")
         if self.poll_threads < 1:
             raise ValueError("poll_threads must be at least 1")
         if self.scheduling not in ("dynamic", "static"):
@@ -261,6 +267,7 @@ class EvaluationEngine:
             clock=clock,
         )
         self._book = JobBook(tier)
+        self._boot = BootWatch(self.config.vm_boot_timeout)
         self._final: dict[str, TaskResultRow] = {}
         self._retries: list[RetryRecord] = []
         self._hold_until = 0.0
@@ -665,6 +672,12 @@ class EvaluationEngine:
         for event in parse_lines(lines):
             self._on_event(job, event, now)
         self._book.note_status(job, status, now)
+        boot_failure = self._boot.failure(job.job_key, now)
+        if boot_failure is not None:
+            if not boot_failure.is_transient:
+                raise PermanentFailure(boot_failure)
+            self._fail_job(job, boot_failure, now)
+            return
         if status.state.terminal:
             self._on_terminal(job, status, now)
             return
@@ -673,6 +686,7 @@ class EvaluationEngine:
             # Queued behind a busy node of this run: the container has had no chance to start.
             job.startup_from = now
         self._schedule_next_poll(job, now, waiting)
+        job.next_poll_at = self._boot.poll_by(job.job_key, job.next_poll_at)
         failure = health_failure(
             job,
             now,
@@ -722,6 +736,8 @@ class EvaluationEngine:
             # Any event proves the worker runs, even if the "started" line itself was lost.
             job.first_event_at = now
         job.worker = event.worker
+        if self._boot.take(job.job_key, event, now):
+            return
         if event.event == "task_started":
             task_id = event.task_id
             if task_id in job.task_ids and task_id not in job.reported:
@@ -1184,6 +1200,7 @@ class EvaluationEngine:
             cost=cost,
             sessions=self._session,
             session_jobs_submitted=self._jobs_submitted,
+            boot=self._boot.report(),
         )
 
 

@@ -102,6 +102,8 @@ class RunResult:
     cost: CostBreakdown
     sessions: int = 1
     session_jobs_submitted: int = 0  # by the last session alone
+    # WAA's VM boot per job of the last session (startup_checks.BootWatch.report).
+    boot: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -16,7 +16,19 @@ from typing import Any
 
 EVENT_PREFIX = "WAA_EVENT "
 EVENT_NAMES = frozenset(
-    {"started", "task_started", "heartbeat", "task_result", "finished", "failed"}
+    {
+        "started",
+        "image_ready",
+        "vm_starting",
+        "vm_ready",
+        "vm_lost",
+        "warm_up",
+        "task_started",
+        "heartbeat",
+        "task_result",
+        "finished",
+        "failed",
+    }
 )
 TASK_STATUSES = frozenset({"success", "fail", "error"})
 

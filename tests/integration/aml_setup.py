@@ -18,6 +18,8 @@ from azure.ai.ml.entities import Environment
 from azure.mgmt.authorization import AuthorizationManagementClient
 from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 from azure.mgmt.resource import ResourceManagementClient
+from azure.mgmt.storage import StorageManagementClient
+from azure.storage.blob import BlobServiceClient
 
 from ansible_collections.openadapt.azure_eval.plugins.module_utils import azure_ml
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.aml import AmlTier
@@ -31,6 +33,13 @@ COMPUTE_API = "2023-08-01-preview"
 ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 WAA_SOURCE = "windowsarena/winarena:latest"
 TERMINAL = ("Completed", "Failed", "Canceled")
+GOLDEN_IMAGE = REPO_ROOT / "localazure" / "workload" / "data" / "golden_image" / "storage"
+IMAGE_ACCOUNT, IMAGE_CONTAINER, DATASTORE = "waaevalimages", "waa-golden-image", "waa_golden_image"
+STORAGE_API = "2023-05-01"
+BLOB_READER = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
+BLOB_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
+DEV_SP_OBJECT_ID = "0c1e5b3a-0000-4000-8000-00000000aa04"
+GOLDEN_IMAGE_URI = f"azureml://datastores/{DATASTORE}/paths/storage"
 STD_LOG = "user_logs/std_log.txt"
 
 # The job environment of every test run: quick heartbeats and a fast WAA stand-in (0.02 s of
@@ -48,6 +57,8 @@ class AmlWorld:
     registry_id: str
     environment: str = f"azureml:{ENVIRONMENT}:1"
     clusters: list[str] = field(default_factory=list)
+    # The job input every tier() mounts: the synthetic golden image on a datastore.
+    golden_image: str = ""
 
     @property
     def resource_group(self) -> str:
@@ -99,6 +110,69 @@ class AmlWorld:
         self.clusters.append(name)
         return compute_id
 
+    @property
+    def image_container_id(self) -> str:
+        return (
+            f"/subscriptions/{self.emulator.subscription_id}/resourceGroups/{RG}/providers"
+            f"/Microsoft.Storage/storageAccounts/{IMAGE_ACCOUNT}/blobServices/default"
+            f"/containers/{IMAGE_CONTAINER}"
+        )
+
+    def upload_golden_image(self, prefix: str = "storage", source: Path = GOLDEN_IMAGE) -> str:
+        """The files of ``source`` under ``prefix`` in the image container (created with its
+        account on first use), an identity-based datastore on that container, Storage Blob Data
+        Reader on it for the workspace identity (the clusters' jobs read with it); returns the
+        job input's URI."""
+        container_id = self.image_container_id
+        storage = self.emulator.mgmt_client(StorageManagementClient)
+        if not [
+            a
+            for a in storage.storage_accounts.list_by_resource_group(RG)
+            if a.name == IMAGE_ACCOUNT
+        ]:
+            storage.storage_accounts.begin_create(
+                RG,
+                IMAGE_ACCOUNT,
+                {"location": LOCATION, "sku": {"name": "Standard_LRS"}, "kind": "StorageV2"},
+            ).result()
+            self.resources.resources.begin_create_or_update_by_id(
+                container_id, STORAGE_API, {"properties": {"publicAccess": "None"}}
+            ).result()
+            self._grant(container_id, BLOB_CONTRIBUTOR, DEV_SP_OBJECT_ID)
+            self._grant(container_id, BLOB_READER, self.principal_id)
+            self.resources.resources.begin_create_or_update_by_id(
+                f"{self.workspace_id}/datastores/{DATASTORE}",
+                WORKSPACE_API,
+                {
+                    "properties": {
+                        "datastoreType": "AzureBlob",
+                        "accountName": IMAGE_ACCOUNT,
+                        "containerName": IMAGE_CONTAINER,
+                        "credentials": {"credentialsType": "None"},
+                    }
+                },
+            ).result()
+        url = f"https://{IMAGE_ACCOUNT}.blob.core.windows.net"
+        container = BlobServiceClient(url, credential=self.emulator.credential())
+        client = container.get_container_client(IMAGE_CONTAINER)
+        for path in sorted(source.iterdir()) if source.is_dir() else []:
+            with open(path, "rb") as data:
+                client.upload_blob(f"{prefix}/{path.name}", data, overwrite=True)
+        return f"azureml://datastores/{DATASTORE}/paths/{prefix}"
+
+    def _grant(self, scope: str, role: str, principal_id: str) -> None:
+        auth = self.emulator.mgmt_client(AuthorizationManagementClient)
+        auth.role_assignments.create(
+            scope,
+            str(uuid.uuid4()),
+            {
+                "role_definition_id": f"/subscriptions/{self.emulator.subscription_id}/providers"
+                f"/Microsoft.Authorization/roleDefinitions/{role}",
+                "principal_id": principal_id,
+                "principal_type": "ServicePrincipal",
+            },
+        )
+
     def compute_exists(self, name: str) -> bool:
         from azure.core.exceptions import ResourceNotFoundError
 
@@ -115,6 +189,7 @@ class AmlWorld:
         run_name: str,
         compute: str = "waa",
         job_environment: dict[str, str] | None = None,
+        golden_image: str | None = None,
     ) -> AmlTier:
         return AmlTier.from_environment(
             {**os.environ, **self.emulator.env},
@@ -127,6 +202,7 @@ class AmlWorld:
             run_name=run_name,
             job_environment={**FAST_JOB_ENV, **(job_environment or {})},
             node_sample_interval=0.2,
+            golden_image=self.golden_image if golden_image is None else golden_image,
         )
 
     # -- what the emulator holds ------------------------------------------------------------------
@@ -262,6 +338,7 @@ def build(
         world.grant_acr_pull()
     if cluster is not None:
         world.cluster(**cluster)
+    world.golden_image = world.upload_golden_image()
     world.ml_client.environments.create_or_update(
         Environment(name=ENVIRONMENT, version="1", image=f"{REGISTRY}.azurecr.io/winarena:latest")
     )

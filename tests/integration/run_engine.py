@@ -4,7 +4,8 @@ evaluation engine on the AML tier against the emulator named by the environment.
     python run_engine.py '<json>'
 
 The JSON holds ``resource_group``, ``workspace``, ``compute``, ``environment``, ``run_name``,
-``ledger``, ``tasks`` ([[domain, task_id], ...]), ``job_environment``, ``engine`` (keyword
+``ledger``, ``tasks`` ([[domain, task_id], ...]), ``job_environment``, ``golden_image`` (the job
+input's URI), ``engine`` (keyword
 arguments of EngineConfig) and optionally ``go_file``: with it, the controller connects, prints
 ``ready`` and starts the run only once that file exists. On completion it prints the run's
 summary as one JSON line and exits 0; interrupted (Ctrl-C), it exits 130 after the engine
@@ -44,6 +45,7 @@ def main(argv: list[str]) -> int:
         run_name=spec["run_name"],
         job_environment=spec.get("job_environment") or {},
         node_sample_interval=0.2,
+        golden_image=spec.get("golden_image") or "",
     )
     config = EngineConfig(
         price_per_node_hour=tier.price_per_node_hour, run_id=spec["run_name"], **spec["engine"]

@@ -21,7 +21,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from aml_setup import FAST_JOB_ENV, RG, TERMINAL, WORKSPACE, build
+from aml_setup import FAST_JOB_ENV, GOLDEN_IMAGE_URI, RG, TERMINAL, WORKSPACE, build
 
 from ansible_collections.openadapt.azure_eval.plugins.module_utils import azure_ml
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.engine import (
@@ -70,8 +70,13 @@ def engine_config(run_id: str, price: float, **overrides) -> EngineConfig:
     return EngineConfig(**settings)
 
 
+# These tests time faults and limits from the container's start: the worker skips WAA's VM boot
+# (its phases and failures are tested in test_waa_boot.py).
+NO_BOOT = {"WAA_VM_BOOT": "0"}
+
+
 def run_engine(world, run_id, tasks, ledger_path, *, job_environment=None, **overrides):
-    tier = world.tier(run_id, job_environment=job_environment)
+    tier = world.tier(run_id, job_environment={**NO_BOOT, **(job_environment or {})})
     engine = EvaluationEngine(
         tier,
         tasks,
@@ -624,7 +629,8 @@ def start_controller(
         "run_name": run_name,
         "ledger": str(ledger_path),
         "tasks": [list(task) for task in tasks],
-        "job_environment": job_environment,
+        "job_environment": {**NO_BOOT, **job_environment},
+        "golden_image": GOLDEN_IMAGE_URI,
         "engine": {"workers": 3, "poll_interval": 0.2, "startup_timeout": 5.0, "stuck_after": 2.0},
     }
     with open(tmp_path / f"{run_name}.out", "w") as output:  # the child keeps its own copy

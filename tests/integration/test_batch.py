@@ -28,6 +28,9 @@ IMAGE = f"{REGISTRY}.azurecr.io/winarena:latest"
 FAST_WAA = [
     batch_models.EnvironmentSetting(name="WAA_STANDIN_TIME_SCALE", value="0.01"),
     batch_models.EnvironmentSetting(name="HEARTBEAT_INTERVAL", value="0.5"),
+    # No golden image is mounted on these pools yet (the Batch tier's mount configuration):
+    # the worker leaves WAA's VM boot out.
+    batch_models.EnvironmentSetting(name="WAA_VM_BOOT", value="0"),
 ]
 
 

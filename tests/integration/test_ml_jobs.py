@@ -201,7 +201,8 @@ def events(log: str) -> list[dict]:
     return [json.loads(line[10:]) for line in log.splitlines() if line.startswith("WAA_EVENT ")]
 
 
-FAST_WAA = {"WAA_STANDIN_TIME_SCALE": "0.01"}
+# These jobs mount no golden image: the worker leaves WAA's VM boot out (test_waa_boot.py).
+FAST_WAA = {"WAA_STANDIN_TIME_SCALE": "0.01", "WAA_VM_BOOT": "0"}
 
 
 # -- the lifecycle --------------------------------------------------------------------------------

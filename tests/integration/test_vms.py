@@ -32,7 +32,8 @@ def world(azure):
 
 
 def _worker(container: str, tasks=TASKS) -> str:
-    env = " ".join(f"-e {k}={v}" for k, v in FAST_JOB_ENV.items())
+    # No golden image is copied onto these VMs yet (the VM tier's job): no VM boot.
+    env = " ".join(f"-e {k}={v}" for k, v in {**FAST_JOB_ENV, "WAA_VM_BOOT": "0"}.items())
     command = worker_command(WORKER_SCRIPT.read_text(), container, tasks)
     return f"docker run -d --name {container} {env} vmevals.azurecr.io/winarena:latest bash -c {shlex.quote(command)}"
 

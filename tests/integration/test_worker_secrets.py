@@ -103,6 +103,7 @@ def _run_worker(
         "WAA_SECRETS_VAULT_URL": f"https://{VAULT}.vault.azure.net",
         "WAA_SECRET_NAMES": json.dumps(names),
         "WAA_CLIENT_CMD": f"{sys.executable} {tmp_path / 'client.py'}",
+        "WAA_VM_BOOT": "0",  # a worker outside a WAA container: no VM to boot
         "EXPECTED_DIGEST": hashlib.sha256(canary.encode()).hexdigest(),
         **workload,
     }

@@ -52,6 +52,7 @@ def worker_env(**extra):
         PYTHONPATH=str(REPO_ROOT),
         WAA_CLIENT_CMD=STANDIN,
         WAA_STANDIN_TIME_SCALE="0.003",
+        WAA_VM_BOOT="0",
     )
     env.update(extra)
     return env

@@ -44,6 +44,7 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.credentials i
     subscription_from_env,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures import (
+    AUTHORIZATION_FAILED,
     IMAGE_NOT_FOUND,
     INVALID_CONFIGURATION,
     NESTED_VIRTUALIZATION_UNAVAILABLE,
@@ -100,6 +101,9 @@ FAILURE_CODES: dict[str, str] = {
     "nodelost": SERVER_ERROR,
     "computedeleted": INVALID_CONFIGURATION,
     "kvmunavailable": NESTED_VIRTUALIZATION_UNAVAILABLE,
+    # A job input (the golden image) the compute's identity may not read, or that is not there.
+    "dataaccessauthorizationfailure": AUTHORIZATION_FAILED,
+    "datastorenotfound": INVALID_CONFIGURATION,
 }
 
 
@@ -116,6 +120,9 @@ class AmlTier(BaseTier):
     worker_script: str
     experiment_name: str
     run_name: str
+    # WAA's golden image on a datastore (azureml://datastores/<name>/paths/<path>), mounted
+    # read-only into every job as input ``golden_image``; empty: the worker looks at /storage.
+    golden_image: str = ""
     job_environment: dict[str, str] = field(default_factory=dict)
     secret_environment: dict[str, str] = field(default_factory=dict)
     job_timeout: int = 14400
@@ -284,16 +291,39 @@ class AmlTier(BaseTier):
     # -- Tier ---------------------------------------------------------------------------------
 
     def submit(self, job_key: str, task_ids: list[str]) -> str:
+        return self._submit(job_key, task_ids, f"{len(task_ids)} tasks")
+
+    def submit_warm_up(self, job_key: str) -> str:
+        """A job that only checks its node: the image pulled, the golden image mounted."""
+        return self._submit(job_key, [], "warm-up", ["--warm-up"])
+
+    def scale_to(self, min_nodes: int) -> int:
+        """Keep at least ``min_nodes`` nodes (at most the cluster's maximum); returns the
+        minimum it had, to give back afterwards (the idle scale-down then returns the rest)."""
+        return azure_ml.set_min_nodes(self.ml_client, self.compute, min_nodes)
+
+    def _submit(
+        self, job_key: str, task_ids: list[str], what: str, extra_args: list[str] | None = None
+    ) -> str:
         self._sample_nodes()
         from azure.ai.ml import command
         from azure.core.exceptions import ResourceExistsError
 
         name = job_name(job_key)
+        inputs, extra_args = {}, list(extra_args or [])
+        if self.golden_image:
+            from azure.ai.ml import Input
+
+            inputs["golden_image"] = Input(
+                type="uri_folder", path=self.golden_image, mode="ro_mount"
+            )
+            extra_args += ["--golden-image-path", "${{inputs.golden_image}}"]
         job = command(
             name=name,
-            display_name=f"{self.run_name} {job_key} ({len(task_ids)} tasks)",
+            display_name=f"{self.run_name} {job_key} ({what})",
             experiment_name=self.experiment_name,
-            command=worker_command(self.worker_script, job_key, task_ids),
+            command=worker_command(self.worker_script, job_key, task_ids, extra_args),
+            inputs=inputs or None,
             environment=self.environment,
             compute=self.compute,
             environment_variables={**self.job_environment, **self.secret_environment},
@@ -421,6 +451,7 @@ ARGUMENT_SPEC = dict(
     compute=dict(type="str", required=True),
     environment=dict(type="str", required=True),
     experiment_name=dict(type="str", default="waa-evaluation"),
+    golden_image=dict(type="str", default=""),
 )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shlex
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,12 +29,15 @@ def worker_args(job_key: str, task_ids: list[str]) -> list[str]:
     return ["--worker-id", job_key, "--task-ids", ",".join(task_ids)]
 
 
-def worker_command(worker_script: str, job_key: str, task_ids: list[str]) -> str:
+def worker_command(
+    worker_script: str, job_key: str, task_ids: list[str], extra_args: Sequence[str] = ()
+) -> str:
     """A shell command that writes the worker script, then runs it on the job's tasks (for
-    tiers that run a command line and have no code upload)."""
+    tiers that run a command line and have no code upload); ``extra_args`` go to the worker
+    (``--golden-image-path <where the tier mounts it>``)."""
     if _HEREDOC_END in worker_script:
         raise ValueError("the worker script contains the heredoc terminator")
-    args = shlex.join(worker_args(job_key, task_ids))
+    args = shlex.join([*worker_args(job_key, task_ids), *extra_args])
     return (
         f"cat > waa_worker.py <<'{_HEREDOC_END}'\n{worker_script.rstrip()}\n{_HEREDOC_END}\n"
         f"python -u waa_worker.py {args}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shlex
 import signal
 import subprocess
@@ -34,6 +35,7 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.common 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 WORKER_SCRIPT = REPO_ROOT / "worker" / "waa_worker.py"
 SYNTHETIC_TEST_ALL = REPO_ROOT / "localazure" / "workload" / "data" / "waa_synthetic_test_all.json"
+GOLDEN_IMAGE = REPO_ROOT / "localazure" / "workload" / "data" / "golden_image" / "storage"
 WORKER_EXITED = "WorkerExited"
 
 
@@ -65,6 +67,7 @@ class LocalTier(BaseTier):
         heartbeat_interval: float = 30.0,
         python: str = sys.executable,
         cancel_grace_s: float = 5.0,
+        vm_boot: bool = False,
     ) -> None:
         self.workdir = Path(workdir)
         self.test_all_meta = Path(test_all_meta)
@@ -73,6 +76,9 @@ class LocalTier(BaseTier):
         self.extra_env = dict(extra_env or {})
         self.heartbeat_interval = heartbeat_interval
         self.cancel_grace_s = cancel_grace_s
+        # The worker's VM boot (worker/waa_worker.py) on the emulator's stand-in VM and
+        # synthetic golden image; off: the tasks start at once.
+        self.vm_boot = vm_boot
         self.result_dir = self.workdir / "results"
         self.log_dir = self.workdir / "logs"
         self._jobs: dict[str, _LocalJob] = {}
@@ -99,8 +105,27 @@ class LocalTier(BaseTier):
         env["PYTHONPATH"] = os.pathsep.join(python_path)
         env["PYTHONUNBUFFERED"] = "1"
         env["WAA_CLIENT_CMD"] = self.client_cmd
+        env.update(self._vm_env(job_key) if self.vm_boot else {"WAA_VM_BOOT": "0"})
         env.update(self.extra_env)
         return env
+
+    def _vm_env(self, job_key: str) -> dict[str, str]:
+        """The stand-in VM of one job: a loopback probe address of its own, the synthetic
+        golden image, and a directory for the VM's state (its boot count)."""
+        address = "127.{}.{}.{}".format(*(1 + secrets.randbelow(254) for _ in range(3)))
+        state = self.workdir / "vm" / job_key
+        state.mkdir(parents=True, exist_ok=True)
+        return {
+            "WAA_VM_BOOT": "1",
+            "WAA_VM_START_CMD": f"{shlex.quote(self.python)} -m localazure.workload.waa_vm",
+            "WAA_GOLDEN_IMAGE_PATH": str(GOLDEN_IMAGE),
+            "WAA_STORAGE_LINK": "",
+            "WAA_STANDIN_VM_LISTEN": f"{address}:5000",
+            "WAA_PROBE_URL": f"http://{address}:5000/probe",
+            "WAA_PROBE_INTERVAL": "0.2",
+            "WAA_STANDIN_VM_BOOT_S": "0.05",
+            "TMPDIR": str(state),
+        }
 
     # the Tier contract -------------------------------------------------------------------------
 
@@ -233,6 +258,7 @@ def _signal_group(process: subprocess.Popen[str], signum: int) -> None:
 ARGUMENT_SPEC = dict(
     test_all_meta=dict(type="path"),
     client_cmd=dict(type="str"),
+    vm_boot=dict(type="bool", default=False),
 )
 
 
@@ -245,6 +271,7 @@ def build(context: TierContext) -> LocalTier:
         client_cmd=context.options.get("client_cmd"),
         extra_env=job_env,
         heartbeat_interval=float(job_env.get("HEARTBEAT_INTERVAL", 30.0)),
+        vm_boot=bool(context.options.get("vm_boot")),
     )
 
 
