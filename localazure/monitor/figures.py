@@ -53,6 +53,13 @@ class NodeFigures:
         self._disk: dict[str, float] = {}
         self._last: dict[str, float] = {}
 
+    def clear(self) -> None:
+        with self._lock:
+            self._samples.clear()
+            self._busy_since.clear()
+            self._disk.clear()
+            self._last.clear()
+
     def sample(self, ctx: Context, now: float) -> None:
         taken = []
         for node in node_pool.active(ctx):

@@ -23,6 +23,10 @@ class MonitorService(BaseService):
         alerting.register(routes.arm, ctx)
         self._sampler = Sampler(ctx, self.figures, alerting.RuleEvaluator(ctx, self.figures))
 
+    def bootstrap(self, ctx: Context) -> None:
+        # A reset empties the store: the samples of its nodes go too.
+        self.figures.clear()
+
     def start(self) -> None:
         if self._sampler is not None:
             self._sampler.start()
