@@ -73,7 +73,9 @@ def _check_rule(props: dict[str, Any]) -> None:
 def register(router: Router, ctx: Context) -> None:
     in_group = in_resource_group(ctx)
 
-    def crud(type_name: str, kind: str, check: Any, global_location: bool) -> None:
+    def crud(type_name: str, check: Any, created: int) -> None:
+        """``created``: the status of a PUT that creates (metricAlerts answers 200 either way,
+        as its REST spec says; actionGroups 201)."""
         short = type_name.split("/", 1)[1]
 
         async def put(request: Request, sub: str, rg: str, name: str) -> Response:
@@ -87,13 +89,13 @@ def register(router: Router, ctx: Context) -> None:
                 "id": rid,
                 "name": name,
                 "type": type_name,
-                "location": body.get("location") or ("global" if global_location else None),
+                "location": body.get("location") or "global",
                 "tags": body.get("tags") or {},
                 "properties": props,
                 "systemData": system_data(existing, request.state.caller),
             }
             ctx.store.put_resource(resource)
-            return json_response(resource, 200 if existing else 201)
+            return json_response(resource, 200 if existing else created)
 
         async def get(request: Request, sub: str, rg: str, name: str) -> Response:
             require_api_version(request)
@@ -121,8 +123,8 @@ def register(router: Router, ctx: Context) -> None:
                        action=f"{type_name}/{verb}", scope=scope)
         router.add("GET", prefix, list_group, parent=in_group, action=f"{type_name}/read")
 
-    crud(ALERT_TYPE, "alert", _check_rule, True)
-    crud(GROUP_TYPE, "group", lambda props: None, True)
+    crud(ALERT_TYPE, _check_rule, 200)
+    crud(GROUP_TYPE, lambda props: None, 201)
 
     async def notifications(request: Request, sub: str, rg: str, name: str) -> Response:
         """Admin view: what the rule's evaluation sent (``/_localazure``-style, under the rule)."""

@@ -199,9 +199,10 @@ def series(
     for key, buckets in sorted(groups.items()):
         out.append(
             {
+                # Every dimension the filter names, as Azure answers.
                 "metadatavalues": [
                     {"name": {"value": names[d], "localizedValue": names[d]}, "value": v}
-                    for d, v in zip(split, key, strict=True)
+                    for d, v in [*fixed.items(), *zip(split, key, strict=True)]
                 ],
                 "data": [
                     {"timeStamp": _iso(t), how.lower(): round(aggregate(v, how), 4)}

@@ -4,8 +4,8 @@
 An alert is one rule and one subject (a job, a task, a node, the run): it is raised once when
 its cause appears, and cleared when the cause ends (the job is closed, the task finishes, the
 node's figures fall back, the retry rate drops). Every raise and clear is announced (Ansible's
-display), sent to the notification channels, and kept with its times for the status file and
-the report.
+display) and kept with its times for the status file and the report; a raised alert is sent
+to the notification channels (one message per alert).
 """
 
 from __future__ import annotations
@@ -233,7 +233,9 @@ class AlertEvaluator:
 
     def _emit(self, state: str, alert: Alert) -> None:
         self._announce(state, alert)
-        self._dispatcher.dispatch({**alert.to_dict(), "state": state, "run_id": self.run_id})
+        # One message per alert, when it is raised; its clearing is in the status and report.
+        if state == "raised":
+            self._dispatcher.dispatch({**alert.to_dict(), "state": state, "run_id": self.run_id})
 
     # what the status file and the report show ----------------------------------------------
 
