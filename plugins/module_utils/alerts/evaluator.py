@@ -47,6 +47,9 @@ class Alert:
     condition: str
     action: str
     raised_at: float
+    # When the cause began, as far as the engine saw it (the job's last event, its start, the
+    # node's first point over the threshold): raised_at - cause_since is the detection time.
+    cause_since: float | None = None
     cleared_at: float | None = None
     cleared_because: str | None = None
 
@@ -86,8 +89,15 @@ class AlertEvaluator:
     def job_given_up(self, job: Any, failure: Failure, now: float) -> None:
         """The engine's health check gave up on a job: the two job rules' causes."""
         rule = {STUCK: R.JOB_STUCK, STARTUP_TIMEOUT: R.STARTUP_TIMEOUT}.get(failure.code)
-        if rule is not None:
-            self._raise(rule, job.job_key, f"job {job.job_key}: {failure.message}", now)
+        if rule == R.JOB_STUCK:
+            since = job.last_event_at
+            if job.in_flight is not None and job.client_idle_s > self.thresholds.stuck_after_s:
+                since = (job.last_event_at or now) - job.client_idle_s
+        elif rule == R.STARTUP_TIMEOUT:
+            since = job.running_since or max(job.startup_from, job.submitted_at)
+        else:
+            return
+        self._raise(rule, job.job_key, f"job {job.job_key}: {failure.message}", now, since)
 
     # the periodic evaluation ---------------------------------------------------------------
 
@@ -118,8 +128,15 @@ class AlertEvaluator:
             now,
             "the retry rate fell back",
         )
+        nodes = list(nodes)
         unhealthy = self._unhealthy_nodes(nodes)
-        self._reconcile(R.NODE_UNHEALTHY, unhealthy, now, "the node's figures fell back")
+        self._reconcile(
+            R.NODE_UNHEALTHY,
+            unhealthy,
+            now,
+            "the node's figures fell back",
+            since={n.node_id: n.over_since(self.thresholds.node_utilisation_pct) for n in nodes},
+        )
         by_handle = {job.handle: job for job in active.values() if job.handle}
         drains = []
         for node in nodes:
@@ -202,14 +219,23 @@ class AlertEvaluator:
 
     # raising and clearing ------------------------------------------------------------------
 
-    def _reconcile(self, rule: str, wanted: Mapping[str, str], now: float, why: str) -> None:
+    def _reconcile(
+        self,
+        rule: str,
+        wanted: Mapping[str, str],
+        now: float,
+        why: str,
+        since: Mapping[str, float | None] | None = None,
+    ) -> None:
         for key, alert in list(self._active.items()):
             if key[0] == rule and key[1] not in wanted:
                 self._clear(alert, now, why)
         for subject, message in wanted.items():
-            self._raise(rule, subject, message, now)
+            self._raise(rule, subject, message, now, (since or {}).get(subject))
 
-    def _raise(self, rule_name: str, subject: str, message: str, now: float) -> None:
+    def _raise(
+        self, rule_name: str, subject: str, message: str, now: float, since: float | None = None
+    ) -> None:
         if (rule_name, subject) in self._active:
             return
         rule = self.rules[rule_name]
@@ -221,6 +247,7 @@ class AlertEvaluator:
             condition=rule.condition,
             action=rule.action,
             raised_at=now,
+            cause_since=since,
         )
         self._active[(rule_name, subject)] = alert
         self.history.append(alert)

@@ -66,6 +66,14 @@ class NodeHealth:
                 over[figure] = points[-1][0] - since
         return over
 
+    def over_since(self, threshold: float) -> float | None:
+        """When the figure that has been over ``threshold`` longest went over (None if none)."""
+        over = self.over_for(threshold)
+        if not over:
+            return None
+        latest = max(points[-1][0] for points in self.series.values() if points)
+        return latest - max(over.values())
+
     def to_dict(self, last: int = 60) -> dict[str, Any]:
         return {
             "node_id": self.node_id,

@@ -110,7 +110,7 @@
     chart("chart-timeline", {
       type: "bar",
       data: { labels, datasets: Object.values(sets) },
-      options: { indexAxis: "y", scales: { x: { type: "linear", min: 0, title: { display: true, text: "s since start" } }, y: { stacked: true } },
+      options: { indexAxis: "y", scales: { x: { type: "linear", min: 0, title: { display: true, text: "s since start" } }, y: { stacked: true, ticks: { autoSkip: false } } },
         plugins: { legend: { position: "bottom" } } },
     });
   }
