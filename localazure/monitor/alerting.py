@@ -113,14 +113,25 @@ def register(router: Router, ctx: Context) -> None:
         async def list_group(request: Request, sub: str, rg: str) -> Response:
             require_api_version(request)
             group = request.state.parent
-            return json_response(list_page(ctx.store.list_resources(type=type_name, parent=group["id"])))
+            return json_response(
+                list_page(ctx.store.list_resources(type=type_name, parent=group["id"]))
+            )
 
         prefix = f"/subscriptions/{{sub}}/resourceGroups/{{rg}}/providers/{type_name}"
         scope = "{parent}/providers/" + type_name + "/{name}"
-        for method, handler, verb in (("PUT", put, "write"), ("GET", get, "read"),
-                                      ("DELETE", delete, "delete")):
-            router.add(method, prefix + "/{name}", handler, parent=in_group,
-                       action=f"{type_name}/{verb}", scope=scope)
+        for method, handler, verb in (
+            ("PUT", put, "write"),
+            ("GET", get, "read"),
+            ("DELETE", delete, "delete"),
+        ):
+            router.add(
+                method,
+                prefix + "/{name}",
+                handler,
+                parent=in_group,
+                action=f"{type_name}/{verb}",
+                scope=scope,
+            )
         router.add("GET", prefix, list_group, parent=in_group, action=f"{type_name}/read")
 
     crud(ALERT_TYPE, _check_rule, 200)
@@ -182,13 +193,20 @@ class RuleEvaluator:
                 how = (criterion.get("timeAggregation") or "Average").capitalize()
                 test = OPERATORS[criterion["operator"].lower()]
                 hits = {}
-                for ts in M.series(samples, definition, dims, now - window, now + 1, window + 1, how):
+                for ts in M.series(
+                    samples, definition, dims, now - window, now + 1, window + 1, how
+                ):
                     values = [p[how.lower()] for p in ts["data"]]
                     # The window is covered: the series has samples from its start on.
                     if values and test(values[0], float(criterion["threshold"])):
-                        label = ",".join(f"{m['name']['value']}={m['value']}" for m in ts["metadatavalues"])
-                        hits[label] = {"value": values[0], "criterion": criterion,
-                                       "dimensions": ts["metadatavalues"]}
+                        label = ",".join(
+                            f"{m['name']['value']}={m['value']}" for m in ts["metadatavalues"]
+                        )
+                        hits[label] = {
+                            "value": values[0],
+                            "criterion": criterion,
+                            "dimensions": ts["metadatavalues"],
+                        }
                 per_criterion.append(hits)
             common = set.intersection(*(set(h) for h in per_criterion)) if per_criterion else set()
             for label in common:
@@ -197,11 +215,13 @@ class RuleEvaluator:
 
     def _settle(self, rule: dict[str, Any], met: dict[str, dict[str, Any]], now: float) -> None:
         prefix = rule["id"].lower() + "|"
-        fired = {k[len(prefix):]: v for k, v in self.ctx.store.items(FIRED_KIND, prefix)}
+        fired = {k[len(prefix) :]: v for k, v in self.ctx.store.items(FIRED_KIND, prefix)}
         for key, hit in met.items():
             if key not in fired:
                 alert_id = uuid.uuid4().hex
-                self.ctx.store.put(FIRED_KIND, prefix + key, {"id": alert_id, "at": now, "hit": hit})
+                self.ctx.store.put(
+                    FIRED_KIND, prefix + key, {"id": alert_id, "at": now, "hit": hit}
+                )
                 self._notify(rule, alert_id, "Fired", hit, now, now)
         if rule["properties"].get("autoMitigate", True):
             for key, record in fired.items():
@@ -261,8 +281,13 @@ class RuleEvaluator:
 
     def _post(self, rule, receiver, body, now) -> None:
         url = receiver.get("serviceUri") or ""
-        record = {"at": now, "receiver": receiver.get("name"), "condition":
-                  body["data"]["essentials"]["monitorCondition"], "status": None, "error": None}
+        record = {
+            "at": now,
+            "receiver": receiver.get("name"),
+            "condition": body["data"]["essentials"]["monitorCondition"],
+            "status": None,
+            "error": None,
+        }
         host = urlparse(url).hostname or ""
         try:
             loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback

@@ -308,7 +308,10 @@ def register(router: Router, ctx: Context, figures: NodeFigures) -> None:
 
     base = "{scope:path}/providers/Microsoft.Insights"
     router.add(
-        "GET", base + "/metricDefinitions", metric_definitions, action=DEFINITIONS_READ,
+        "GET",
+        base + "/metricDefinitions",
+        metric_definitions,
+        action=DEFINITIONS_READ,
         scope="{scope}",
     )
     router.add("GET", base + "/metrics", metrics, action=READ, scope="{scope}")

@@ -36,13 +36,13 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.progress import RunProgress
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.run_lock import RunLocked
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.run_summary import (
+    ledger_summary,
+)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.run_watch_setup import (
     run_watch_for,
     start_dashboard,
     watch_report,
-)
-from ansible_collections.openadapt.azure_eval.plugins.module_utils.run_summary import (
-    ledger_summary,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers import registry
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base import (

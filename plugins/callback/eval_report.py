@@ -93,7 +93,6 @@ class CallbackModule(CallbackBase):
             for line in summary_lines(run, path, html):
                 self._display.display(line)
 
-
     def _html_report(self, run, target):
         """The dashboard's pictures of the run's final status, beside the JSON report."""
         status_file = run.get("status_file")

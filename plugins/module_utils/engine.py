@@ -1101,7 +1101,11 @@ class EvaluationEngine:
                             1 for j in self._active.values() if j.first_event_at is None
                         ),
                     ),
-                    extra={"run_id": self.run_id, "tier": self.tier.name, **self._watch_status(now, summary.completed, cost.total_usd)},
+                    extra={
+                        "run_id": self.run_id,
+                        "tier": self.tier.name,
+                        **self._watch_status(now, summary.completed, cost.total_usd),
+                    },
                 ),
             )
         if self._progress is not None:

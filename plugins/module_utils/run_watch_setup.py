@@ -80,7 +80,9 @@ def start_dashboard(args: Mapping[str, Any], status_file: Any, display: Any):
     if not args.get("dashboard", True):
         return None
     server = DashboardServer(status_file, port=int(args.get("dashboard_port") or 0)).start()
-    display.display(f"eval_run: live dashboard at {server.url} (eval_dashboard: false turns it off)")
+    display.display(
+        f"eval_run: live dashboard at {server.url} (eval_dashboard: false turns it off)"
+    )
     return server
 
 

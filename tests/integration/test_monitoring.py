@@ -99,16 +99,16 @@ def test_node_metrics_and_a_metric_alert_rule_calling_its_webhook(azure):
             cpu = next(m for m in result.value if m.name.value == "CpuUtilizationPercentage")
             for series in cpu.timeseries:
                 dims = {m.name.value: m.value for m in series.metadatavalues}
-                if dims.get("RunId") == handle and any(
-                    (p.average or 0) > 95 for p in series.data
-                ):
+                if dims.get("RunId") == handle and any((p.average or 0) > 95 for p in series.data):
                     return dims
             return None
 
         dims = wait_for(hot_point, 30, "a CPU point over 95% for the faulted job")
         assert dims["ComputeName"] == "waa" and dims["InstanceId"] in json.dumps(world.nodes())
         fired = wait_for(
-            lambda: [b for b in hook.bodies if b["data"]["essentials"]["monitorCondition"] == "Fired"],
+            lambda: [
+                b for b in hook.bodies if b["data"]["essentials"]["monitorCondition"] == "Fired"
+            ],
             30,
             "the action group's webhook",
         )

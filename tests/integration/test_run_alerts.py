@@ -79,8 +79,12 @@ def test_injected_faults_raise_alerts_notify_and_draw(azure, tmp_path):
         "alert_thresholds": {"node_unhealthy_for": NODE_FOR_S},
         "alert_notifications": {
             "webhooks": [{"url": hook.url, "format": "slack"}],
-            "email": {"host": "127.0.0.1", "port": smtp.port, "from": "waa@example.org",
-                      "to": ["ops@example.org"]},
+            "email": {
+                "host": "127.0.0.1",
+                "port": smtp.port,
+                "from": "waa@example.org",
+                "to": ["ops@example.org"],
+            },
         },
         "metrics": True,
         "metrics_interval": METRICS_EVERY_S,
@@ -99,7 +103,9 @@ def test_injected_faults_raise_alerts_notify_and_draw(azure, tmp_path):
         status_file=status_file,
         watch=watch,
     )
-    engine = EvaluationEngine(tier, TASKS, tmp_path / "ledger.sqlite3", config, handle_signals=False)
+    engine = EvaluationEngine(
+        tier, TASKS, tmp_path / "ledger.sqlite3", config, handle_signals=False
+    )
     dashboard = DashboardServer(status_file).start()
     outcome: dict = {}
     runner = threading.Thread(target=lambda: outcome.update(result=engine.run()), daemon=True)
@@ -174,8 +180,12 @@ def test_injected_faults_raise_alerts_notify_and_draw(azure, tmp_path):
             aggregation="Average",
             filter=f"InstanceId eq '{node['subject']}'",
         )
-        hot = [p.time_stamp.timestamp() for s in metrics.value[0].timeseries for p in s.data
-               if (p.average or 0) > 95]
+        hot = [
+            p.time_stamp.timestamp()
+            for s in metrics.value[0].timeseries
+            for p in s.data
+            if (p.average or 0) > 95
+        ]
         assert hot, "no CPU point over 95%"
         delay = node["raised_at"] - min(hot)
         # The limit, one read, the 1 s grain of the points, and slack for a loaded machine.
@@ -188,7 +198,11 @@ def test_injected_faults_raise_alerts_notify_and_draw(azure, tmp_path):
             for m in smtp.messages
         )
         assert sorted(b["text"] for b in hook.bodies) == subjects
-        for rule in ("job_stuck_no_progress", "container_startup_timeout", "compute_node_unhealthy"):
+        for rule in (
+            "job_stuck_no_progress",
+            "container_startup_timeout",
+            "compute_node_unhealthy",
+        ):
             assert any(rule in s for s in subjects)
         assert any(kind == "warning" and "ALERT [critical]" in text for kind, text in display.lines)
         # Every task still got its one result; the metric reads kept to their budget.
@@ -201,8 +215,11 @@ def test_injected_faults_raise_alerts_notify_and_draw(azure, tmp_path):
         report = write_report(status_file, tmp_path / f"{RUN}.html")
         assert "<script src=" not in report.read_text()
         browser.get(report.as_uri())
-        wait_for(lambda: browser.execute_script("return document.body.dataset.rendered"), 30,
-                 "the report's render")
+        wait_for(
+            lambda: browser.execute_script("return document.body.dataset.rendered"),
+            30,
+            "the report's render",
+        )
         numbers = page_numbers(browser)
         assert numbers["count-total"] == str(result.total_tasks)
         assert numbers["count-succeeded"] == str(result.succeeded)
@@ -212,7 +229,10 @@ def test_injected_faults_raise_alerts_notify_and_draw(azure, tmp_path):
             assert browser.execute_script(CANVAS_INK, chart) > 0, chart
         rows = browser.find_elements("css selector", "#alerts-table tbody tr")
         assert {r.get_attribute("data-rule") for r in rows} >= {
-            "job_stuck_no_progress", "container_startup_timeout", "compute_node_unhealthy"}
+            "job_stuck_no_progress",
+            "container_startup_timeout",
+            "compute_node_unhealthy",
+        }
         browser.save_screenshot(str(shots / "report.png"))
         (tmp_path / "detection.json").write_text(
             json.dumps({a["rule"]: a["raised_at"] - (a["cause_since"] or 0) for a in history})

@@ -93,8 +93,12 @@ def test_every_format_and_email_are_received(smtp):
         channels = channels_from_settings(
             {
                 "webhooks": [{"url": r.url, "format": f} for f, r in receivers.items()],
-                "email": {"host": "127.0.0.1", "port": port, "from": "waa@example.org",
-                          "to": ["ops@example.org"]},
+                "email": {
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "from": "waa@example.org",
+                    "to": ["ops@example.org"],
+                },
             }
         )
         dispatcher = Dispatcher(channels)

@@ -271,8 +271,12 @@ class AlertEvaluator:
             "active": [a.to_dict() for a in self._active.values()],
             "history": [a.to_dict() for a in self.history],
             "rules": [
-                {"name": r.name, "priority": r.priority.value, "condition": r.condition,
-                 "action": r.action}
+                {
+                    "name": r.name,
+                    "priority": r.priority.value,
+                    "condition": r.condition,
+                    "action": r.action,
+                }
                 for r in self.rules.values()
             ],
             "notifications": {

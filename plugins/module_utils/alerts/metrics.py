@@ -58,10 +58,10 @@ class NodeHealth:
         for figure, points in self.series.items():
             since = None
             for at, value in points:
-                if value > threshold:
-                    since = at if since is None else since
-                else:
+                if value <= threshold:
                     since = None
+                elif since is None:
+                    since = at
             if since is not None:
                 over[figure] = points[-1][0] - since
         return over
@@ -156,9 +156,7 @@ class MetricsReader:
             if figure is None:
                 continue
             for series in metric.timeseries or []:
-                dims = {
-                    (m.name.value or "").lower(): m.value for m in series.metadatavalues or []
-                }
+                dims = {(m.name.value or "").lower(): m.value for m in series.metadatavalues or []}
                 node = dims.get(self.source.node_dimension.lower())
                 if not node:
                     continue

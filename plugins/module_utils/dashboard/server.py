@@ -32,7 +32,9 @@ class _Handler(SimpleHTTPRequestHandler):
         elif path.startswith("/assets/") and ".." not in path:
             target = ASSETS / path[len("/assets/") :]
             if target.is_file():
-                self._send(target.read_bytes(), _TYPES.get(target.suffix, "application/octet-stream"))
+                self._send(
+                    target.read_bytes(), _TYPES.get(target.suffix, "application/octet-stream")
+                )
             else:
                 self.send_error(404)
         else:

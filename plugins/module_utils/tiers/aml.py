@@ -24,10 +24,10 @@ from typing import Any, ClassVar
 
 import requests
 
+from ansible_collections.openadapt.azure_eval.plugins.module_utils import azure_ml, vm_sizes
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.alerts.metrics import (
     MetricsSource,
 )
-from ansible_collections.openadapt.azure_eval.plugins.module_utils import azure_ml, vm_sizes
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.cost import (
     NodeInterval,
     NodeUsage,
