@@ -132,7 +132,7 @@
       const l = n.latest || {};
       for (const v of [n.node_id.slice(0, 14) + "…", n.run_id || "", l.cpu, l.memory, l.disk]) row.insertCell().textContent = v == null ? "" : String(v);
       sets.push({ label: n.node_id.slice(0, 10) + " cpu", data: (n.series.cpu || []).map(([t, v]) => ({ x: t - t0, y: v })),
-        borderColor: CAUSE_COLOURS[i % CAUSE_COLOURS.length], pointRadius: 0 });
+        borderColor: CAUSE_COLOURS[i % CAUSE_COLOURS.length], pointRadius: 2 });
     });
     chart("chart-nodes", { type: "line", data: { datasets: sets },
       options: { scales: { x: { type: "linear", title: { display: true, text: "s" } }, y: { min: 0, max: 100 } } } });
