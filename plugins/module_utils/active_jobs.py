@@ -54,6 +54,10 @@ class ActiveJob:
     next_poll_at: float = 0.0
     # When the submit that was accepted was sent: a tier may start the job before it answers.
     sent_at: float | None = None
+    # Judged unhealthy on a status the tier may have answered from its last read: the verdict
+    # waits for the next poll, which reads the job's status afresh.
+    confirming: bool = False
+    status_seen: bool = False  # a status read of it succeeded
 
     def unreported(self) -> list[str]:
         return [t for t in self.task_ids if t not in self.reported]
@@ -133,20 +137,27 @@ class JobBook:
 
     def waiting_for_node(self, job: ActiveJob, nodes: int) -> bool:
         """Is this job queued behind busy nodes of the run's own (``nodes`` of them hold a job
-        of ours), rather than a container that was given a node and never started?"""
+        of ours), rather than a container that was given a node and never started? A job
+        submitted before it whose status could not be read yet (throttled) counts as holding
+        one: what we could not look at is not taken as a free node."""
         if job.first_event_at is not None or job.state is not JobState.QUEUED:
             return False
         holding = sum(
             1
             for other in self.active.values()
             if other is not job
-            and (other.first_event_at is not None or other.state is not JobState.QUEUED)
+            and (
+                other.first_event_at is not None
+                or other.state is not JobState.QUEUED
+                or (not other.status_seen and other.submitted_at <= job.submitted_at)
+            )
         )
         return holding >= nodes
 
     def note_status(self, job: ActiveJob, status: JobStatus, now: float) -> None:
         """Take what a poll said of the job's state and node times, recording a change."""
         before = (job.state, job.node_started_at, job.node_released_at)
+        job.status_seen = True
         if status.node_started_at is not None:
             job.node_started_at = status.node_started_at
         if status.node_released_at is not None:

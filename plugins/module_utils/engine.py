@@ -94,8 +94,11 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.status_file i
     TaskCounts,
     write_status,
 )
-from ansible_collections.openadapt.azure_eval.plugins.module_utils.task_order import longest_first
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.task_order import (
+    expected_durations,
+)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base import (
+    CachesStatus,
     FixedCapacity,
     JobState,
     JobStatus,
@@ -142,7 +145,10 @@ class EngineConfig:
     stuck_after: float = 600.0
     max_attempts: int = 3
     scheduling: str = "dynamic"
-    # None: 2 below 20 workers, 3 from 20 (finer chunks when many workers share the tail).
+    # Of the expected work, the share handed out first as one balanced job per worker (the
+    # longest tasks); the rest goes out in shrinking chunks. 0: shrinking chunks from the start.
+    balanced_head: float = 0.8
+    # The shrinking chunks' divisor. None: 1 after a balanced head, 2 without one.
     chunk_factor: float | None = None
     max_chunk: int | None = None
     # Jobs kept queued ahead per worker on a tier that queues jobs for its nodes (AML), so a
@@ -184,29 +190,31 @@ class EngineConfig:
             raise ValueError("scheduling must be 'dynamic' or 'static'")
         if self.chunk_factor is not None and self.chunk_factor <= 0:
             raise ValueError("chunk_factor must be positive")
+        if not 0.0 <= self.balanced_head <= 1.0:
+            raise ValueError("balanced_head must be between 0 and 1")
         if self.queue_ahead < 0 or self.submit_concurrency < 1:
             raise ValueError("need queue_ahead >= 0 and submit_concurrency >= 1")
 
-    def chunk_factor_for(self, workers: int) -> float:
+    def chunk_factor_for(self) -> float:
         if self.chunk_factor is not None:
             return self.chunk_factor
-        return FINE_CHUNK_FACTOR if workers >= FINE_CHUNK_WORKERS else DEFAULT_CHUNK_FACTOR
+        return TAIL_CHUNK_FACTOR if self.balanced_head > 0 else DEFAULT_CHUNK_FACTOR
 
 
 # A tier call that keeps failing this many polls in a row counts as a lost job.
 _MAX_POLL_ERRORS = 5
 
-# Guided self-scheduling's divisor; measured on the emulator (benchmarks/README.md): from 20
-# workers on, factor 3 shortens the tail more than the extra job restarts cost.
+# Guided self-scheduling's divisor, from the start or after a balanced head (whose short tail
+# needs few restarts); chosen by replaying the benchmark's tasks (benchmarks/README.md).
 DEFAULT_CHUNK_FACTOR = 2.0
-FINE_CHUNK_FACTOR = 3.0
-FINE_CHUNK_WORKERS = 20
+TAIL_CHUNK_FACTOR = 1.0
 
 # While work is still queued ahead, a job that is running is polled every this many rounds and
-# a job waiting behind a busy node of the run every this many: neither changes when a node
-# starts its next job. Once everything is handed out, every job is polled every round.
+# a job waiting behind a busy node of the run every this many (and at once when a job of the
+# run frees a node): neither changes when a node starts its next job. Once everything is
+# handed out, every job is polled every round.
 _RUNNING_POLL_ROUNDS = 2
-_WAITING_POLL_ROUNDS = 4
+_WAITING_POLL_ROUNDS = 10
 
 
 class EvaluationEngine:
@@ -312,15 +320,22 @@ class EvaluationEngine:
     def _start_session(self, ledger: Ledger, now: float) -> None:
         """Take what earlier sessions left (the orphans' logs read to their end, the healthy
         ones adopted), then queue every task without a result that no adopted job holds."""
+        if isinstance(self.tier, MeasuresNodeTime):
+            # This session's node meter starts here: the unobserved time ends where it starts.
+            self._measured_node_time(now, final=False)
         self._adopt_orphans(ledger)
-        self._account_unobserved_node_time(ledger)
+        self._account_unobserved_node_time(ledger, now)
         held = {t for job in self._book.jobs() for t in job.unreported()}
+        pending = [t for t in ledger.pending(self._task_ids) if t not in held]
+        expected = self._expected_durations(pending)
         self._scheduler = make_scheduler(
             self.config.scheduling,
-            self._queue_order([t for t in ledger.pending(self._task_ids) if t not in held]),
+            self._queue_order(pending, expected),
             self._workers,
-            factor=self.config.chunk_factor_for(self._workers),
+            factor=self.config.chunk_factor_for(),
             max_chunk=self.config.max_chunk,
+            expected=expected,
+            head=self.config.balanced_head,
         )
 
     def _supervise(self, ledger: Ledger, started_at: float) -> None:
@@ -467,16 +482,20 @@ class EvaluationEngine:
         lines = self.tier.read_new_lines(handle)
         return status, lines, self._clock()
 
-    def _queue_order(self, pending: list[str]) -> list[str]:
-        """WAA's file order for static sharding (its compatibility mode); longest expected
-        first for dynamic chunking, learning from the durations already in the ledger."""
-        if self.config.scheduling == "static":
-            return pending
+    def _expected_durations(self, pending: list[str]) -> dict[str, float]:
+        """Learnt from the durations already in the ledger, else the domains' priors."""
         observed: dict[str, list[float]] = {}
         for row in self._final.values():
             if row.domain and row.duration_s:
                 observed.setdefault(row.domain, []).append(row.duration_s)
-        return longest_first(pending, self._domains, observed)
+        return expected_durations(pending, self._domains, observed)
+
+    def _queue_order(self, pending: list[str], expected: dict[str, float]) -> list[str]:
+        """WAA's file order for static sharding (its compatibility mode); longest expected
+        first for dynamic chunking."""
+        if self.config.scheduling == "static":
+            return pending
+        return sorted(pending, key=expected.__getitem__, reverse=True)
 
     def _fill_slots(self, now: float) -> None:
         """Hand chunks to free slots (one per worker, plus those queued ahead), submitted
@@ -485,13 +504,18 @@ class EvaluationEngine:
             while (chunk := self._next_chunk(now, pending=0)) is not None:
                 self._submit(chunk, now)
             return
+        free_nodes = max(0, self._workers - self._book.busy_slots())
         chunks: list[list[str]] = []
         while (chunk := self._next_chunk(now, pending=len(chunks))) is not None:
             chunks.append(chunk)
-        if len(chunks) == 1:
-            self._submit(chunks[0], now)
-        elif chunks:
-            self._submit_concurrently(chunks, now)
+        # The jobs that get a node now are accepted before those queued ahead of them are sent:
+        # concurrent submits arrive in any order, and a queued job must not overtake a job
+        # meant for a node (the balanced start's long jobs go first).
+        for wave in (chunks[:free_nodes], chunks[free_nodes:]):
+            if len(wave) == 1:
+                self._submit(wave[0], now)
+            elif wave:
+                self._submit_concurrently(wave, now)
 
     def _next_chunk(self, now: float, pending: int) -> list[str] | None:
         """The next chunk to submit, or None: no free slot, nothing left, holding back after
@@ -670,7 +694,14 @@ class EvaluationEngine:
             startup_timeout=self.config.startup_timeout,
             stuck_after=self.config.stuck_after,
         )
-        if failure is not None:
+        if failure is None:
+            job.confirming = False
+        elif isinstance(self.tier, CachesStatus) and not job.confirming:
+            # The job may have ended (preempted, failed) since the tier last read its status.
+            job.confirming = True
+            self.tier.expire_status(job.handle)
+            job.next_poll_at = 0.0
+        else:
             self._fail_job(job, failure, now)
 
     def _schedule_next_poll(self, job: ActiveJob, now: float, waiting: bool) -> None:
@@ -678,12 +709,22 @@ class EvaluationEngine:
             job.next_poll_at = 0.0  # the tail, or nothing queued ahead: every round
             return
         if waiting:
-            rounds = _WAITING_POLL_ROUNDS
+            # Its startup clock moves on at each of these polls: a few of them per limit.
+            wait = min(
+                (_WAITING_POLL_ROUNDS - 1) * self.config.poll_interval,
+                self.config.startup_timeout / 4,
+            )
         elif job.first_event_at is not None and not job.worker_finished:
-            rounds = _RUNNING_POLL_ROUNDS
+            wait = (_RUNNING_POLL_ROUNDS - 1) * self.config.poll_interval
         else:
-            rounds = 1
-        job.next_poll_at = now + (rounds - 1) * self.config.poll_interval
+            wait = 0.0
+        job.next_poll_at = now + wait
+
+    def _wake_waiting(self) -> None:
+        """A job of the run freed its node: the jobs queued behind it are polled next round."""
+        for job in self._book.jobs():
+            if job.first_event_at is None:
+                job.next_poll_at = 0.0
 
     def _on_event(self, job: ActiveJob, event: WorkerEvent, read_at: float) -> None:
         now = _event_time(event, job, read_at)
@@ -704,6 +745,7 @@ class EvaluationEngine:
             self._on_task_result(job, event, now)
         elif event.event == "finished":
             job.worker_finished = True
+            self._wake_waiting()
         elif event.event == "failed":
             # The worker cannot run its tasks (a secret it may not read, or that is missing): a
             # permanent code stops the run with the worker's message; a transient one is left to
@@ -761,6 +803,7 @@ class EvaluationEngine:
         self._breaker_success()
 
     def _on_terminal(self, job: ActiveJob, status: JobStatus, now: float) -> None:
+        self._wake_waiting()
         missing = job.unreported()
         if status.state is JobState.COMPLETED:
             self._book.close_job(job.job_key, now, cancel=False)
@@ -958,16 +1001,16 @@ class EvaluationEngine:
             reason=reason,
         )
 
-    def _account_unobserved_node_time(self, ledger: Ledger) -> None:
+    def _account_unobserved_node_time(self, ledger: Ledger, now: float) -> None:
         """The node time between the last sample of the previous session and this one's
-        first (the controller was killed, or the run stopped and was started again later)."""
+        first, at ``now`` (the controller was killed, or the run stopped and was started again
+        later), estimated from the jobs' node intervals read on adoption."""
         if not isinstance(self.tier, MeasuresNodeTime):
             return
         last = ledger.last_node_sample(before_session=self._session)
         if last is None:
             return
         since, nodes = last
-        now = self._clock()
         jobs = [i for i in self._book.intervals.values() if (i.released_at or now) > since]
         seconds = self.tier.unobserved_node_seconds(since, now, nodes, jobs)
         ledger.record_unobserved_node_seconds(self._session, seconds)
