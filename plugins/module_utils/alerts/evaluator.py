@@ -92,7 +92,10 @@ class AlertEvaluator:
         if rule == R.JOB_STUCK:
             since = job.last_event_at
             if job.in_flight is not None and job.client_idle_s > self.thresholds.stuck_after_s:
-                since = (job.last_event_at or now) - job.client_idle_s
+                # The client's silence on the task in flight (it may have been quiet before).
+                since = max(
+                    (job.last_event_at or now) - job.client_idle_s, job.in_flight_since or 0.0
+                )
         elif rule == R.STARTUP_TIMEOUT:
             since = job.running_since or max(job.startup_from, job.submitted_at)
         else:
@@ -231,7 +234,7 @@ class AlertEvaluator:
             if key[0] == rule and key[1] not in wanted:
                 self._clear(alert, now, why)
         for subject, message in wanted.items():
-            self._raise(rule, subject, message, now, (since or {}).get(subject))
+            self._raise(rule, subject, message, now, (since or {}).get(subject, now))
 
     def _raise(
         self, rule_name: str, subject: str, message: str, now: float, since: float | None = None
