@@ -10,7 +10,7 @@ TIER ?= aml
 export PATH := $(abspath $(BIN)):$(PATH)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 
-.PHONY: bootstrap lock run test lint sanity unit integration molecule benchmark clean
+.PHONY: bootstrap lock run test lint sanity unit integration molecule benchmark clean browser
 
 bootstrap: $(STAMP)
 
@@ -63,7 +63,15 @@ sanity: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
 
-integration: $(STAMP)
+# The dashboard's browser test drives Debian's chromium through chromium-driver: installed here
+# when they are missing and this runs as root (CI on a clean machine); otherwise a notice.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else echo "chromium and chromium-driver are missing: apt-get install chromium chromium-driver"; fi
+
+integration: $(STAMP) browser
 	# Two workers, each with its own emulators; a file's tests stay together (they share fixtures).
 	$(BIN)/pytest tests/integration -q -n 2 --dist loadfile
 

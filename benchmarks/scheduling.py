@@ -56,6 +56,9 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import
     JobRow,
     Ledger,
 )
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.run_watch_setup import (  # noqa: E402
+    run_watch_for,
+)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.scheduler import (  # noqa: E402
     make_scheduler,
 )
@@ -115,6 +118,9 @@ class RunReport:
     nodes: int
     controller_cpu_s: float = 0.0  # this process's CPU time during engine.run()
     node_jobs: list[list[str]] = field(default_factory=list)  # job handles, per node, in order
+    # The engine's Azure Monitor reads during the run (count) and their budget per minute.
+    metric_reads: int = 0
+    metric_budget_per_min: float = 0.0
 
     @property
     def tasks(self) -> int:
@@ -430,6 +436,16 @@ def lower_bound(
     }
 
 
+class _LogDisplay:
+    """Alerts of a benchmark run go to the log (run_watch_for prints through a display)."""
+
+    def warning(self, text: str) -> None:
+        logging.getLogger("benchmark").warning(text)
+
+    def display(self, text: str) -> None:
+        logging.getLogger("benchmark").info(text)
+
+
 def run_strategy(
     emulator: RunningEmulator,
     variant: Variant,
@@ -459,6 +475,18 @@ def run_strategy(
         },
         **variant.tier,
     )
+    # The product's node metrics at its default cadence (one Azure Monitor read a minute).
+    watch = run_watch_for(
+        {
+            "run_name": run_id,
+            "stuck_after": 600.0,
+            "startup_timeout": 120.0,
+            "metrics_interval": args.metrics_interval,
+        },
+        tier,
+        tasks,
+        _LogDisplay(),
+    )
     config = EngineConfig(
         workers=args.workers,
         poll_interval=args.poll_interval,
@@ -467,6 +495,7 @@ def run_strategy(
         scheduling=strategy,
         price_per_node_hour=tier.price_per_node_hour,
         run_id=run_id,
+        watch=watch,
         **variant.engine,
     )
     ledger_path = workdir / f"{run_id}.sqlite3"
@@ -511,6 +540,8 @@ def run_strategy(
         cost_usd=sum(n["cost_usd"] for n in nodes),
         nodes=len(nodes),
         controller_cpu_s=cpu_s,
+        metric_reads=watch.metrics.requests if watch.metrics else 0,
+        metric_budget_per_min=watch.metrics.requests_per_minute if watch.metrics else 0.0,
     )
 
 
@@ -644,6 +675,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=task_model.DEFAULT_SEED)
     parser.add_argument("--poll-interval", type=float, default=0.5)
     parser.add_argument(
+        "--metrics-interval",
+        type=float,
+        default=60.0,
+        help="seconds between the engine's Azure Monitor reads (eval_metrics_interval)",
+    )
+    parser.add_argument(
         "--chunk-factor",
         type=float,
         default=None,
@@ -713,6 +750,14 @@ def main(argv: list[str] | None = None) -> int:
     for r in reports:
         for line in diagnostic_lines(r):
             print(line)
+    for r in reports:
+        # One read at the start, then at most one per interval.
+        budget = int(r.result.makespan_s // args.metrics_interval) + 1
+        print(
+            f"metric reads ({r.label}): {r.metric_reads} Azure Monitor request(s) in "
+            f"{r.result.makespan_s:.0f} s, budget {budget} (one at the start, then one per "
+            f"{args.metrics_interval:g} s: {r.metric_budget_per_min:.2f} per minute)"
+        )
     met = dynamic.ratio <= target
     print(
         f"target: {dynamic.label} within {target:.2f} of the bound: "

@@ -13,6 +13,7 @@ from localazure.core.service import Service
 from localazure.identity.service import IdentityService
 from localazure.keyvault.service import KeyVaultService
 from localazure.ml.service import MachineLearningService
+from localazure.monitor.service import MonitorService
 from localazure.msi.service import ManagedIdentityService
 from localazure.network.service import NetworkService
 from localazure.publicregistry.service import PublicRegistryService
@@ -33,4 +34,5 @@ def all_services() -> list[Service]:
         BatchService(),
         NetworkService(),
         ComputeService(),
+        MonitorService(),
     ]

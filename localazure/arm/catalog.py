@@ -123,6 +123,12 @@ PROVIDERS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
         "publicIPAddresses": (EVERY_REGION, ("2024-05-01", "2024-03-01", "2023-09-01")),
         "networkInterfaces": (EVERY_REGION, ("2024-05-01", "2024-03-01", "2023-09-01")),
     },
+    "Microsoft.Insights": {
+        "metrics": (GLOBAL, ("2021-05-01", "2019-07-01", "2018-01-01")),
+        "metricDefinitions": (GLOBAL, ("2021-05-01", "2018-01-01")),
+        "metricAlerts": (GLOBAL, ("2018-03-01",)),
+        "actionGroups": (GLOBAL, ("2023-01-01", "2022-06-01", "2021-09-01", "2019-06-01")),
+    },
 }
 _IMPLEMENTED = {ns.lower(): ns for ns in PROVIDERS}
 

@@ -141,6 +141,8 @@ class JobRunner:
         if node is None:
             return
         fault = workload_faults.take_fault(ctx, run["name"])
+        if workload_faults.mark_overload(node, fault, run["name"], now):
+            node_pool.save(ctx, node)
         cached = image_pull.is_cached(node, image)
         pull_s = image_pull.pull_seconds(ctx, node, image)
         delay_s = fault["delay_s"] if fault and fault["fault"] == "slow_start" else 0.0

@@ -13,6 +13,9 @@ its ``job`` regex when it gets a node:
 - ``probe_stops``: the VM stops answering its probe ``after_s`` after it first booted; a restart
   inside the container boots it again
 - ``restart_fails``: as ``probe_stops``, and every later boot of the VM hangs
+- ``overload``: from ``after_s`` on, the workload drives its node's ``metric`` (``cpu``,
+  ``memory`` or ``disk``; default ``cpu``) to 99% in Azure Monitor's figures
+  (``localazure.monitor.figures``) for as long as it holds the node
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ FAULTS = (
     "preempt",
     "slow_start",
     *VM_FAULTS,
+    "overload",
 )
+OVERLOAD_METRICS = ("cpu", "memory", "disk")
 DEFAULT_AFTER_S = 1.0
 DEFAULT_DELAY_S = 5.0
 _TASK_IDS = re.compile(r"--task-ids(?:=|\s+)['\"]?([^\s'\",]+)")
@@ -56,6 +61,11 @@ def add_fault(ctx: Context, spec: dict[str, Any]) -> dict[str, Any]:
         "delay_s": seconds_option(spec, "delay_s", DEFAULT_DELAY_S),
         "hits": 0,
     }
+    if kind == "overload":
+        metric = spec.get("metric", "cpu")
+        if metric not in OVERLOAD_METRICS:
+            raise ValueError(f"'metric' must be one of {list(OVERLOAD_METRICS)}, not {metric!r}")
+        fault["metric"] = metric
     ctx.store.put(FAULT_KIND, fault["id"], fault)
     return fault
 
@@ -96,6 +106,14 @@ def take_fault(ctx: Context, job_name: str) -> dict[str, Any] | None:
                 ctx.store.put(FAULT_KIND, fault["id"], fault)
                 return fault
     return None
+
+
+def mark_overload(node: dict[str, Any], fault: dict[str, Any] | None, run: str, now: float) -> bool:
+    """An ``overload`` fault taken by ``run`` marks its node (the monitor's figures read it)."""
+    if not fault or fault["fault"] != "overload":
+        return False
+    node["overload"] = {"run": run, "metric": fault["metric"], "from": now + fault["after_s"]}
+    return True
 
 
 def first_task_id(command: str) -> str | None:

@@ -48,6 +48,11 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.run_lock impo
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.run_summary import (
     ledger_summary,
 )
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.run_watch_setup import (
+    run_watch_for,
+    start_dashboard,
+    watch_report,
+)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.startup_checks import (
     DEFAULT_VM_BOOT_TIMEOUT_S,
 )
@@ -97,6 +102,15 @@ ARGUMENT_SPEC = dict(
     check_only=dict(type="bool", default=False),
     # The names the user set the options by (roles/eval: workers -> eval_workers), for messages.
     variable_names=dict(type="dict", default={}),
+    # The alert rules' thresholds (alerts/rules.py, roles/eval: eval_alert_*), where they go
+    # (webhook URLs and SMTP passwords are credentials), the node metrics and the dashboard.
+    alert_thresholds=dict(type="dict", default={}),
+    alert_notifications=dict(type="dict", default={}, no_log=True),
+    metrics=dict(type="bool", default=True),
+    metrics_interval=dict(type="float", default=60),
+    metrics_grain=dict(type="float", default=60),
+    dashboard=dict(type="bool", default=True),
+    dashboard_port=dict(type="int", default=0),
 )
 
 
@@ -147,6 +161,12 @@ class ActionModule(ActionBase):
                 tier = spec.build(self._tier_context(args, environment, run_dir))
             except spec.setup_errors as err:
                 raise AnsibleActionFail(str(err)) from None
+            try:
+                watch = run_watch_for(args, tier, tasks, display)
+            except (ValueError, KeyError, TypeError) as err:
+                raise AnsibleActionFail(
+                    f"the alert or metrics settings are not valid; nothing was created: {err}"
+                ) from None
             config = EngineConfig(
                 workers=args["workers"],
                 poll_interval=args["poll_interval"],
@@ -162,6 +182,7 @@ class ActionModule(ActionBase):
                 # Ansible's worker runs in a session of its own: a SIGKILL of ansible-playbook
                 # would not reach it.
                 watch_parent=True,
+                watch=watch,
             )
             engine = EvaluationEngine(
                 tier,
@@ -181,6 +202,12 @@ class ActionModule(ActionBase):
                 )
             )
             warm = None
+            dashboard = start_dashboard(args, run_dir / "status.json", display)
+            if watch.metrics is not None:
+                display.display(
+                    f"eval_run: node metrics from Azure Monitor every {watch.metrics.interval_s:g}s "
+                    f"({watch.metrics.requests_per_minute:.2f} request(s) per minute)"
+                )
             try:
                 with _interruptible():
                     if args["warm_pool"]:
@@ -211,10 +238,14 @@ class ActionModule(ActionBase):
                     f"{err}. Use another run_name for a different evaluation, or delete {run_dir}."
                 ) from None
             finally:
+                watch.close()
+                if dashboard is not None:
+                    dashboard.stop()
                 tier.close()
         evaluation = run.to_dict()
         if warm is not None:
             evaluation["warm_pool"] = warm.to_dict()
+        evaluation.update(watch_report(watch))
         result.update(
             changed=run.session_jobs_submitted > 0,
             evaluation=evaluation,
@@ -272,6 +303,10 @@ class ActionModule(ActionBase):
 
     def _failed(self, result, run_dir, message):
         partial = ledger_summary(run_dir / "ledger.sqlite3", RunStatus.FAILED.value)
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            status = json.loads((run_dir / "status.json").read_text())
+            if partial and status.get("alerts"):
+                partial["alerts"] = status["alerts"]
         if partial:
             # The figure the engine wrote last (the same the progress lines showed).
             with contextlib.suppress(OSError, ValueError, KeyError):

@@ -33,6 +33,10 @@ from pathlib import Path
 
 from ansible.plugins.callback import CallbackBase
 
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.dashboard.report import (
+    write_report,
+)
+
 ACTION_NAMES = ("eval_run", "openadapt.azure_eval.eval_run")
 
 
@@ -85,11 +89,23 @@ class CallbackModule(CallbackBase):
             report = {"generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **run}
             path = report_dir / f"{run['run_id'] or 'evaluation'}.json"
             path.write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
-            for line in summary_lines(run, path):
+            html = self._html_report(run, path.with_suffix(".html"))
+            for line in summary_lines(run, path, html):
                 self._display.display(line)
 
+    def _html_report(self, run, target):
+        """The dashboard's pictures of the run's final status, beside the JSON report."""
+        status_file = run.get("status_file")
+        if not status_file or not Path(status_file).is_file():
+            return None
+        try:
+            return write_report(status_file, target)
+        except (OSError, ValueError) as err:
+            self._display.warning(f"eval_report: no HTML report for {run['run_id']}: {err}")
+            return None
 
-def summary_lines(run, path):
+
+def summary_lines(run, path, html=None):
     ev = run["evaluation"]
     tasks = ev.get("tasks") or {}
     total = ev.get("total_tasks", len(tasks))
@@ -147,5 +163,13 @@ def summary_lines(run, path):
             f"at ${cost.get('price_per_node_hour') or 0:.3f}/h; ${cost.get('cost_per_task_usd') or 0:.5f} per task; "
             f"${cost.get('unattributed_usd') or 0:.4f} not spent on tasks (startup, idle, retries)"
         )
+    alerts = (ev.get("alerts") or {}).get("history") or []
+    if alerts:
+        raised = Counter(a["rule"] for a in alerts)
+        lines.append(
+            f"  alerts {len(alerts)}: " + ", ".join(f"{k} x{v}" for k, v in raised.most_common())
+        )
     lines.append(f"  report: {path}")
+    if html is not None:
+        lines.append(f"  HTML report (timeline, cost, alerts, node metrics): {html}")
     return lines

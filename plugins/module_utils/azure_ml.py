@@ -93,6 +93,20 @@ def workspace_client(module_base):
 # only, so that an SDK upgrade that moves them breaks one place.
 
 
+def arm_endpoint(ml_client) -> str:
+    """The Resource Manager endpoint the client talks to (its cloud's, or the discovery
+    URL's), for the other management clients of the same run (Azure Monitor)."""
+    return ml_client._base_url
+
+
+def workspace_id(ml_client) -> str:
+    return (
+        f"/subscriptions/{ml_client.subscription_id}/resourceGroups/"
+        f"{ml_client.resource_group_name}/providers/Microsoft.MachineLearningServices/"
+        f"workspaces/{ml_client.workspace_name}"
+    )
+
+
 def run_details(ml_client, name: str):
     """A job's run-history details (status, error, log URLs, start and end times): what
     ``ml_client.jobs.stream`` reads, one request."""

@@ -179,6 +179,8 @@ class EngineConfig:
     watch_parent: bool = False
     # Jobs read at once (each read is a status and a log request).
     poll_threads: int = 8
+    # Alerts, node metrics and the dashboard's series (run_watch.RunWatch); None: none.
+    watch: Any = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -433,11 +435,27 @@ class EvaluationEngine:
             now = self._clock()
             self._fill_slots(now)
             self._check_give_up(now)
+            self._watch_round(now)
             self._publish(now, RunStatus.RUNNING)
             if not self._active and self._scheduler.remaining == 0:
                 return
             self._sleep(self.config.poll_interval)
             self._poll_round()
+
+    def _watch_round(self, now: float) -> None:
+        """The alert rules and node metrics (run_watch): drain the jobs of unhealthy nodes."""
+        if self.config.watch is None:
+            return
+        drains = self.config.watch.tick(
+            now,
+            self._book.jobs(),
+            self._final.values(),
+            self._retries,
+            self.ledger.accepted_job_count() if self.ledger else self._jobs_submitted,
+        )
+        for job, failure in drains:
+            if job.job_key in self._active:
+                self._fail_job(job, failure, now)
 
     def _poll_round(self) -> None:
         """Read every job that is due, each in a thread of its own (at most ``poll_threads``
@@ -837,6 +855,8 @@ class EvaluationEngine:
     def _fail_job(self, job: ActiveJob, failure: Failure, now: float) -> None:
         """A job the engine gives up on: cancel it and requeue what it did not finish."""
         log.warning("job %s: %s", job.job_key, failure.describe())
+        if self.config.watch is not None:
+            self.config.watch.job_given_up(job, failure, now)
         self._book.close_job(
             job.job_key, now, cancel=True, state=JobState.CANCELED, failure=failure
         )
@@ -1152,7 +1172,11 @@ class EvaluationEngine:
                             1 for j in self._active.values() if j.first_event_at is None
                         ),
                     ),
-                    extra={"run_id": self.run_id, "tier": self.tier.name},
+                    extra={
+                        "run_id": self.run_id,
+                        "tier": self.tier.name,
+                        **self._watch_status(now, summary.completed, cost.total_usd),
+                    },
                 ),
             )
         if self._progress is not None:
@@ -1169,6 +1193,19 @@ class EvaluationEngine:
                     active_jobs=len(self._active),
                 )
             )
+
+    def _watch_status(self, now: float, done: int, cost_usd: float) -> dict[str, Any]:
+        if self.config.watch is None:
+            return {}
+        return self.config.watch.status(
+            now,
+            ledger=self.ledger,
+            active_jobs=self._book.jobs(),
+            done=done,
+            cost_usd=cost_usd,
+            started_at=self._run_started_at,
+            workers=self._workers,
+        )
 
     def _result(self, finished_at: float, cost: CostBreakdown) -> RunResult:
         """The whole run's, across its sessions."""

@@ -178,6 +178,7 @@ def test_providers_report_what_is_emulated(resources):
         "Microsoft.Batch",
         "Microsoft.Compute",
         "Microsoft.ContainerRegistry",
+        "Microsoft.Insights",
         "Microsoft.KeyVault",
         "Microsoft.MachineLearningServices",
         "Microsoft.ManagedIdentity",

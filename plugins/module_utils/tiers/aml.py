@@ -34,6 +34,9 @@ except ImportError:
 from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.openadapt.azure_eval.plugins.module_utils import azure_ml, vm_sizes
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.alerts.metrics import (
+    MetricsSource,
+)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.cost import (
     NodeInterval,
     NodeUsage,
@@ -213,6 +216,35 @@ class AmlTier(BaseTier):
 
     def describe(self) -> dict[str, Any]:
         return dict(self.compute_details)
+
+    def metrics_source(self) -> MetricsSource:
+        """The cluster's node figures: Azure ML publishes them on the workspace, split by
+        node (``InstanceId``) and job (``RunId``, the job's name: this tier's handle)."""
+        client = self.ml_client
+
+        def monitor_client() -> Any:
+            from azure.mgmt.monitor import MonitorManagementClient
+
+            return MonitorManagementClient(
+                client._credential,
+                client.subscription_id,
+                base_url=azure_ml.arm_endpoint(client),
+                credential_scopes=[azure_ml.arm_endpoint(client).rstrip("/") + "/.default"],
+            )
+
+        return MetricsSource(
+            client_factory=monitor_client,
+            resource_id=azure_ml.workspace_id(client),
+            metric_names={
+                "cpu": "CpuUtilizationPercentage",
+                "memory": "CpuMemoryUtilizationPercentage",
+                "disk_used": "DiskUsedMegabytes",
+                "disk_available": "DiskAvailMegabytes",
+            },
+            filter=f"ComputeName eq '{self.compute}' and InstanceId eq '*' and RunId eq '*'",
+            node_dimension="InstanceId",
+            run_dimension="RunId",
+        )
 
     def node_usage(self, now: float, *, final: bool) -> NodeUsage:
         """Node time measured from the cluster's own node count (sampled at most every
