@@ -9,6 +9,7 @@ from localazure.acr.service import ContainerRegistryService
 from localazure.authorization.service import AuthorizationService
 from localazure.batch.service import BatchService
 from localazure.compute.service import ComputeService
+from localazure.containerinstance.service import ContainerInstanceService
 from localazure.core.service import Service
 from localazure.identity.service import IdentityService
 from localazure.keyvault.service import KeyVaultService
@@ -33,4 +34,5 @@ def all_services() -> list[Service]:
         BatchService(),
         NetworkService(),
         ComputeService(),
+        ContainerInstanceService(),
     ]
