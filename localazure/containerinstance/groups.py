@@ -33,12 +33,11 @@ from localazure.arm.resources import (
 from localazure.containerinstance import GROUP_TYPE, NAMESPACE, SECRETS_KIND, runner, spec
 from localazure.core import operations
 from localazure.core.context import Context
-from localazure.core.errors import bad_request
+from localazure.core.errors import AzureError, bad_request
 from localazure.core.http import empty, json_body, json_response, list_page, require_api_version
 from localazure.core.router import Router
 from localazure.identity import principals
 from localazure.nodes import pool as node_pool
-from localazure.nodes.containers import ContainerRuntime
 
 READ = f"{GROUP_TYPE}/read"
 WRITE = f"{GROUP_TYPE}/write"
@@ -145,13 +144,31 @@ def _resolve_images(ctx: Context, name: str, props: dict, identity: dict | None,
     return resolved
 
 
-def register(router: Router, ctx: Context, runtime: ContainerRuntime) -> None:
+def register(router: Router, ctx: Context, group_runner: runner.GroupRunner) -> None:
+    runtime = group_runner.runtime
+
     def load(rg: str, name: str) -> dict[str, Any]:
         return resource_or_404(ctx, group_id(ctx, rg, name), GROUP_TYPE, name, rg)
 
     @operations.on_complete(OPERATION_KIND)
     def _created(ctx: Context, params: dict[str, Any]) -> Any:
-        return ctx.store.get_resource(params["id"])
+        """The pull is over: the containers start now (if the runner has not started them)."""
+        with runner.LOCK:
+            group = ctx.store.get_resource(params["id"])
+            if group is None:
+                return None
+            group_runner.start_if_due(group, ctx.clock())
+            if group["properties"]["provisioningState"] == "Failed":
+                events = [
+                    e["message"]
+                    for c in group["properties"]["containers"]
+                    for e in c["properties"].get("instanceView", {}).get("events", [])
+                    if e["type"] == "Warning"
+                ]
+                raise AzureError(
+                    400, "ContainerGroupDeploymentFailed", "; ".join(events) or "failed to start"
+                )
+            return group
 
     async def put_group(request: Request, sub: str, rg: str, name: str) -> Response:
         api_version = require_api_version(request)
@@ -237,7 +254,7 @@ def register(router: Router, ctx: Context, runtime: ContainerRuntime) -> None:
             ctx.store.put_resource(group)
         return empty(204)
 
-    def _restart(request: Request, rg: str, name: str) -> Response:
+    def _restart(request: Request, rg: str, name: str, status: int) -> Response:
         api_version = require_api_version(request)
         with runner.LOCK:
             group = load(rg, name)
@@ -255,13 +272,14 @@ def register(router: Router, ctx: Context, runtime: ContainerRuntime) -> None:
                 kind=OPERATION_KIND,
                 params={"id": group["id"]},
             )
-        return empty(202, operations.headers(ctx, op, api_version))
+        return empty(status, operations.headers(ctx, op, api_version))
 
     async def start_group(request: Request, sub: str, rg: str, name: str) -> Response:
-        return _restart(request, rg, name)
+        return _restart(request, rg, name, 202)
 
     async def restart_group(request: Request, sub: str, rg: str, name: str) -> Response:
-        return _restart(request, rg, name)
+        # azure-mgmt-containerinstance 10.1.0 accepts only 204 for the restart's first answer.
+        return _restart(request, rg, name, 204)
 
     async def container_logs(request: Request, sub: str, rg: str, name: str, container: str):
         require_api_version(request)

@@ -196,13 +196,24 @@ class GroupRunner:
                 if group is None or current is None:
                     self.ctx.store.delete(STATE_KIND, gid)
                     continue
-                if current["phase"] == "pulling" and now >= current["start_at"]:
-                    self._start_group(group, now)
+                if current["phase"] == "pulling":
+                    if not self.start_if_due(group, now):
+                        continue
                 elif current["phase"] == "running":
                     self._watch(group, now)
                 else:
                     continue
                 self.ctx.store.put_resource(group)
+
+    def start_if_due(self, group: dict[str, Any], now: float) -> bool:
+        """Start the group's containers once its pull is over; True when they were started
+        (or failed to) now. The caller holds ``LOCK`` and saves the group."""
+        current = self.ctx.store.get(STATE_KIND, group["id"].lower()) or {}
+        if current.get("phase") != "pulling" or now < current["start_at"]:
+            return False
+        self._start_group(group, now)
+        self.ctx.store.put_resource(group)
+        return True
 
     # -- steps ------------------------------------------------------------------------------
 

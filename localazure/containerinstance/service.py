@@ -20,9 +20,10 @@ class ContainerInstanceService(BaseService):
         self._loop: LifecycleLoop | None = None
 
     def register(self, routes: Routes, ctx: Context) -> None:
-        groups.register(routes.arm, ctx, self._runtime)
+        group_runner = runner.GroupRunner(ctx, self._runtime)
+        groups.register(routes.arm, ctx, group_runner)
         admin.register(routes.arm, ctx)
-        self._loop = LifecycleLoop(ctx, self._runtime, [runner.GroupRunner(ctx, self._runtime)])
+        self._loop = LifecycleLoop(ctx, self._runtime, [group_runner])
 
     def start(self) -> None:
         if self._loop is not None:

@@ -1,0 +1,173 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Follow an Azure Container Instances container group from the controller: print its
+container's output as it comes, wait for the exit, and report the exit code and the cost.
+
+The container group is deleted when following ends in anything but the container's exit
+(Ctrl-C, SIGTERM from ansible-playbook, a failed start, a timeout), so an interrupted run leaves
+nothing running; after a normal exit the role deletes it once the outputs are downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from contextlib import contextmanager
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
+
+from ansible_collections.openadapt.azure_eval.plugins.module_utils import aci_follow, arm_cloud
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.credentials import (
+    MissingCredentials,
+    credential_from_env,
+    subscription_from_env,
+)
+
+DOCUMENTATION = r"""
+module: aci_follow
+short_description: Stream a container group's output until its container exits
+options:
+  resource_group: {type: str, required: true}
+  name: {type: str, required: true, description: the container group}
+  container: {type: str, description: the container to follow (default the group's name)}
+  poll_interval: {type: float, default: 1.0}
+  timeout: {type: float, description: seconds before giving up (the group is then deleted)}
+  price_per_vcpu_second: {type: float, default: 0.0000135}
+  price_per_gb_second: {type: float, default: 0.0000015}
+  secrets: {type: list, elements: str, no_log: true, description: values masked in the output}
+"""
+
+ARGUMENT_SPEC = dict(
+    resource_group=dict(type="str", required=True),
+    name=dict(type="str", required=True),
+    container=dict(type="str"),
+    poll_interval=dict(type="float", default=1.0),
+    timeout=dict(type="float"),
+    price_per_vcpu_second=dict(type="float", default=aci_follow.VCPU_SECOND_USD),
+    price_per_gb_second=dict(type="float", default=aci_follow.GB_SECOND_USD),
+    secrets=dict(type="list", elements="str", default=[], no_log=True),
+    client_id=dict(type="str"),
+    secret=dict(type="str", no_log=True),
+    tenant=dict(type="str"),
+    subscription_id=dict(type="str"),
+    cloud_environment=dict(type="str"),
+    disable_instance_discovery=dict(type="bool"),
+)
+
+display = Display()
+
+
+class Interrupted(KeyboardInterrupt):
+    pass
+
+
+@contextmanager
+def _interruptible():
+    """Ctrl-C and SIGTERM (ansible-playbook forwards both to its worker) become
+    ``Interrupted`` here, so the group is deleted before the worker exits."""
+
+    def handler(signum, frame):
+        raise Interrupted(signal.strsignal(signum))
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        if self._task.check_mode:
+            result.update(changed=False, skipped=True, msg="check mode: nothing runs")
+            return result
+        env = {**os.environ, **self._task_environment(task_vars), **_auth(args)}
+        try:
+            credential = credential_from_env(env)
+            subscription = subscription_from_env(env)
+            base_url = arm_cloud.resource_manager(env.get("AZURE_CLOUD_ENVIRONMENT"))
+        except (MissingCredentials, ValueError) as err:
+            raise AnsibleActionFail(str(err)) from None
+        from azure.mgmt.containerinstance import ContainerInstanceManagementClient
+
+        client = ContainerInstanceManagementClient(
+            credential,
+            subscription,
+            base_url=base_url,
+            credential_scopes=[base_url.rstrip("/") + "/.default"],
+        )
+        group, rg = args["name"], args["resource_group"]
+        masks = [s for s in args["secrets"] if s]
+
+        def show(line: str) -> None:
+            for value in masks:
+                line = line.replace(value, "********")
+            display.display(f"[{group}] {line}")
+
+        try:
+            with _interruptible():
+                outcome = aci_follow.follow(
+                    client,
+                    rg,
+                    group,
+                    args["container"] or group,
+                    show,
+                    poll_interval=args["poll_interval"],
+                    timeout=args["timeout"],
+                )
+        except (Interrupted, aci_follow.GroupFailed, TimeoutError) as err:
+            _delete(client, rg, group)
+            if isinstance(err, Interrupted):
+                raise KeyboardInterrupt(str(err)) from None
+            raise AnsibleActionFail(f"{err}; the container group was deleted") from None
+        output = outcome.output
+        for value in masks:
+            output = output.replace(value, "********")
+        cost = outcome.cost_usd(args["price_per_vcpu_second"], args["price_per_gb_second"])
+        result.update(
+            changed=True,
+            exit_code=outcome.exit_code,
+            state=outcome.state,
+            output=output,
+            started_at=outcome.started_at,
+            finished_at=outcome.finished_at,
+            billed_seconds=round(outcome.seconds, 3),
+            vcpus=outcome.vcpus,
+            memory_gb=outcome.memory_gb,
+            cost_usd=cost,
+        )
+        return result
+
+    def _task_environment(self, task_vars):
+        environment = {}
+        for item in self._task.environment or []:
+            templated = self._templar.template(item)
+            if isinstance(templated, dict):
+                environment.update({str(k): str(v) for k, v in templated.items()})
+        return environment
+
+
+def _auth(args):
+    names = {
+        "client_id": "AZURE_CLIENT_ID",
+        "secret": "AZURE_SECRET",
+        "tenant": "AZURE_TENANT",
+        "subscription_id": "AZURE_SUBSCRIPTION_ID",
+        "cloud_environment": "AZURE_CLOUD_ENVIRONMENT",
+    }
+    return {env: str(args[arg]) for arg, env in names.items() if args.get(arg)}
+
+
+def _delete(client, resource_group: str, name: str) -> None:
+    try:
+        client.container_groups.begin_delete(resource_group, name).result()
+        display.display(f"[{name}] container group deleted")
+    except Exception as err:  # noqa: BLE001 - reported, the original error matters more
+        display.warning(f"could not delete container group '{name}': {err}")
