@@ -57,10 +57,15 @@ def _identity(ctx: Context, group_rid: str, name: str, requested: Any, existing:
     if not requested:
         return None
     kind = str(requested.get("type") or "None")
-    normalised = {t.lower().replace(" ", ""): t for t in ("SystemAssigned", "UserAssigned", "SystemAssigned, UserAssigned", "None")}
+    normalised = {
+        t.lower().replace(" ", ""): t
+        for t in ("SystemAssigned", "UserAssigned", "SystemAssigned, UserAssigned", "None")
+    }
     kind = normalised.get(kind.lower().replace(" ", ""))
     if kind is None:
-        raise bad_request("InvalidIdentityType", f"Identity type '{requested.get('type')}' is not valid.")
+        raise bad_request(
+            "InvalidIdentityType", f"Identity type '{requested.get('type')}' is not valid."
+        )
     if kind == "None":
         return None
     identity: dict[str, Any] = {"type": kind}
@@ -69,7 +74,9 @@ def _identity(ctx: Context, group_rid: str, name: str, requested: Any, existing:
         if previous.get("principalId"):
             identity["principalId"] = previous["principalId"]
         else:
-            identity["principalId"] = principals.create_managed_identity(ctx, name, group_rid)["objectId"]
+            identity["principalId"] = principals.create_managed_identity(ctx, name, group_rid)[
+                "objectId"
+            ]
         identity["tenantId"] = ctx.settings.tenant_id
     if "UserAssigned" in kind:
         assigned = {}
@@ -132,7 +139,10 @@ def _resolve_images(ctx: Context, name: str, props: dict, identity: dict | None,
                 manifest = find_manifest(ctx, registry["id"], ref.repository, ref.reference)
                 if manifest is None:
                     raise ImagePullError("not_found", f"{image}: manifest unknown")
-                resolved[container["name"]] = {"digest": manifest["digest"], "size": manifest["imageSize"]}
+                resolved[container["name"]] = {
+                    "digest": manifest["digest"],
+                    "size": manifest["imageSize"],
+                }
             else:
                 resolved[container["name"]] = resolve_image(ctx, image, puller)
         except ImagePullError as err:
@@ -210,7 +220,9 @@ def register(router: Router, ctx: Context, group_runner: runner.GroupRunner) -> 
                 params={"id": rid},
                 duration=pull_s,
             )
-        return json_response(group, 200 if existing else 201, operations.headers(ctx, op, api_version))
+        return json_response(
+            group, 200 if existing else 201, operations.headers(ctx, op, api_version)
+        )
 
     async def get_group(request: Request, sub: str, rg: str, name: str) -> Response:
         require_api_version(request)
@@ -306,9 +318,16 @@ def register(router: Router, ctx: Context, group_runner: runner.GroupRunner) -> 
     router.add("DELETE", one, delete_group, parent=in_group, action=DELETE, scope=scope)
     router.add("POST", one + "/stop", stop_group, parent=in_group, action=STOP, scope=scope)
     router.add("POST", one + "/start", start_group, parent=in_group, action=START, scope=scope)
-    router.add("POST", one + "/restart", restart_group, parent=in_group, action=RESTART, scope=scope)
     router.add(
-        "GET", one + "/containers/{container}/logs", container_logs, parent=in_group, action=LOGS, scope=scope
+        "POST", one + "/restart", restart_group, parent=in_group, action=RESTART, scope=scope
+    )
+    router.add(
+        "GET",
+        one + "/containers/{container}/logs",
+        container_logs,
+        parent=in_group,
+        action=LOGS,
+        scope=scope,
     )
     router.add("GET", prefix, list_in_group, parent=in_group, action=READ)
     router.add(

@@ -57,7 +57,10 @@ def _key(group_id: str, container: str) -> str:
 
 
 def _views(group: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    return [(c, c["properties"].setdefault("instanceView", {})) for c in group["properties"]["containers"]]
+    return [
+        (c, c["properties"].setdefault("instanceView", {}))
+        for c in group["properties"]["containers"]
+    ]
 
 
 def _set_group_state(group: dict[str, Any], state: str, now: float, message: str) -> None:
@@ -93,7 +96,9 @@ def close_billing(ctx: Context, group_id: str, now: float) -> None:
 def usage_report(ctx: Context, now: float) -> dict[str, Any]:
     groups = []
     for usage in ctx.store.values(USAGE_KIND):
-        seconds = sum((end if end is not None else now) - start for start, end in usage["intervals"])
+        seconds = sum(
+            (end if end is not None else now) - start for start, end in usage["intervals"]
+        )
         price = pricing.GroupPrice(usage["vcpus"], usage["memory_gb"], usage["os_type"])
         groups.append(
             {
@@ -189,7 +194,7 @@ class GroupRunner:
                 self.ctx.store.put_resource(group)
 
     def tick(self, now: float) -> None:
-        for gid, state in self.ctx.store.items(STATE_KIND):
+        for gid, _ in self.ctx.store.items(STATE_KIND):
             with LOCK:
                 group = self.ctx.store.get_resource(gid)
                 current = self.ctx.store.get(STATE_KIND, gid)
@@ -231,7 +236,12 @@ class GroupRunner:
             close_billing(self.ctx, group["id"], now)
             return
         for container, view in _views(group):
-            _event(view, now, "Pulled", f'Successfully pulled image "{container["properties"]["image"]}"')
+            _event(
+                view,
+                now,
+                "Pulled",
+                f'Successfully pulled image "{container["properties"]["image"]}"',
+            )
             self._start_container(group, container, view, secrets, now)
         group["properties"]["provisioningState"] = "Succeeded"
         _set_group_state(group, "Running", now, "The container group is running.")
@@ -291,7 +301,12 @@ class GroupRunner:
                     continue
                 self.runtime.forget(key)
                 _terminate(view, now, code, "Completed" if code == 0 else "Error")
-                _event(view, now, "Terminated", f"Container {container['name']} exited with code {code}")
+                _event(
+                    view,
+                    now,
+                    "Terminated",
+                    f"Container {container['name']} exited with code {code}",
+                )
                 state = "Terminated"
             if state != "Terminated":
                 continue
@@ -308,7 +323,9 @@ class GroupRunner:
             group,
             "Succeeded" if succeeded else "Failed",
             now,
-            "Every container exited." if succeeded else f"A container exited with code {max(c or 0 for c in codes)}.",
+            "Every container exited."
+            if succeeded
+            else f"A container exited with code {max(c or 0 for c in codes)}.",
         )
         self.ctx.store.put(STATE_KIND, group["id"].lower(), {"phase": "terminated"})
         close_billing(self.ctx, group["id"], now)

@@ -41,7 +41,9 @@ class Sandbox:
     def rewrite(self, text: str) -> str:
         """``text`` with every mount path replaced by its place in the sandbox."""
         for mount_path in sorted(self.mounts, key=len, reverse=True):
-            pattern = re.compile(r"(?<![\w./-])" + re.escape(mount_path.rstrip("/")) + r"(?=/|$|[^\w.-])")
+            pattern = re.compile(
+                r"(?<![\w./-])" + re.escape(mount_path.rstrip("/")) + r"(?=/|$|[^\w.-])"
+            )
             text = pattern.sub(lambda _m, p=mount_path: str(self.mounts[p]), text)
         return text
 

@@ -140,7 +140,8 @@ def parse(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     containers = props.get("containers") or []
     if not containers:
         raise _invalid(
-            "ContainerGroupContainersMissing", "The container group must have at least one container."
+            "ContainerGroupContainersMissing",
+            "The container group must have at least one container.",
         )
     volumes, storage_keys = _volumes(props)
     volume_names = {v["name"] for v in volumes}
@@ -162,7 +163,8 @@ def parse(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         command = cprops.get("command") or []
         if not isinstance(command, list) or not all(isinstance(c, str) for c in command):
             raise _invalid(
-                "InvalidContainerCommand", f"The command of container '{name}' must be a list of strings."
+                "InvalidContainerCommand",
+                f"The command of container '{name}' must be a list of strings.",
             )
         cpu, memory = _resources(name, cprops)
         total_cpu, total_memory = total_cpu + cpu, total_memory + memory
@@ -199,7 +201,9 @@ def parse(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         "sku": props.get("sku") or "Standard",
         "containers": stored_containers,
         "imageRegistryCredentials": credentials,
-        "restartPolicy": enum_value(props.get("restartPolicy") or "Always", RESTART_POLICIES, "restartPolicy"),
+        "restartPolicy": enum_value(
+            props.get("restartPolicy") or "Always", RESTART_POLICIES, "restartPolicy"
+        ),
         "osType": enum_value(props.get("osType") or "Linux", OS_TYPES, "osType"),
         "volumes": volumes,
     }

@@ -105,9 +105,7 @@ def _write_range(request: Request) -> tuple[int, int]:
         )
     start, end = int(match.group(1)), int(match.group(2))
     if end - start + 1 > MAX_RANGE_BYTES:
-        raise StorageError(
-            413, "RequestBodyTooLarge", "A range may hold at most 4 MiB of data."
-        )
+        raise StorageError(413, "RequestBodyTooLarge", "A range may hold at most 4 MiB of data.")
     return start, end
 
 
@@ -231,7 +229,9 @@ class FileService:
         prefix = request.query_params.get("prefix", "")
         include_metadata = "metadata" in request.query_params.get("include", "")
         items = [
-            (s["name"], s) for s in shares.list_shares(self.ctx, account) if s["name"].startswith(prefix)
+            (s["name"], s)
+            for s in shares.list_shares(self.ctx, account)
+            if s["name"].startswith(prefix)
         ]
         page, next_marker = _page(items, request.query_params.get("marker"), _max_results(request))
         root = ET.Element(
@@ -274,7 +274,9 @@ class FileService:
         authorize(self.ctx, principal, SHARE_WRITE, self._scope(account, share), data=False)
         if not shares.name_is_valid(share):
             raise StorageError(
-                400, "InvalidResourceName", "The specifed resource name contains invalid characters."
+                400,
+                "InvalidResourceName",
+                "The specifed resource name contains invalid characters.",
             )
         if shares.get(self.ctx, account, share) is not None:
             raise StorageError(409, "ShareAlreadyExists", "The specified share already exists.")
@@ -289,7 +291,9 @@ class FileService:
         except AzureError as err:
             raise StorageError(400, "InvalidHeaderValue", err.message) from None
         headers = self._share_headers(body)
-        return Response(b"", 201, {"ETag": headers["ETag"], "Last-Modified": headers["Last-Modified"]})
+        return Response(
+            b"", 201, {"ETag": headers["ETag"], "Last-Modified": headers["Last-Modified"]}
+        )
 
     async def get_share_properties(self, request, principal, account, share, _names) -> Response:
         authorize(self.ctx, principal, SHARE_READ, self._scope(account, share), data=False)
@@ -338,7 +342,9 @@ class FileService:
         entries = sorted(
             (entry.name, entry) for entry in path.iterdir() if entry.name.startswith(prefix)
         )
-        page, next_marker = _page(entries, request.query_params.get("marker"), _max_results(request))
+        page, next_marker = _page(
+            entries, request.query_params.get("marker"), _max_results(request)
+        )
         root = ET.Element(
             "EnumerationResults",
             ServiceEndpoint=f"https://{account['name']}{FILE_SUFFIX}/",
@@ -388,7 +394,9 @@ class FileService:
         start, end = _write_range(request)
         if end >= path.stat().st_size:
             raise StorageError(
-                416, "InvalidRange", "The range specified is invalid for the current size of the resource."
+                416,
+                "InvalidRange",
+                "The range specified is invalid for the current size of the resource.",
             )
         digest = hashlib.md5(usedforsecurity=False)
         if request.headers.get("x-ms-write", "update").lower() == "clear":
@@ -449,7 +457,9 @@ class FileService:
         start, end = span or (0, size - 1)
         length = end - start + 1 if size else 0
         headers = _item_headers(path, path.parent)
-        headers.update({"x-ms-type": "File", "Accept-Ranges": "bytes", "Content-Length": str(length)})
+        headers.update(
+            {"x-ms-type": "File", "Accept-Ranges": "bytes", "Content-Length": str(length)}
+        )
         if span is not None:
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         content = _read(path, start, end) if length else iter(())

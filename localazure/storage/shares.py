@@ -60,7 +60,9 @@ def get(ctx: Context, account: dict[str, Any], name: str) -> dict[str, Any] | No
 
 def list_shares(ctx: Context, account: dict[str, Any]) -> list[dict[str, Any]]:
     prefix = f"{account['id']}/fileServices/default/shares/".lower()
-    shares = [s for s in ctx.store.list_resources(type=SHARE_TYPE) if s["id"].lower().startswith(prefix)]
+    shares = [
+        s for s in ctx.store.list_resources(type=SHARE_TYPE) if s["id"].lower().startswith(prefix)
+    ]
     return sorted(shares, key=lambda s: s["name"])
 
 

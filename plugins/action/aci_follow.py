@@ -17,7 +17,11 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from ansible_collections.openadapt.azure_eval.plugins.module_utils import aci_follow, arm_cloud
+from ansible_collections.openadapt.azure_eval.plugins.module_utils import (
+    aci_follow,
+    action_env,
+    arm_cloud,
+)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.credentials import (
     MissingCredentials,
     credential_from_env,
@@ -88,7 +92,11 @@ class ActionModule(ActionBase):
         if self._task.check_mode:
             result.update(changed=False, skipped=True, msg="check mode: nothing runs")
             return result
-        env = {**os.environ, **self._task_environment(task_vars), **_auth(args)}
+        environment = action_env.task_environment(self._task, self._templar)
+        with action_env.applied(environment):
+            return self._follow(result, args, {**os.environ, **action_env.auth_environment(args)})
+
+    def _follow(self, result, args, env):
         try:
             credential = credential_from_env(env)
             subscription = subscription_from_env(env)
@@ -144,25 +152,6 @@ class ActionModule(ActionBase):
             cost_usd=cost,
         )
         return result
-
-    def _task_environment(self, task_vars):
-        environment = {}
-        for item in self._task.environment or []:
-            templated = self._templar.template(item)
-            if isinstance(templated, dict):
-                environment.update({str(k): str(v) for k, v in templated.items()})
-        return environment
-
-
-def _auth(args):
-    names = {
-        "client_id": "AZURE_CLIENT_ID",
-        "secret": "AZURE_SECRET",
-        "tenant": "AZURE_TENANT",
-        "subscription_id": "AZURE_SUBSCRIPTION_ID",
-        "cloud_environment": "AZURE_CLOUD_ENVIRONMENT",
-    }
-    return {env: str(args[arg]) for arg, env in names.items() if args.get(arg)}
 
 
 def _delete(client, resource_group: str, name: str) -> None:

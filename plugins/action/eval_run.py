@@ -22,7 +22,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from ansible_collections.openadapt.azure_eval.plugins.module_utils import eval_inputs
+from ansible_collections.openadapt.azure_eval.plugins.module_utils import action_env, eval_inputs
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.engine import (
     EngineConfig,
     EvaluationEngine,
@@ -108,9 +108,13 @@ class ActionModule(ActionBase):
         run_dir = Path(args["state_dir"]) / args["run_name"]
         run_dir.mkdir(parents=True, exist_ok=True)
 
-        environment = self._task_environment(task_vars)
+        environment = action_env.task_environment(self._task, self._templar)
         # SDK notices (azure-ai-ml writes some to stderr itself) are shown at -vvv.
-        with _applied(environment), _logging_to_display(), redirect_stderr(_DisplayStream(True)):
+        with (
+            action_env.applied(environment),
+            _logging_to_display(),
+            redirect_stderr(_DisplayStream(True)),
+        ):
             try:
                 tier = spec.build(self._tier_context(args, environment, run_dir))
             except spec.setup_errors as err:
@@ -185,20 +189,12 @@ class ActionModule(ActionBase):
         (run_dir / "result.json").write_text(json.dumps(evaluation, indent=2, default=str))
         return result
 
-    def _task_environment(self, task_vars):
-        environment = {}
-        for item in self._task.environment or []:
-            templated = self._templar.template(item)
-            if isinstance(templated, dict):
-                environment.update({str(k): str(v) for k, v in templated.items()})
-        return environment
-
     def _tier_context(self, args, environment, run_dir):
         job_env = dict(args["environment_variables"])
         job_env["HEARTBEAT_INTERVAL"] = str(args["heartbeat_interval"])
         return TierContext(
             options=args["tier_options"],
-            environment={**os.environ, **environment, **_auth_environment(args)},
+            environment={**os.environ, **environment, **action_env.auth_environment(args)},
             run_name=args["run_name"],
             worker_script=WORKER_SCRIPT.read_text(),
             state_dir=run_dir,
@@ -245,19 +241,6 @@ def _seconds_since_command():
     except (OSError, ValueError, IndexError, StopIteration):
         return None
     return max(0.0, time.time() - (boot + started_ticks / ticks))
-
-
-def _auth_environment(args):
-    """The authentication arguments under the environment names the credential helper reads;
-    kept in memory, never put into os.environ."""
-    names = {
-        "client_id": "AZURE_CLIENT_ID",
-        "secret": "AZURE_SECRET",
-        "tenant": "AZURE_TENANT",
-        "subscription_id": "AZURE_SUBSCRIPTION_ID",
-        "cloud_environment": "AZURE_CLOUD_ENVIRONMENT",
-    }
-    return {env: str(args[arg]) for arg, env in names.items() if args.get(arg)}
 
 
 def _fingerprinted(spec: TierSpec, args):
@@ -337,17 +320,3 @@ def _interruptible():
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-@contextmanager
-def _applied(environment):
-    saved = {k: os.environ.get(k) for k in environment}
-    os.environ.update(environment)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value

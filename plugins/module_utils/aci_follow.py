@@ -68,7 +68,9 @@ def _iso(value) -> str | None:
 def _failure(group, container) -> str | None:
     """Why the group cannot run, from its provisioning state and its container's events."""
     view = container.instance_view
-    warnings = [e for e in (view.events or []) if (e.type or "").lower() == "warning"] if view else []
+    warnings = (
+        [e for e in (view.events or []) if (e.type or "").lower() == "warning"] if view else []
+    )
     if group.provisioning_state == "Failed" or (
         warnings and (view.current_state is None or view.current_state.state == "Waiting")
     ):

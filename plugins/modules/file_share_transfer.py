@@ -55,6 +55,7 @@ paths:
   elements: str
 """
 
+import contextlib
 import hashlib
 from pathlib import Path
 
@@ -126,10 +127,8 @@ class AzureRMFileShareTransfer(AzureRMModuleBase):
     def _ensure_directory(self, share, path: str) -> None:
         parts = [p for p in path.split("/") if p]
         for depth in range(1, len(parts) + 1):
-            try:
+            with contextlib.suppress(ResourceExistsError):
                 share.create_directory("/".join(parts[:depth]))
-            except ResourceExistsError:
-                pass
 
     def _upload(self, share, local: Path, remote: str) -> None:
         for path in sorted(p for p in local.rglob("*") if p.is_file()):

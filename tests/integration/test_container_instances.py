@@ -34,15 +34,21 @@ class Aci:
 
     def share(self, name: str = "work"):
         self.storage.storage_accounts.begin_create(
-            RG, ACCOUNT, {"location": "eastus", "sku": {"name": "Standard_LRS"}, "kind": "StorageV2"}
+            RG,
+            ACCOUNT,
+            {"location": "eastus", "sku": {"name": "Standard_LRS"}, "kind": "StorageV2"},
         ).result()
         self.storage.file_shares.create(RG, ACCOUNT, name, {})
         key = self.storage.storage_accounts.list_keys(RG, ACCOUNT).keys[0].value
         endpoint = self.storage.storage_accounts.get_properties(RG, ACCOUNT).primary_endpoints.file
-        service = ShareServiceClient(endpoint, credential={"account_name": ACCOUNT, "account_key": key})
+        service = ShareServiceClient(
+            endpoint, credential={"account_name": ACCOUNT, "account_key": key}
+        )
         return service.get_share_client(name), key
 
-    def group(self, name: str, command: list[str], *, restart="Never", volumes=(), mounts=(), **extra):
+    def group(
+        self, name: str, command: list[str], *, restart="Never", volumes=(), mounts=(), **extra
+    ):
         container = {
             "name": name,
             "image": extra.pop("image", IMAGE),
@@ -85,11 +91,15 @@ def test_a_file_written_into_the_mount_is_readable_from_the_share(aci):
     share.get_file_client("in/data.txt").upload_file(b"21")
     volume = {
         "name": "work",
-        "azure_file": {"share_name": "work", "storage_account_name": ACCOUNT, "storage_account_key": key},
+        "azure_file": {
+            "share_name": "work",
+            "storage_account_name": ACCOUNT,
+            "storage_account_key": key,
+        },
     }
     script = (
         "n=$(cat /mnt/work/in/data.txt); echo reading $n; mkdir -p /mnt/work/out; "
-        "python3 -c \"print($n * 2)\" > /mnt/work/out/answer.txt; echo secret=$TOKEN_LEN"
+        'python3 -c "print($n * 2)" > /mnt/work/out/answer.txt; echo secret=$TOKEN_LEN'
     )
     aci.group(
         "writer",
@@ -164,8 +174,13 @@ def test_private_image_pulls_with_an_identity_that_has_acrpull(aci):
     registries.begin_import_image(
         RG,
         "aciimages",
-        {"source": {"registry_uri": "mcr.microsoft.com", "source_image": "azurelinux/base/python:3.12"},
-         "target_tags": ["tools/python:1"]},
+        {
+            "source": {
+                "registry_uri": "mcr.microsoft.com",
+                "source_image": "azurelinux/base/python:3.12",
+            },
+            "target_tags": ["tools/python:1"],
+        },
     ).result()
     identity_id = (
         f"/subscriptions/{emulator.subscription_id}/resourceGroups/{RG}/providers/"
@@ -205,10 +220,16 @@ def test_a_mount_of_a_missing_share_fails_the_group(aci):
     _, key = aci.share()
     volume = {
         "name": "gone",
-        "azure_file": {"share_name": "nope", "storage_account_name": ACCOUNT, "storage_account_key": key},
+        "azure_file": {
+            "share_name": "nope",
+            "storage_account_name": ACCOUNT,
+            "storage_account_key": key,
+        },
     }
     with pytest.raises(HttpResponseError):
-        aci.group("nomount", ["true"], volumes=[volume], mounts=[{"name": "gone", "mount_path": "/data"}])
+        aci.group(
+            "nomount", ["true"], volumes=[volume], mounts=[{"name": "gone", "mount_path": "/data"}]
+        )
     group = aci.client.container_groups.get(RG, "nomount")
     assert group.provisioning_state == "Failed"
     messages = [e.message for e in group.containers[0].instance_view.events]
