@@ -3,8 +3,13 @@
 container's output as it comes, wait for the exit, and report the exit code and the cost.
 
 The container group is deleted when following ends in anything but the container's exit
-(Ctrl-C, SIGTERM from ansible-playbook, a failed start, a timeout), so an interrupted run leaves
-nothing running; after a normal exit the role deletes it once the outputs are downloaded.
+(Ctrl-C, a failed start, a timeout), so an interrupted run leaves nothing running; after a
+normal exit the role deletes it once the outputs are downloaded.
+
+Ctrl-C: the worker that runs an action is in a session of its own, and ansible-playbook exits
+on Ctrl-C without waiting for it; the follower notices that its parent is gone (as eval_run's
+engine does) and deletes the group then. A SIGINT or SIGTERM that does reach the worker does
+the same.
 """
 
 from __future__ import annotations
@@ -71,10 +76,30 @@ def _interruptible():
     """Ctrl-C and SIGTERM (ansible-playbook forwards both to its worker) become
     ``Interrupted`` here, so the group is deleted before the worker exits."""
 
+    interrupted = []
+
     def handler(signum, frame):
+        # The first signal wins: ansible-playbook follows its SIGINT with a SIGTERM, which
+        # must not cut the deletion short; the signals stay ignored until the worker ends.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        interrupted.append(signum)
         raise Interrupted(signal.strsignal(signum))
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        if not interrupted:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+
+@contextmanager
+def _shielded():
+    """Ignore Ctrl-C and SIGTERM while the group is deleted: ansible-playbook sends SIGTERM to
+    its workers as it exits, which must not cut the delete short."""
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
@@ -119,6 +144,7 @@ class ActionModule(ActionBase):
                 line = line.replace(value, "********")
             display.display(f"[{group}] {line}")
 
+        parent = os.getppid()
         try:
             with _interruptible():
                 outcome = aci_follow.follow(
@@ -129,10 +155,12 @@ class ActionModule(ActionBase):
                     show,
                     poll_interval=args["poll_interval"],
                     timeout=args["timeout"],
+                    abandoned=lambda: os.getppid() != parent,
                 )
-        except (Interrupted, aci_follow.GroupFailed, TimeoutError) as err:
-            _delete(client, rg, group)
-            if isinstance(err, Interrupted):
+        except (Interrupted, aci_follow.Abandoned, aci_follow.GroupFailed, TimeoutError) as err:
+            with _shielded():
+                _delete(client, rg, group)
+            if isinstance(err, Interrupted | aci_follow.Abandoned):
                 raise KeyboardInterrupt(str(err)) from None
             raise AnsibleActionFail(f"{err}; the container group was deleted") from None
         output = outcome.output

@@ -20,6 +20,10 @@ GB_SECOND_USD = 0.0000015
 ENDED = ("Succeeded", "Failed", "Stopped")
 
 
+class Abandoned(Exception):
+    """Whoever started the follow is gone (ansible-playbook exited after a Ctrl-C)."""
+
+
 class GroupFailed(Exception):
     """The group could not run its container (a mount, the image, provisioning)."""
 
@@ -87,8 +91,10 @@ def follow(
     show: Callable[[str], None],
     poll_interval: float = 1.0,
     timeout: float | None = None,
+    abandoned: Callable[[], bool] = lambda: False,
 ) -> Outcome:
-    """Poll the group until its container ends (without restarting), showing new log lines."""
+    """Poll the group until its container ends (without restarting), showing new log lines;
+    raise ``Abandoned`` as soon as ``abandoned()`` says so."""
     shown = 0
     restarts = 0
     pending = ""
@@ -131,4 +137,15 @@ def follow(
             )
         if deadline and time.monotonic() > deadline:
             raise TimeoutError(f"container group '{name}' did not end within {timeout} s")
-        time.sleep(poll_interval)
+        _sleep(poll_interval, abandoned)
+
+
+def _sleep(seconds: float, abandoned: Callable[[], bool]) -> None:
+    end = time.monotonic() + seconds
+    while True:
+        if abandoned():
+            raise Abandoned("the controller is gone")
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(left, 0.2))

@@ -130,7 +130,9 @@ def discover(repo: Path, roots: list[str], base_ref: str | None) -> tuple[list[I
     if base_ref:
         merge_base = _git(repo, "merge-base", base_ref, "HEAD").strip()
         changed = [
-            l for l in _git(repo, "diff", "--name-only", merge_base, "HEAD").splitlines() if l
+            name
+            for name in _git(repo, "diff", "--name-only", merge_base, "HEAD").splitlines()
+            if name
         ]
         touched = [
             f

@@ -122,7 +122,7 @@ def main():
                 tag=tag,
             )
             listed = []
-            for image, entry in zip(images, document["images"]):
+            for image, entry in zip(images, document["images"], strict=True):
                 context = out / "contexts" / image.group / image.folder
                 if not module.check_mode:
                     context = rel.build_context(repo, image, out / "contexts")
