@@ -184,7 +184,9 @@ def test_ctrl_c_mid_run_deletes_the_group(work_share, tmp_path):
 def test_an_image_the_identity_may_not_pull_fails_clearly_leaving_no_group(work_share, tmp_path):
     emulator = work_share
     registries = emulator.mgmt_client(ContainerRegistryManagementClient).registries
-    registries.begin_create(RG, "aciprivate", {"location": "eastus", "sku": {"name": "Basic"}}).result()
+    registries.begin_create(
+        RG, "aciprivate", {"location": "eastus", "sku": {"name": "Basic"}}
+    ).result()
     identity_id = (
         f"/subscriptions/{emulator.subscription_id}/resourceGroups/{RG}/providers/"
         "Microsoft.ManagedIdentity/userAssignedIdentities/no-pull"
