@@ -16,7 +16,6 @@ import datetime as dt
 import hashlib
 import os
 import re
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,12 +30,10 @@ from localazure.core.errors import AzureError
 from localazure.core.router import Router
 from localazure.storage import FILE_SUFFIX, shares
 from localazure.storage.accounts import find_account
-from localazure.storage.auth import Principal, StorageAuthError, authenticate, authorize
+from localazure.storage.auth import Principal, authenticate, authorize
 from localazure.storage.blobs import http_date
 from localazure.storage.dataplane import (
-    SERVICE_VERSION,
     StorageError,
-    _error_response,
     _max_results,
     _meta_headers,
     _metadata,
@@ -44,6 +41,7 @@ from localazure.storage.dataplane import (
     _range,
     _sub,
     _xml,
+    storage_response,
 )
 
 SHARES = "Microsoft.Storage/storageAccounts/fileServices/shares"
@@ -126,20 +124,7 @@ class FileService:
         self.ctx = ctx
 
     async def handle(self, request: Request, login_host: str, path: str = "") -> Response:
-        headers = {"x-ms-version": request.headers.get("x-ms-version") or SERVICE_VERSION}
-        try:
-            response = await self._dispatch(request, login_host)
-        except StorageError as err:
-            response = _error_response(
-                request, err.status, err.code, err.message, err.headers, None
-            )
-        except StorageAuthError as err:
-            response = _error_response(
-                request, err.status, err.code, err.message, err.headers, err.detail
-            )
-        response.headers.update(headers)
-        response.headers["Date"] = http_date(time.time())
-        return response
+        return await storage_response(request, self._dispatch(request, login_host))
 
     async def _dispatch(self, request: Request, host: str) -> Response:
         account = find_account(self.ctx, host.removesuffix(FILE_SUFFIX))
