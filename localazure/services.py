@@ -9,6 +9,7 @@ from localazure.acr.service import ContainerRegistryService
 from localazure.authorization.service import AuthorizationService
 from localazure.batch.service import BatchService
 from localazure.compute.service import ComputeService
+from localazure.containerinstance.service import ContainerInstanceService
 from localazure.core.service import Service
 from localazure.identity.service import IdentityService
 from localazure.keyvault.service import KeyVaultService
@@ -35,4 +36,5 @@ def all_services() -> list[Service]:
         NetworkService(),
         ComputeService(),
         MonitorService(),
+        ContainerInstanceService(),
     ]

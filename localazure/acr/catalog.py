@@ -33,6 +33,7 @@ class PublicImage:
     size: int
     os: str
     architecture: str
+    env: tuple[str, ...] = ()
 
     @property
     def reference(self) -> str:
@@ -49,6 +50,7 @@ class PublicImage:
             "os": self.os,
             "architecture": self.architecture,
             "manifest": self.manifest,
+            "env": list(self.env),
         }
 
 
@@ -124,6 +126,7 @@ def _build(
         size=len(manifest) + len(config_bytes) + sum(layer_sizes),
         os="linux",
         architecture="amd64",
+        env=tuple(env),
     )
 
 
@@ -184,7 +187,25 @@ ACI_HELLOWORLD = _build(
     created="2018-04-12T21:32:09.118217Z",
 )
 
-IMAGES: tuple[PublicImage, ...] = (WINARENA, HELLO_WORLD, AZUREML_OPENMPI, ACI_HELLOWORLD)
+# Azure Linux with Python 3.12 (a shell, coreutils and python3): the default image of role
+# aci_run. Its containers run their command with the host's shell and the emulator's Python.
+AZURELINUX_PYTHON = _build(
+    "mcr.microsoft.com",
+    "azurelinux/base/python",
+    "3.12",
+    [28_914_221, 31_402_887, 1_093],
+    env=[DEFAULT_PATH, "LANG=C.UTF-8", "PYTHONUNBUFFERED=1"],
+    cmd=["python3"],
+    created="2025-10-07T11:42:13.901227Z",
+)
+
+IMAGES: tuple[PublicImage, ...] = (
+    WINARENA,
+    HELLO_WORLD,
+    AZUREML_OPENMPI,
+    ACI_HELLOWORLD,
+    AZURELINUX_PYTHON,
+)
 
 
 def normalise_registry(host: str) -> str:

@@ -83,6 +83,7 @@ PROVIDERS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
         "storageAccounts": (EVERY_REGION, ("2023-05-01", "2023-01-01", "2022-09-01")),
         "storageAccounts/blobServices": (EVERY_REGION, ("2023-05-01", "2023-01-01")),
         "storageAccounts/blobServices/containers": (EVERY_REGION, ("2023-05-01", "2023-01-01")),
+        "storageAccounts/fileServices/shares": (EVERY_REGION, ("2023-05-01", "2023-01-01")),
         "checkNameAvailability": (GLOBAL, ("2023-05-01", "2023-01-01")),
     },
     "Microsoft.ContainerRegistry": {
@@ -104,6 +105,9 @@ PROVIDERS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
         "workspaces/datastores": (EVERY_REGION, ("2025-06-01", "2024-10-01", "2024-04-01")),
         "locations/vmSizes": (EVERY_REGION, ("2025-06-01", "2024-10-01", "2024-04-01")),
         "locations/usages": (EVERY_REGION, ("2025-06-01", "2024-10-01", "2024-04-01")),
+    },
+    "Microsoft.ContainerInstance": {
+        "containerGroups": (EVERY_REGION, ("2023-05-01", "2022-09-01", "2021-10-01")),
     },
     "Microsoft.Batch": {
         "batchAccounts": (EVERY_REGION, ("2024-07-01", "2024-02-01", "2023-11-01")),

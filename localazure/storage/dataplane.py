@@ -15,7 +15,7 @@ import re
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -296,6 +296,25 @@ def _enumeration(account: dict[str, Any], request: Request, **attributes: str) -
     return root
 
 
+async def storage_response(request: Request, dispatch: Awaitable[Response]) -> Response:
+    """The answer of a storage data plane (Blob, File): what ``dispatch`` returns, or its error
+    as Azure's ``<Error>`` document; with ``x-ms-version`` and ``Date``."""
+    headers = {"x-ms-version": request.headers.get("x-ms-version") or SERVICE_VERSION}
+    try:
+        response = await dispatch
+    except StorageError as err:
+        response = _error_response(request, err.status, err.code, err.message, err.headers, None)
+    except StorageAuthError as err:
+        response = _error_response(
+            request, err.status, err.code, err.message, err.headers, err.detail
+        )
+    except BlobStateError as err:
+        response = _error_response(request, err.status, err.code, err.message, {}, None)
+    response.headers.update(headers)
+    response.headers["Date"] = http_date(time.time())
+    return response
+
+
 # -- the service --------------------------------------------------------------------------------
 
 
@@ -312,22 +331,7 @@ class BlobService:
         return scope
 
     async def handle(self, request: Request, login_host: str, path: str = "") -> Response:
-        headers = {"x-ms-version": request.headers.get("x-ms-version") or SERVICE_VERSION}
-        try:
-            response = await self._dispatch(request, login_host)
-        except StorageError as err:
-            response = _error_response(
-                request, err.status, err.code, err.message, err.headers, None
-            )
-        except StorageAuthError as err:
-            response = _error_response(
-                request, err.status, err.code, err.message, err.headers, err.detail
-            )
-        except BlobStateError as err:
-            response = _error_response(request, err.status, err.code, err.message, {}, None)
-        response.headers.update(headers)
-        response.headers["Date"] = http_date(time.time())
-        return response
+        return await storage_response(request, self._dispatch(request, login_host))
 
     async def _dispatch(self, request: Request, host: str) -> Response:
         account = find_account(self.ctx, host.removesuffix(BLOB_SUFFIX))

@@ -23,10 +23,9 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from ansible_collections.openadapt.azure_eval.plugins.module_utils import eval_inputs
+from ansible_collections.openadapt.azure_eval.plugins.module_utils import action_env, eval_inputs
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.credentials import (
     AUTH_ARGUMENT_SPEC,
-    auth_environment,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.engine import (
     EngineConfig,
@@ -149,10 +148,10 @@ class ActionModule(ActionBase):
         run_dir = Path(args["state_dir"]) / args["run_name"]
         run_dir.mkdir(parents=True, exist_ok=True)
 
-        environment = self._task_environment(task_vars)
+        environment = action_env.task_environment(self._task, self._templar)
         # SDK notices (azure-ai-ml writes some to stderr itself) are shown at -vvv.
         with (
-            _applied(environment),
+            action_env.applied(environment),
             _logging_to_display(),
             redirect_stderr(_DisplayStream(True)),
             contextlib.ExitStack() as stack,
@@ -277,14 +276,6 @@ class ActionModule(ActionBase):
         )
         return report
 
-    def _task_environment(self, task_vars):
-        environment = {}
-        for item in self._task.environment or []:
-            templated = self._templar.template(item)
-            if isinstance(templated, dict):
-                environment.update({str(k): str(v) for k, v in templated.items()})
-        return environment
-
     def _tier_context(self, args, environment, run_dir):
         job_env = dict(args["environment_variables"])
         job_env["HEARTBEAT_INTERVAL"] = str(args["heartbeat_interval"])
@@ -292,7 +283,7 @@ class ActionModule(ActionBase):
         job_env["WAA_VM_BOOT_TIMEOUT"] = str(args["vm_boot_timeout"])
         return TierContext(
             options=args["tier_options"],
-            environment={**os.environ, **environment, **_auth_environment(args)},
+            environment={**os.environ, **environment, **action_env.auth_environment(args)},
             run_name=args["run_name"],
             worker_script=WORKER_SCRIPT.read_text(),
             state_dir=run_dir,
@@ -387,12 +378,6 @@ def _task_id(task) -> str:
     return task[1]  # (domain, task id)
 
 
-def _auth_environment(args):
-    """The authentication arguments under the environment names AzureRMAuth reads; kept in
-    memory, never put into os.environ."""
-    return auth_environment({name: args.get(name) for name in AUTH_ARGUMENT_SPEC})
-
-
 def _fingerprinted(spec: TierSpec, args):
     """What makes a run the same run: the tasks and the tier target, not tuning knobs."""
     return {
@@ -470,17 +455,3 @@ def _interruptible():
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-@contextmanager
-def _applied(environment):
-    saved = {k: os.environ.get(k) for k in environment}
-    os.environ.update(environment)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
