@@ -257,6 +257,10 @@ class AmlTier(BaseTier):
             states = {"runningNodeCount": getattr(states, "running_node_count", 0) or 0}
         return int(current), int(states.get("runningNodeCount") or 0)
 
+    def nodes_left(self) -> int:
+        """Nodes the cluster holds now (it scales down by itself after its idle time)."""
+        return self._node_count()[0]
+
     # -- Tier ---------------------------------------------------------------------------------
 
     def submit(self, job_key: str, task_ids: list[str]) -> str:
