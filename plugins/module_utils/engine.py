@@ -323,11 +323,17 @@ class EvaluationEngine:
         self._adopt_orphans(ledger)
         self._account_unobserved_node_time(ledger)
         held = {t for job in self._book.jobs() for t in job.unreported()}
-        self._scheduler = make_scheduler(
+        queue = self._queue_order([t for t in ledger.pending(self._task_ids) if t not in held])
+        factor = self.config.chunk_factor_for(self._workers)
+        # Hook (rightsizing.py): a pool of tiers of different sizes keeps a queue per size.
+        sized = self.config.scheduling == "dynamic" and tier_pool.sized_scheduler(
+            self.tier, queue, self._workers, factor, self.config.max_chunk
+        )
+        self._scheduler = sized or make_scheduler(
             self.config.scheduling,
-            self._queue_order([t for t in ledger.pending(self._task_ids) if t not in held]),
+            queue,
             self._workers,
-            factor=self.config.chunk_factor_for(self._workers),
+            factor=factor,
             max_chunk=self.config.max_chunk,
         )
 
@@ -499,7 +505,10 @@ class EvaluationEngine:
             return None
         chunk: list[str] = []
         while not chunk and self._scheduler.remaining:
-            chunk = [t for t in self._scheduler.next_chunk() if t not in self._final]
+            handed = self._scheduler.next_chunk()
+            if not handed:  # nothing that a free worker may take (right-sizing)
+                break
+            chunk = [t for t in handed if t not in self._final]
         if chunk and not self._budget_allows(chunk, pending, now):
             self._scheduler.requeue(chunk)
             return None

@@ -50,6 +50,12 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures impo
     QUOTA_EXCEEDED,
     Failure,
 )
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.rightsizing import (
+    CLASSES,
+    SizedScheduler,
+    TaskClasses,
+    too_small,
+)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base import (
     BaseTier,
     FixedCapacity,
@@ -96,7 +102,7 @@ class Move:
 class Member:
     name: str
     tier: Tier | None  # None: it could not be built (its preflight refused it)
-    workers: int
+    workers: int | None  # None: the run's workers
     breaker: CircuitBreaker
     out_since: float | None = None
     out_reason: str | None = None
@@ -115,10 +121,13 @@ class Member:
     def measures(self) -> bool:
         return isinstance(self.tier, MeasuresNodeTime)
 
+    default_workers: int = 1
+
     def capacity(self) -> int:
+        workers = self.workers or self.default_workers
         if isinstance(self.tier, FixedCapacity):
-            return max(0, min(self.workers, self.tier.capacity()))
-        return self.workers
+            return max(0, min(workers, self.tier.capacity()))
+        return workers
 
 
 class NoUsableTier(RuntimeError):
@@ -132,7 +141,7 @@ class TierPool(BaseTier):
 
     def __init__(
         self,
-        members: Sequence[tuple[str, Tier | None, int]],
+        members: Sequence[tuple[str, Tier | None, int | None]],
         *,
         mode: str = "fallback",
         breaker_threshold: int = 3,
@@ -156,7 +165,7 @@ class TierPool(BaseTier):
             Member(
                 name=name,
                 tier=tier,
-                workers=max(1, int(workers)),
+                workers=max(1, int(workers)) if workers else None,
                 breaker=CircuitBreaker(name, breaker_threshold, recover_after, clock),
                 recover_after=recover_after,
             )
@@ -168,6 +177,9 @@ class TierPool(BaseTier):
         self.moves: list[Move] = []
         # Right-sizing: the size classes each member takes (rightsizing.py); unset, any.
         self.member_sizes: dict[str, list[str]] = {}
+        self.task_classes: TaskClasses | None = None
+        self._reserved: dict[tuple[str, ...], Member] = {}  # chunk -> member (right-sizing)
+        self._job_tasks: dict[str, list[str]] = {}
         for name, reason in (unusable or {}).items():
             self._take_out(self._by_name[name], f"not usable at start: {reason}")
         for member in self.members:
@@ -188,7 +200,10 @@ class TierPool(BaseTier):
     # what the engine asks -------------------------------------------------------------------
 
     def workers(self, requested: int) -> int:
-        """Workers the engine runs: in spread mode, every member's together."""
+        """Workers the engine runs: in spread mode, every member's together (a member without
+        its own number runs the run's)."""
+        for member in self.members:
+            member.default_workers = max(1, requested)
         if self.mode == "spread":
             return sum(m.capacity() for m in self.members if m.tier is not None)
         return requested
@@ -203,6 +218,8 @@ class TierPool(BaseTier):
             if member is None:
                 return False
             member.active.discard(job_key)
+            if self._promote_if_too_small(member, job_key, failure) and failure.is_transient:
+                return True  # the size's, not the tier's: a larger member takes the tasks
             local = not failure.is_transient and failure.code in TIER_LOCAL_CODES
             if not failure.is_transient and not local:
                 return False  # the configuration's: the run stops
@@ -226,7 +243,7 @@ class TierPool(BaseTier):
         with self._lock:
             member = self._owner.get(job_key)
             if member is None:
-                member, trial = self._route()
+                member, trial = self._route(task_ids)
                 if trial:
                     member.trial_job = job_key
                     log.warning(
@@ -234,6 +251,7 @@ class TierPool(BaseTier):
                     )
                 self._owner[job_key] = member
             member.active.add(job_key)
+            self._job_tasks[job_key] = list(task_ids)
         assert member.tier is not None
         inner = member.tier.submit(job_key, task_ids)
         handle = f"{member.name}{_SEP}{inner}"
@@ -369,38 +387,115 @@ class TierPool(BaseTier):
 
     # routing ---------------------------------------------------------------------------------
 
-    def _route(self) -> tuple[Member, bool]:
+    def _route(self, task_ids: Sequence[str]) -> tuple[Member, bool]:
         """The member for a new job, and whether it is a trial of a member taken out."""
-        trial = self._trial_candidate()
+        reserved = self._reserved.pop(tuple(task_ids), None)
+        size_class = self.task_classes.of_chunk(task_ids) if self.task_classes else None
+        trial = self._trial_candidate(size_class)
         if trial is not None:
             return trial, True
-        member = self._usable()
+        if reserved is not None and reserved.out_since is None:
+            return reserved, False
+        member = self._usable(size_class=size_class)
         if member is None:
             raise NoUsableTier("no tier of the pool is usable: " + self._out_summary())
         return member, False
 
-    def _trial_candidate(self) -> Member | None:
+    def _trial_candidate(self, size_class: str | None) -> Member | None:
         """A member out of rotation whose recovery wait has passed gets one trial job."""
         now = self._clock()
         for member in self.members:
             if member.tier is None or member.out_since is None or member.trial_job is not None:
                 continue
+            if size_class is not None and not self._takes(member, size_class):
+                continue
             if now - member.out_since >= member.recover_after and member.capacity() > 0:
                 return member
         return None
 
-    def _usable(self, exclude: Member | None = None) -> Member | None:
+    def _usable(
+        self, exclude: Member | None = None, size_class: str | None = None, free: bool = False
+    ) -> Member | None:
         candidates = [
             m
             for m in self.members
-            if m is not exclude and m.tier is not None and m.out_since is None and m.capacity() > 0
+            if m is not exclude
+            and m.tier is not None
+            and m.out_since is None
+            and m.capacity() > 0
+            and (size_class is None or self._takes(m, size_class))
+            and (not free or self._load(m) < m.capacity())
         ]
         if not candidates:
             return None
+        if size_class is not None:
+            # Right-sizing: a member of that very size before a larger one.
+            best = min(self._fit(m, size_class) for m in candidates)
+            candidates = [m for m in candidates if self._fit(m, size_class) == best]
         if self.mode == "fallback":
             return candidates[0]
         # spread: the member with the most free workers (ties: the first listed).
-        return max(candidates, key=lambda m: (m.capacity() - len(m.active)) / m.capacity())
+        return max(candidates, key=lambda m: (m.capacity() - self._load(m)) / m.capacity())
+
+    # right-sizing (rightsizing.SizeRouter) ---------------------------------------------------
+
+    def use_sizes(self, classes: TaskClasses) -> None:
+        """Route each chunk to a member taking its size class (``member_sizes``)."""
+        self.task_classes = classes
+
+    def free_for(self, size_class: str) -> bool:
+        with self._lock:
+            if self.mode == "fallback":  # the engine's slots bound the one member in use
+                return self._usable(size_class=size_class) is not None
+            return self._usable(size_class=size_class, free=True) is not None
+
+    def reserve(self, size_class: str, chunk: Sequence[str]) -> None:
+        with self._lock:
+            member = self._usable(size_class=size_class, free=self.mode == "spread")
+            if member is not None:
+                self._reserved[tuple(chunk)] = member
+
+    def release(self, chunk: Sequence[str]) -> None:
+        with self._lock:
+            self._reserved.pop(tuple(chunk), None)
+
+    def _takes(self, member: Member, size_class: str) -> bool:
+        """A member takes its own classes and any smaller one."""
+        sizes = self.member_sizes.get(member.name)
+        if not sizes:
+            return True
+        return CLASSES.index(size_class) <= max(CLASSES.index(s) for s in sizes)
+
+    def _fit(self, member: Member, size_class: str) -> int:
+        sizes = self.member_sizes.get(member.name)
+        if not sizes:
+            return len(CLASSES)
+        if size_class in sizes:
+            return 0
+        return 1 + max(CLASSES.index(s) for s in sizes)
+
+    def _load(self, member: Member) -> int:
+        return len(member.active) + sum(1 for m in self._reserved.values() if m is member)
+
+    def _promote_if_too_small(self, member: Member, job_key: str, failure: Failure) -> bool:
+        """Tasks of a job that was too small for them move up a size class; True if any did."""
+        if self.task_classes is None or not too_small(failure.code, failure.message):
+            return False
+        offered = {
+            c
+            for m in self.members
+            if m is not member and m.tier is not None
+            for c in (self.member_sizes.get(m.name) or CLASSES)
+        }
+        moved = self.task_classes.promote(self._job_tasks.get(job_key, []), sorted(offered))
+        if moved:
+            log.warning(
+                "tier %s was too small for %d task(s) (%s): they run on a larger size",
+                member.name,
+                len(moved),
+                failure.code,
+            )
+        return bool(moved)
 
     def _take_out(self, member: Member, reason: str) -> None:
         member.out_since = self._clock()
@@ -514,3 +609,12 @@ def moves_on(tier: object, job_key: str, handle: str | None, failure: Failure) -
 
 def status_extra(tier: object) -> dict[str, Any]:
     return tier.status_extra() if isinstance(tier, FailsOver) else {}
+
+
+def sized_scheduler(
+    tier: object, task_ids: Sequence[str], workers: int, factor: float, max_chunk: int | None
+) -> SizedScheduler | None:
+    """The engine's hook: a pool that right-sizes gets a scheduler with a queue per size."""
+    if not isinstance(tier, TierPool) or tier.task_classes is None:
+        return None
+    return SizedScheduler(task_ids, workers, tier.task_classes, tier, factor, max_chunk)

@@ -19,7 +19,16 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures impo
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import Ledger
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.retries import RetryPolicy
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.rightsizing import (
+    TaskClasses,
+    class_of,
+    profile_from_durations,
+)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tier_pool import TierPool
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base import (
+    JobState,
+    JobStatus,
+)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.local import LocalTier
 from localazure.workload import task_model
 
@@ -201,3 +210,59 @@ def test_budget_stops_feeding_and_a_higher_budget_resumes(members, tmp_path):
     ).run()
     assert result.status == "completed" and len(result.tasks) == len(TASKS)
     assert result.sessions == 2
+
+
+class OutOfMemoryFor(LocalTier):
+    """A small size: a job holding one of ``too_big`` dies out of memory (the worker is killed
+    before it reports anything)."""
+
+    def __init__(self, *args, too_big, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.too_big = set(too_big)
+        self.killed: set[str] = set()
+
+    def submit(self, job_key, task_ids):
+        handle = super().submit(job_key, task_ids)
+        if self.too_big & set(task_ids):
+            self.killed.add(handle)
+            self._kill_if_alive(self._job(handle))
+        return handle
+
+    def read_new_lines(self, handle):
+        lines = super().read_new_lines(handle)
+        return [] if handle in self.killed else lines
+
+    def status(self, handle):
+        status = super().status(handle)
+        if handle in self.killed and status.state.terminal:
+            return JobStatus(JobState.FAILED, "OutOfMemory", "the container ran out of memory")
+        return status
+
+
+def test_right_sizing_feeds_each_size_its_tasks_and_retries_too_small_on_the_larger(
+    members, tmp_path
+):
+    domains = dict((t, d) for d, t in TASKS)
+    classes = TaskClasses(domains)
+    medium = [t for t in domains if classes.of(t) == "medium"][:2]
+    small = members("small", OutOfMemoryFor, too_big=medium)
+    pool = TierPool([("small", small, 2), ("large", members("large"), 1)], mode="spread")
+    pool.member_sizes = {"small": ["simple", "medium"], "large": ["complex"]}
+    pool.use_sizes(classes)
+    ledger = tmp_path / "sized.sqlite3"
+    result = EvaluationEngine(pool, TASKS, ledger, config(max_chunk=1), handle_signals=False).run()
+    assert result.status == "completed" and len(result.tasks) == len(TASKS)
+    ran_on = tiers_of_results(ledger)
+    assert all(ran_on[t] == "large" for t in domains if classes.of(t) == "complex")
+    assert any(size == "small" for size in ran_on.values())
+    # Too small: moved up a class and run on the larger size.
+    assert {classes.promoted[t] for t in medium} == {"complex"}
+    assert all(ran_on[t] == "large" for t in medium)
+
+
+def test_task_profile_default_and_measured():
+    assert class_of("notepad") == "simple" and class_of("chrome") == "medium"
+    assert class_of("libreoffice_calc") == "complex" and class_of("vs_code") == "complex"
+    assert class_of("something_new") == "medium"
+    measured = profile_from_durations({"a": [1, 1], "b": [4, 4], "c": [10, 12], "d": [4]})
+    assert measured == {"simple": ["a"], "medium": ["b", "d"], "complex": ["c"]}
