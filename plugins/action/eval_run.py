@@ -22,7 +22,11 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from ansible_collections.openadapt.azure_eval.plugins.module_utils import eval_inputs
+from ansible_collections.openadapt.azure_eval.plugins.module_utils import eval_inputs, rightsizing
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.budget import (
+    Budget,
+    BudgetReached,
+)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.engine import (
     EngineConfig,
     EvaluationEngine,
@@ -39,10 +43,18 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.run_lock impo
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.run_summary import (
     ledger_summary,
 )
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.scale_down import nodes_left
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tier_pool import TierPool
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tier_report import tier_report
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers import registry
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base import (
     TierContext,
     TierSpec,
+)
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.worker_count import (
+    CHOICES,
+    calculate_optimal_workers,
+    measured_minutes,
 )
 
 display = Display()
@@ -82,6 +94,15 @@ ARGUMENT_SPEC = dict(
     check_only=dict(type="bool", default=False),
     # The names the user set the options by (roles/eval: workers -> eval_workers), for messages.
     variable_names=dict(type="dict", default={}),
+    # Cost controls (budget.py, worker_count.py, rightsizing.py, scale_down.py).
+    budget_usd=dict(type="float"),
+    budget_warn_fraction=dict(type="float", default=0.8),
+    budget_cancel_running=dict(type="bool", default=False),
+    workers_choice=dict(type="str", default="fixed", choices=list(CHOICES)),
+    target_hours=dict(type="float", default=2.0),
+    right_sizing=dict(type="bool", default=False),
+    task_profile=dict(type="raw", default="default"),
+    scale_down_wait=dict(type="float", default=0.0),
 )
 
 
@@ -115,8 +136,13 @@ class ActionModule(ActionBase):
                 tier = spec.build(self._tier_context(args, environment, run_dir))
             except spec.setup_errors as err:
                 raise AnsibleActionFail(str(err)) from None
+            try:
+                workers, choice = self._cost_controls(args, tier, tasks)
+            except ValueError as err:
+                tier.close()
+                raise AnsibleActionFail(str(err)) from None
             config = EngineConfig(
-                workers=args["workers"],
+                workers=workers,
                 poll_interval=args["poll_interval"],
                 startup_timeout=args["startup_timeout"],
                 stuck_after=args["stuck_after"],
@@ -129,6 +155,7 @@ class ActionModule(ActionBase):
                 # Ansible's worker runs in a session of its own: a SIGKILL of ansible-playbook
                 # would not reach it.
                 watch_parent=True,
+                budget=_budget(args),
             )
             engine = EvaluationEngine(
                 tier,
@@ -142,8 +169,12 @@ class ActionModule(ActionBase):
                 ),
             )
             since_command = _seconds_since_command()
+            if choice is not None:
+                display.display(
+                    f"eval_run: worker count ({args['workers_choice']}): {choice.arithmetic}"
+                )
             display.display(
-                f"eval_run: {len(tasks)} tasks on {args['workers']} {args['tier']} workers "
+                f"eval_run: {len(tasks)} tasks on {workers} {args['tier']} workers "
                 f"({args['scheduling']} scheduling); ledger {run_dir / 'ledger.sqlite3'}"
                 + (
                     f"; the engine starts {since_command:.1f}s after the command"
@@ -151,6 +182,7 @@ class ActionModule(ActionBase):
                     else ""
                 )
             )
+            extras = {"worker_choice": choice.to_dict() if choice else None}
             try:
                 with _interruptible():
                     run = engine.run()
@@ -160,20 +192,25 @@ class ActionModule(ActionBase):
                     run_dir,
                     "interrupted: every job this run started was cancelled; run the same command "
                     "to resume",
+                    self._after_run(args, tier, run_dir, extras, config),
                 )
             except PermanentFailure as err:
-                return self._failed(result, run_dir, err.failure.describe())
-            except TierUnhealthy as err:
-                return self._failed(result, run_dir, str(err))
+                extras = self._after_run(args, tier, run_dir, extras, config)
+                return self._failed(result, run_dir, err.failure.describe(), extras)
+            except (TierUnhealthy, BudgetReached) as err:
+                extras = self._after_run(args, tier, run_dir, extras, config)
+                return self._failed(result, run_dir, str(err), extras)
             except RunLocked as err:
                 raise AnsibleActionFail(str(err)) from None
             except LedgerMismatch as err:
                 raise AnsibleActionFail(
                     f"{err}. Use another run_name for a different evaluation, or delete {run_dir}."
                 ) from None
+            else:
+                extras = self._after_run(args, tier, run_dir, extras, config, run.cost.node_hours)
             finally:
                 tier.close()
-        evaluation = run.to_dict()
+        evaluation = {**run.to_dict(), **extras}
         result.update(
             changed=run.session_jobs_submitted > 0,
             evaluation=evaluation,
@@ -207,17 +244,101 @@ class ActionModule(ActionBase):
             job_timeout=args["job_timeout"],
         )
 
-    def _failed(self, result, run_dir, message):
+    def _cost_controls(self, args, tier, tasks):
+        """Right-sizing set up on the pool, and the worker count (fixed, advised or chosen)."""
+        domains = [domain for domain, _ in tasks]
+        if args["right_sizing"]:
+            if not isinstance(tier, TierPool) or not tier.member_sizes:
+                raise ValueError(
+                    "eval_right_sizing needs tier=auto with members of different sizes "
+                    "(eval_tier_members: <name>: {sizes: [simple, medium]} ...)"
+                )
+            tier.use_sizes(
+                rightsizing.TaskClasses(
+                    {task: domain for domain, task in tasks}, self._profile(args)
+                )
+            )
+        if args["workers_choice"] == "fixed":
+            return args["workers"], None
+        choice = calculate_optimal_workers(
+            domains,
+            args["target_hours"],
+            _quota(tier, args["workers"]),
+            measured_minutes(sorted(Path(args["state_dir"]).glob("*/ledger.sqlite3"))),
+        )
+        return (choice.workers if args["workers_choice"] == "choose" else args["workers"]), choice
+
+    def _profile(self, args):
+        profile = args["task_profile"]
+        if profile in (None, "", "default"):
+            return rightsizing.DEFAULT_PROFILE
+        if profile == "measured":
+            return rightsizing.profile_from_ledgers(
+                sorted(Path(args["state_dir"]).glob("*/ledger.sqlite3"))
+            )
+        if isinstance(profile, dict):
+            return rightsizing.check_profile(profile)
+        raise ValueError(
+            "eval_task_profile must be 'default', 'measured' or {simple|medium|complex: "
+            f"[domain patterns]}}, not {profile!r}"
+        )
+
+    def _after_run(self, args, tier, run_dir, extras, config, node_hours=None):
+        """However the run ended: every tier back to zero nodes (checked), and what the report
+        says of the tiers, the budget and the worker count."""
+        left = nodes_left(tier, wait_s=args["scale_down_wait"])
+        if node_hours is None:
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                status = json.loads((run_dir / "status.json").read_text())
+                price = tier.price_per_node_hour or 0
+                node_hours = status["cost"]["current_usd"] / price if price else 0.0
+        report = dict(extras)
+        report["scale_to_zero"] = {
+            "nodes_left": left,
+            "ok": not any(left.values()),
+            "waited_s": args["scale_down_wait"],
+        }
+        report.update(tier_report(tier, run_dir / "ledger.sqlite3", node_hours or 0.0))
+        if config.budget is not None:
+            report.update(config.budget.status())
+        return report
+
+    def _failed(self, result, run_dir, message, extras=None):
         partial = ledger_summary(run_dir / "ledger.sqlite3", RunStatus.FAILED.value)
         if partial:
             # The figure the engine wrote last (the same the progress lines showed).
             with contextlib.suppress(OSError, ValueError, KeyError):
                 status = json.loads((run_dir / "status.json").read_text())
                 partial["cost"] = {"total_usd": status["cost"]["current_usd"]}
+        if partial is not None and extras:
+            partial.update(extras)
         result.update(
             failed=True, msg=message, evaluation=partial, ledger=str(run_dir / "ledger.sqlite3")
         )
         return result
+
+
+def _budget(args):
+    if args.get("budget_usd") is None:
+        return None
+    try:
+        return Budget(
+            limit_usd=args["budget_usd"],
+            warn_fraction=args["budget_warn_fraction"],
+            cancel_running=args["budget_cancel_running"],
+        )
+    except ValueError as err:
+        raise AnsibleActionFail(str(err)) from None
+
+
+def _quota(tier, requested):
+    """The most workers the tier can run: a pool's members together (spread) or its first's,
+    an AML cluster's max_instances, a fixed pool's capacity."""
+    if isinstance(tier, TierPool):
+        return tier.workers(requested) if tier.mode == "spread" else None
+    details = tier.describe()
+    quota = details.get("max_instances") or details.get("capacity")
+    return int(quota) if quota else None
 
 
 def _tier_options(spec: TierSpec, options):

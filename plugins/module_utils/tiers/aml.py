@@ -179,6 +179,7 @@ class AmlTier(BaseTier):
             "max_instances": cluster.max_instances,
             "idle_time_before_scale_down": cluster.idle_time_before_scale_down,
             "price_per_node_hour": price,
+            "dedicated_price_per_node_hour": prices.get("dedicated"),
             "environment": self.environment,
         }
 
