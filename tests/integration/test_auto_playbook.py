@@ -20,7 +20,7 @@ from localazure.testing import RunningEmulator
 pytestmark = pytest.mark.integration
 
 RUN_NAME = "waa-auto"
-TASKS = 24
+TASKS = 12
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The tier contract (``plugins/module_utils/tiers/base.py``), checked against every registered
 tier: the local tier as processes of this controller, Azure ML on the emulator through the real
-SDK. A new tier registers a harness here; a registered tier without one fails the suite."""
+SDK, tier=auto as a pool of both. A new tier registers a harness here; a registered tier without one fails the suite."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures impo
     UNKNOWN,
     canonical_code,
 )
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tier_pool import TierPool
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers import registry
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base import (
     JobState,
@@ -62,7 +63,22 @@ def aml_harness(request, tmp_path) -> Harness:
     )
 
 
-HARNESSES = {"local": local_harness, "aml": aml_harness}
+def auto_harness(request, tmp_path) -> Harness:
+    """tier=auto: a pool of Azure ML first and the local tier next (fallback order)."""
+    aml = aml_harness(request, tmp_path)
+
+    def make(env):
+        return TierPool(
+            [
+                ("aml", aml.make(env), None),
+                ("local", LocalTier(tmp_path / "pool", extra_env=env), None),
+            ]
+        )
+
+    return Harness(make=make, restart=aml.restart)
+
+
+HARNESSES = {"local": local_harness, "aml": aml_harness, "auto": auto_harness}
 
 
 def test_every_registered_tier_has_a_harness():

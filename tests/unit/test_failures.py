@@ -206,5 +206,5 @@ def test_every_tier_module_is_registered():
     from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers import registry
 
     assert registry.names() == ["aml", "auto", "local"]
-    with pytest.raises(registry.UnknownTier, match="registered tiers: aml, local"):
+    with pytest.raises(registry.UnknownTier, match="registered tiers: aml, auto, local"):
         registry.get("batch")
