@@ -16,13 +16,21 @@ two clusters for right-sizing) once per configuration:
 | + spot | $2.80 | the default cluster at low priority, with ``--evictions`` jobs preempted (retried as transient) |
 | all combined | $2.50 | right-sizing on low-priority clusters, evictions, the worker count chosen from measured durations (worker_count.py) |
 
-Durations are WAA's per domain (``localazure.workload.task_model``: log-normal around each
-domain's median minutes) at ``--time-scale`` seconds per simulated minute; the emulator's node
-timings are set to the same scale from the seed's real figures (node provisioning 3 min, image
-pull 10 min from Docker Hub and 1.5 min from ACR, 2 min idle before scale-down), so the node time
-the emulator bills converts to real hours by ``60 / time_scale``. Costs are at the catalogue's
-prices (low priority at 20% of dedicated). The success rate of each configuration is printed
-with it: the stand-in's outcomes are fixed per task, so any loss is a task that did not finish.
+Each configuration runs on the emulator at ``--time-scale`` seconds per simulated WAA minute (the
+stand-in's per-domain durations, ``localazure.workload.task_model``), which decides what it
+does: the jobs and their tasks, the order, the evictions and retries, the outcomes. Its cost is
+then reported **at real durations**: the jobs of its ledger are replayed, in the order they were
+submitted, on each cluster's nodes (a queued job goes to the first node free, as a cluster does),
+each job taking the real minutes of the tasks it ran (every attempt counts: an evicted job's task
+in flight is billed whole) plus half a minute of container start, with the seed's real overheads:
+node provisioning 3 min, image pull 10 min from Docker Hub or 1.5 min from ACR on a node's first
+job, 2 min idle before scale-down (a held cluster's nodes are billed from the start to the end
+of the run; an evicted node is gone and the next job provisions a new one). Prices are the
+catalogue's (``localazure/nodes/vm_catalog.py``: low priority at 20% of dedicated). Billing the
+emulator's own node time would instead multiply every controller and emulator latency (a second
+of wall time is 60 / time_scale seconds of WAA time); that figure is kept in the JSON
+(``emulator_billed_usd``). The success rate of each configuration is printed with it: the
+stand-in's outcomes are fixed per task, so any loss is a task that did not finish.
 """
 
 from __future__ import annotations
@@ -74,6 +82,7 @@ WORKER_SCRIPT = ROOT / "worker" / "waa_worker.py"
 PROVISION_S = 180.0
 PULL_S = {"dockerhub": 600.0, "acr": 90.0}
 IDLE_S = 120.0
+CONTAINER_START_S = 30.0
 HUB_ENVIRONMENT = "waa-hub"
 
 
@@ -293,12 +302,21 @@ def run_config(
             "usd": (usd - before[cluster.name][1]) * to_real,
         }
     preempted = sum(1 for r in result.retries if r.code == "NodePreempted")
+    replayed = replay(workdir / f"{run_id}.sqlite3", clusters, config.image, tasks)
+    for name, figures in replayed["clusters"].items():
+        per_cluster[name].update(
+            emulator_billed_usd=per_cluster[name].pop("usd"),
+            emulator_node_hours=per_cluster[name].pop("node_hours"),
+            **figures,
+        )
     return {
         "label": config.label,
         "seed_usd": config.seed_usd,
         "usd": sum(c["usd"] for c in per_cluster.values()),
         "node_hours": sum(c["node_hours"] for c in per_cluster.values()),
-        "makespan_h": result.makespan_s * to_real / 3600,
+        "emulator_billed_usd": sum(c["emulator_billed_usd"] for c in per_cluster.values()),
+        "makespan_h": replayed["makespan_s"] / 3600,
+        "emulator_makespan_h": result.makespan_s * to_real / 3600,
         "success_rate": result.success_rate,
         "tasks": len(result.tasks),
         "evictions": preempted,
@@ -306,6 +324,69 @@ def run_config(
         "worker_choice": choice.to_dict() if choice else None,
         "ledger": str(workdir / f"{run_id}.sqlite3"),
     }
+
+
+def replay(
+    ledger_path: Path, clusters: list[Cluster], image: str, tasks: list[tuple[str, str]]
+) -> dict[str, Any]:
+    """The run's jobs replayed at real durations on each cluster's nodes (see the docstring)."""
+    from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import Ledger
+    from localazure.nodes import vm_catalog
+
+    domains = {task: domain for domain, task in tasks}
+    with Ledger(ledger_path) as ledger:
+        jobs = sorted(
+            (j for j in ledger.jobs() if j.handle), key=lambda j: (j.submitted_at, j.job_key)
+        )
+        ran: dict[str, list[str]] = {}
+        for attempt in ledger.attempts():
+            ran.setdefault(attempt.job_key, []).append(attempt.task_id)
+    by_name = {c.name: c for c in clusters}
+    figures: dict[str, dict[str, float]] = {}
+    makespan = 0.0
+    for cluster in clusters:
+        own = [
+            j
+            for j in jobs
+            if len(clusters) == 1 or (j.handle or "").split("/", 1)[0] == cluster.name
+        ]
+        price = vm_catalog.find(cluster.size).price_for(cluster.priority)
+        nodes: list[dict[str, Any]] = []
+        released: list[tuple[float, float]] = []
+        replaced_at: list[float] = []  # when an evicted node went away
+        for job in own:
+            minutes = sum(
+                task_model.modelled_minutes(domains.get(t, ""), t) for t in ran.get(job.job_key, [])
+            )
+            live = [n for n in nodes if not n["gone"]]
+            if len(live) < by_name[cluster.name].workers:
+                started = replaced_at.pop(0) if replaced_at else 0.0
+                node = {
+                    "started_at": started,
+                    "free_at": started + PROVISION_S,
+                    "pulled": False,
+                    "gone": False,
+                }
+                nodes.append(node)
+                live.append(node)
+            node = min(live, key=lambda n: n["free_at"])
+            start = node["free_at"] + (0.0 if node["pulled"] else PULL_S[image])
+            node["pulled"] = True
+            node["free_at"] = start + CONTAINER_START_S + minutes * 60.0
+            if job.failure_code == "NodePreempted":  # the node is gone; a new one replaces it
+                node["gone"] = True
+                released.append((node["started_at"], node["free_at"]))
+                replaced_at.append(node["free_at"])
+        end = max((n["free_at"] for n in nodes), default=0.0)
+        makespan = max(makespan, end)
+        for node in nodes:
+            if node.get("gone"):
+                continue
+            until = end if cluster.held else node["free_at"] + IDLE_S
+            released.append((node["started_at"], until))
+        seconds = sum(b - a for a, b in released)
+        figures[cluster.name] = {"node_hours": seconds / 3600, "usd": seconds / 3600 * price}
+    return {"clusters": figures, "makespan_s": makespan}
 
 
 def _split_workers(clusters, total, tasks, measured):
