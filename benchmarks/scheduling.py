@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import itertools
 import json
 import logging
 import os
@@ -58,9 +59,13 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.scheduler import (  # noqa: E402
     make_scheduler,
 )
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.task_order import (  # noqa: E402
+    expected_durations,
+)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.aml import (  # noqa: E402
     STD_LOG,
     AmlTier,
+    job_name,
 )
 from localazure.testing import RunningEmulator  # noqa: E402
 from localazure.workload import task_model  # noqa: E402
@@ -109,6 +114,7 @@ class RunReport:
     cost_usd: float
     nodes: int
     controller_cpu_s: float = 0.0  # this process's CPU time during engine.run()
+    node_jobs: list[list[str]] = field(default_factory=list)  # job handles, per node, in order
 
     @property
     def tasks(self) -> int:
@@ -137,7 +143,19 @@ class RunReport:
             for task_id, measured in j.task_durations.items()
         ]
         slowest = max(self.jobs, key=lambda j: j.ended_at or 0.0, default=None)
+        by_handle = {job_name(j.job_key): j for j in self.jobs}
+        # On one node: the previous job's worker said "finished", then the next one's first event.
+        node_gaps = [
+            after.first_event_at - before.finished_at
+            for handles in self.node_jobs
+            for before, after in itertools.pairwise(by_handle.get(h) for h in handles)
+            if before and after and before.finished_at and after.first_event_at
+        ]
+        last_finish = max((j.finished_at or 0.0 for j in self.jobs), default=0.0)
         return {
+            "node_gap_s": _stats(node_gaps),
+            "node_gap_total_s": round(sum(node_gaps), 2),
+            "last_finish_to_end_s": round(self.result.finished_at - last_finish, 3),
             "job_startup_s": _stats(startups),
             "finish_to_noticed_s": _stats(notice),
             "task_overhead_s": _stats(overheads),
@@ -370,16 +388,22 @@ def job_traces(ledger_path: Path, tier: AmlTier) -> list[JobTrace]:
     return traces
 
 
-def ideal_makespan(strategy: str, durations: dict[str, float], config: EngineConfig) -> float:
+def ideal_makespan(
+    strategy: str, durations: dict[str, float], domains: dict[str, str], config: EngineConfig
+) -> float:
     """The strategy's own schedule with every overhead at zero: list scheduling of its chunks
     (in the order the scheduler hands them out) onto the first worker to become free. Its ratio
     to the bound's work term is what the strategy loses by itself, before any overhead."""
+    ids = list(durations)
+    expected = expected_durations(ids, domains)
     scheduler = make_scheduler(
         strategy,
-        list(durations),
+        ids if strategy == "static" else sorted(ids, key=expected.__getitem__, reverse=True),
         config.workers,
-        factor=config.chunk_factor_for(config.workers),
+        factor=config.chunk_factor_for(),
         max_chunk=config.max_chunk,
+        expected=expected,
+        head=config.balanced_head,
     )
     free = [0.0] * config.workers
     while scheduler.remaining:
@@ -457,7 +481,8 @@ def run_strategy(
     requests, paths = count_requests(rows, host, run_id)
     jobs = job_traces(ledger_path, tier)
     bound = lower_bound(durations, args.workers, jobs)
-    bound["ideal_s"] = ideal_makespan(strategy, durations, config) + bound["startup_s"]
+    domains = {task_id: domain for domain, task_id in tasks}
+    bound["ideal_s"] = ideal_makespan(strategy, durations, domains, config) + bound["startup_s"]
     # Billed node time includes the idle tail until scale-down: wait for it, then read it.
     wait_for_cold_cluster(emulator)
     nodes = [
@@ -481,6 +506,7 @@ def run_strategy(
         requests=requests,
         paths=paths,
         jobs=jobs,
+        node_jobs=[list(n["jobs"]) for n in nodes],
         node_seconds=sum(n["node_seconds"] for n in nodes),
         cost_usd=sum(n["cost_usd"] for n in nodes),
         nodes=len(nodes),
@@ -538,7 +564,9 @@ def diagnostic_lines(report: RunReport) -> list[str]:
         f"{report.label}: job startup s median {med('job_startup_s')}; finish-to-noticed s "
         f"median {med('finish_to_noticed_s')}; per-task overhead s median "
         f"{med('task_overhead_s')}, total {d['task_overhead_total_s']:.1f} s over "
-        f"{report.tasks} tasks"
+        f"{report.tasks} tasks; node gap (a job's finish to the next one's first event on "
+        f"that node) s median {med('node_gap_s')}, total {d['node_gap_total_s']:.1f} s; last "
+        f"finish to run end {d['last_finish_to_end_s']:.2f} s"
     ]
 
 
@@ -554,11 +582,12 @@ class Variant:
 
 
 # The engine and tier as they were before issue 6 section 6: no job queued ahead, one submit at
-# a time, run history read on every poll, one WAA client process per task, chunk factor 2.
+# a time, run history read on every poll, one WAA client process per task, shrinking chunks
+# from the start (chunk factor 2, no balanced head).
 BEFORE = Variant(
     "dynamic",
     "dynamic (before)",
-    engine={"queue_ahead": 0, "submit_concurrency": 1, "chunk_factor": 2.0},
+    engine={"queue_ahead": 0, "submit_concurrency": 1, "chunk_factor": 2.0, "balanced_head": 0.0},
     tier={"history_interval": 0.0, "quiet_after": 0.0},
     batch_client=False,
 )
@@ -586,7 +615,10 @@ def synthetic_tasks(count: int | None, workdir: Path) -> tuple[list[tuple[str, s
         domain, task_id = base[i % len(base)]
         copy = i // len(base)
         tasks.append(
-            (domain, task_id if copy == 0 else task_model.synthetic_task_id(domain, 10000 * copy + i))
+            (
+                domain,
+                task_id if copy == 0 else task_model.synthetic_task_id(domain, 10000 * copy + i),
+            )
         )
     meta: dict[str, list[str]] = {}
     for domain, task_id in tasks:
@@ -667,7 +699,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - began
 
     dynamic = reports[-1]
-    factor = args.chunk_factor or EngineConfig().chunk_factor_for(args.workers)
+    factor = args.chunk_factor or EngineConfig().chunk_factor_for()
     target = target_ratio(args.workers)
     print(
         f"{len(tasks)} tasks, {args.workers} workers, time scale {args.time_scale} s/min, "

@@ -99,7 +99,9 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.status_file i
     TaskCounts,
     write_status,
 )
-from ansible_collections.openadapt.azure_eval.plugins.module_utils.task_order import longest_first
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.task_order import (
+    expected_durations,
+)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base import (
     FixedCapacity,
     JobState,
@@ -148,7 +150,10 @@ class EngineConfig:
     stuck_after: float = 600.0
     max_attempts: int = 3
     scheduling: str = "dynamic"
-    # None: 2 below 20 workers, 3 from 20 (finer chunks when many workers share the tail).
+    # Of the expected work, the share handed out first as one balanced job per worker (the
+    # longest tasks); the rest goes out in shrinking chunks. 0: shrinking chunks from the start.
+    balanced_head: float = 0.8
+    # The shrinking chunks' divisor. None: 1 after a balanced head, 2 without one.
     chunk_factor: float | None = None
     max_chunk: int | None = None
     # Jobs kept queued ahead per worker on a tier that queues jobs for its nodes (AML), so a
@@ -190,23 +195,24 @@ class EngineConfig:
             raise ValueError("scheduling must be 'dynamic' or 'static'")
         if self.chunk_factor is not None and self.chunk_factor <= 0:
             raise ValueError("chunk_factor must be positive")
+        if not 0.0 <= self.balanced_head <= 1.0:
+            raise ValueError("balanced_head must be between 0 and 1")
         if self.queue_ahead < 0 or self.submit_concurrency < 1:
             raise ValueError("need queue_ahead >= 0 and submit_concurrency >= 1")
 
-    def chunk_factor_for(self, workers: int) -> float:
+    def chunk_factor_for(self) -> float:
         if self.chunk_factor is not None:
             return self.chunk_factor
-        return FINE_CHUNK_FACTOR if workers >= FINE_CHUNK_WORKERS else DEFAULT_CHUNK_FACTOR
+        return TAIL_CHUNK_FACTOR if self.balanced_head > 0 else DEFAULT_CHUNK_FACTOR
 
 
 # A tier call that keeps failing this many polls in a row counts as a lost job.
 _MAX_POLL_ERRORS = 5
 
-# Guided self-scheduling's divisor; measured on the emulator (benchmarks/README.md): from 20
-# workers on, factor 3 shortens the tail more than the extra job restarts cost.
+# Guided self-scheduling's divisor, from the start or after a balanced head (whose short tail
+# needs few restarts); chosen by replaying the benchmark's tasks (benchmarks/README.md).
 DEFAULT_CHUNK_FACTOR = 2.0
-FINE_CHUNK_FACTOR = 3.0
-FINE_CHUNK_WORKERS = 20
+TAIL_CHUNK_FACTOR = 1.0
 
 # While work is still queued ahead, a job that is running is polled every this many rounds and
 # a job waiting behind a busy node of the run every this many: neither changes when a node
@@ -320,11 +326,16 @@ class EvaluationEngine:
     def _start_session(self, ledger: Ledger, now: float) -> None:
         """Take what earlier sessions left (the orphans' logs read to their end, the healthy
         ones adopted), then queue every task without a result that no adopted job holds."""
+        if isinstance(self.tier, MeasuresNodeTime):
+            # This session's node meter starts here: the unobserved time ends where it starts.
+            self._measured_node_time(now, final=False)
         self._adopt_orphans(ledger)
-        self._account_unobserved_node_time(ledger)
+        self._account_unobserved_node_time(ledger, now)
         held = {t for job in self._book.jobs() for t in job.unreported()}
-        queue = self._queue_order([t for t in ledger.pending(self._task_ids) if t not in held])
-        factor = self.config.chunk_factor_for(self._workers)
+        pending = [t for t in ledger.pending(self._task_ids) if t not in held]
+        expected = self._expected_durations(pending)
+        queue = self._queue_order(pending, expected)
+        factor = self.config.chunk_factor_for()
         # Hook (rightsizing.py): a pool of tiers of different sizes keeps a queue per size.
         sized = self.config.scheduling == "dynamic" and tier_pool.sized_scheduler(
             self.tier, queue, self._workers, factor, self.config.max_chunk
@@ -335,6 +346,8 @@ class EvaluationEngine:
             self._workers,
             factor=factor,
             max_chunk=self.config.max_chunk,
+            expected=expected,
+            head=self.config.balanced_head,
         )
 
     def _supervise(self, ledger: Ledger, started_at: float) -> None:
@@ -466,16 +479,20 @@ class EvaluationEngine:
         lines = self.tier.read_new_lines(handle)
         return status, lines, self._clock()
 
-    def _queue_order(self, pending: list[str]) -> list[str]:
-        """WAA's file order for static sharding (its compatibility mode); longest expected
-        first for dynamic chunking, learning from the durations already in the ledger."""
-        if self.config.scheduling == "static":
-            return pending
+    def _expected_durations(self, pending: list[str]) -> dict[str, float]:
+        """Learnt from the durations already in the ledger, else the domains' priors."""
         observed: dict[str, list[float]] = {}
         for row in self._final.values():
             if row.domain and row.duration_s:
                 observed.setdefault(row.domain, []).append(row.duration_s)
-        return longest_first(pending, self._domains, observed)
+        return expected_durations(pending, self._domains, observed)
+
+    def _queue_order(self, pending: list[str], expected: dict[str, float]) -> list[str]:
+        """WAA's file order for static sharding (its compatibility mode); longest expected
+        first for dynamic chunking."""
+        if self.config.scheduling == "static":
+            return pending
+        return sorted(pending, key=expected.__getitem__, reverse=True)
 
     def _fill_slots(self, now: float) -> None:
         """Hand chunks to free slots (one per worker, plus those queued ahead), submitted
@@ -995,16 +1012,16 @@ class EvaluationEngine:
             reason=reason,
         )
 
-    def _account_unobserved_node_time(self, ledger: Ledger) -> None:
+    def _account_unobserved_node_time(self, ledger: Ledger, now: float) -> None:
         """The node time between the last sample of the previous session and this one's
-        first (the controller was killed, or the run stopped and was started again later)."""
+        first, at ``now`` (the controller was killed, or the run stopped and was started again
+        later), estimated from the jobs' node intervals read on adoption."""
         if not isinstance(self.tier, MeasuresNodeTime):
             return
         last = ledger.last_node_sample(before_session=self._session)
         if last is None:
             return
         since, nodes = last
-        now = self._clock()
         jobs = [i for i in self._book.intervals.values() if (i.released_at or now) > since]
         seconds = self.tier.unobserved_node_seconds(since, now, nodes, jobs)
         ledger.record_unobserved_node_seconds(self._session, seconds)

@@ -32,25 +32,35 @@ DOMAIN_WEIGHTS: dict[str, float] = {
 DEFAULT_WEIGHT = 2.0
 
 
+def expected_durations(
+    task_ids: Iterable[str],
+    domains: Mapping[str, str | None],
+    observed_durations: Mapping[str, Iterable[float]] | None = None,
+) -> dict[str, float]:
+    """Each task's expected duration: its domain's measured median, else the guide's weight for
+    the domain (scaled to the measured domains, so both kinds of estimate compare)."""
+    measured = {d: median(v) for d, v in (observed_durations or {}).items() if list(v)}
+    if measured:
+        known = [(measured[d], DOMAIN_WEIGHTS.get(d, DEFAULT_WEIGHT)) for d in measured]
+        per_weight = sum(m for m, _ in known) / sum(w for _, w in known)
+    else:
+        per_weight = 1.0
+
+    def expected(task_id: str) -> float:
+        domain = domains.get(task_id) or ""
+        if domain in measured:
+            return measured[domain]
+        return DOMAIN_WEIGHTS.get(domain, DEFAULT_WEIGHT) * per_weight
+
+    return {task_id: expected(task_id) for task_id in task_ids}
+
+
 def longest_first(
     task_ids: Iterable[str],
     domains: Mapping[str, str | None],
     observed_durations: Mapping[str, Iterable[float]] | None = None,
 ) -> list[str]:
     """``task_ids`` sorted by expected duration, longest first (stable for equal estimates)."""
-    measured = {d: median(v) for d, v in (observed_durations or {}).items() if list(v)}
-
-    def expected(task_id: str) -> float:
-        domain = domains.get(task_id) or ""
-        if domain in measured:
-            return measured[domain]
-        # Scale the prior to the measured domains, so both kinds of estimate compare.
-        if measured:
-            known = [(measured[d], DOMAIN_WEIGHTS.get(d, DEFAULT_WEIGHT)) for d in measured]
-            per_weight = sum(m for m, _ in known) / sum(w for _, w in known)
-        else:
-            per_weight = 1.0
-        return DOMAIN_WEIGHTS.get(domain, DEFAULT_WEIGHT) * per_weight
-
     ordered = list(task_ids)
-    return sorted(ordered, key=expected, reverse=True)
+    expected = expected_durations(ordered, domains, observed_durations)
+    return sorted(ordered, key=expected.__getitem__, reverse=True)

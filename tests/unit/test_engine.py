@@ -252,7 +252,7 @@ def test_dynamic_chunks_shrink_and_static_gives_one_shard_per_worker(tmp_path):
     def plan(key, ids, n):
         return worker_plan(key, ids)
 
-    engine, tier, _ = make_engine(tmp_path / "d", plan, workers=2)
+    engine, tier, _ = make_engine(tmp_path / "d", plan, workers=2, balanced_head=0.0)
     engine.run()
     assert [len(ids) for _, ids, _ in tier.submits][:3] == [2, 2, 1]
     engine, tier, _ = make_engine(tmp_path / "s", plan, workers=2, scheduling="static")

@@ -72,8 +72,38 @@ def test_aml_estimates_the_node_time_nobody_watched():
         NodeInterval("a", 0.0, 25.0),  # ran through the kill at 20, ended at 25
         NodeInterval("b", 30.0, 40.0),  # a node acquired while nobody watched
     ]
-    # 3 nodes held at 20: one busy until 25 then idle 10 (to 35), two idle 10 (to 30); the
-    # node of b from 30 to 40 + 10 idle, cut at the end (45).
-    assert tier.unobserved_node_seconds(20.0, 45.0, 3, jobs) == 15 + 10 + 10 + 15
+    # 3 nodes held at 20: two idle 10 (to 30); one busy until 25, then idle, and b takes it at
+    # 30 (it is idle and not yet scaled down) until 40, then idle 10, cut at the end (45).
+    assert tier.unobserved_node_seconds(20.0, 45.0, 3, jobs) == 10 + 10 + 25
     tier.compute_details["min_instances"] = 1  # one node stays whatever the run does
-    assert tier.unobserved_node_seconds(20.0, 45.0, 3, jobs) == 25 + 10 + 10 + 15
+    assert tier.unobserved_node_seconds(20.0, 45.0, 3, jobs) == 10 + 10 + 25
+    tier.compute_details["min_instances"] = 0
+    # A job that starts after every node scaled down counts a node of its own.
+    late = [NodeInterval("a", 0.0, 25.0), NodeInterval("c", 40.0, None)]
+    assert tier.unobserved_node_seconds(20.0, 45.0, 1, late) == 15 + 5
+
+
+def test_aml_counts_a_node_that_runs_the_jobs_queued_ahead_once():
+    """The controller was killed with 2 jobs running and 2 queued ahead of them: each queued job
+    starts on the node its predecessor freed, so the gap holds 2 nodes, never 4."""
+    from ansible_collections.openadapt.azure_eval.plugins.module_utils.cost import NodeInterval
+    from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.aml import AmlTier
+
+    tier = AmlTier(
+        ml_client=None,
+        compute="waa",
+        environment="env",
+        worker_script="",
+        experiment_name="x",
+        run_name="r",
+        compute_details={"idle_time_before_scale_down": 2, "min_instances": 0},
+    )
+    jobs = [
+        NodeInterval("a", 0.0, 11.0),
+        NodeInterval("b", 0.0, 12.0),
+        NodeInterval("c", 11.1, 16.0),  # on a's node
+        NodeInterval("d", 12.2, None),  # on b's node, still running at the end
+    ]
+    assert tier.unobserved_node_seconds(10.0, 17.0, 2, jobs) == pytest.approx(
+        (17.0 - 10.0) + (17.0 - 10.0)
+    )

@@ -203,7 +203,9 @@ class AmlTier(BaseTier):
             above_min = max(meter.nodes - self._min_nodes, 0)
             tail = above_min * max(self._idle_s - meter.idle_for(now), 0.0)
         return NodeUsage(
-            node_seconds=meter.node_seconds + tail, nodes_held=meter.nodes, still_to_come=tail
+            node_seconds=meter.seconds_until(now) + tail,
+            nodes_held=meter.nodes,
+            still_to_come=tail,
         )
 
     def unobserved_node_seconds(
@@ -213,23 +215,28 @@ class AmlTier(BaseTier):
         sample of an earlier session, and ``end``), from what is known: the nodes held at
         ``start``, the node intervals of the jobs that ran meanwhile (from run history), and the
         idle time before scale-down. Each node held at ``start`` stays while a job of that time
-        runs on it, then idles until it scales down (the ``min_instances`` stay); a node a job
-        acquired later counts from then."""
-        through = sorted(
+        runs on it, then idles until it scales down (the ``min_instances`` stay). A job that
+        starts meanwhile takes a node that is idle and not yet scaled down, as Azure ML gives a
+        queued job an idle node first (so a node that runs the jobs queued ahead one after
+        another is counted once); only when none is idle does it count a node of its own."""
+        running = sorted(
             (j.released_at if j.released_at is not None else end)
             for j in jobs
             if j.acquired_at <= start and (j.released_at is None or j.released_at > start)
         )[::-1]
-        seconds = 0.0
-        for index in range(nodes_at_start):
-            busy_until = through[index] if index < len(through) else start
-            until = end if index < self._min_nodes else busy_until + self._idle_s
-            seconds += max(0.0, min(until, end) - start)
-        for job in jobs:
-            if start < job.acquired_at < end:
-                released = job.released_at if job.released_at is not None else end
-                seconds += max(0.0, min(released + self._idle_s, end) - job.acquired_at)
-        return seconds
+        nodes = [
+            _GapNode(start, running[i] if i < len(running) else start, stays=i < self._min_nodes)
+            for i in range(max(nodes_at_start, len(running)))
+        ]
+        for job in sorted((j for j in jobs if start < j.acquired_at < end), key=_acquired):
+            released = job.released_at if job.released_at is not None else end
+            idle = [n for n in nodes if n.idle_at(job.acquired_at, self._idle_s)]
+            if idle:
+                # The node freed last: the others may scale down on time.
+                max(idle, key=lambda n: n.free_at).free_at = max(released, job.acquired_at)
+            else:
+                nodes.append(_GapNode(job.acquired_at, released, stays=False))
+        return sum(node.seconds(end, self._idle_s) for node in nodes)
 
     @property
     def _idle_s(self) -> float:
@@ -357,6 +364,27 @@ class _Followed:
     history_read_at: float = 0.0
     log_grew_at: float = field(default_factory=time.monotonic)
     ended: bool = False
+
+
+@dataclass
+class _GapNode:
+    """A node of the cluster while no controller watched: counted from ``since``, busy until
+    ``free_at``, then idle until it scales down (never, if it ``stays``: ``min_instances``)."""
+
+    since: float
+    free_at: float
+    stays: bool
+
+    def idle_at(self, at: float, idle_s: float) -> bool:
+        return self.free_at <= at and (self.stays or at <= self.free_at + idle_s)
+
+    def seconds(self, end: float, idle_s: float) -> float:
+        until = end if self.stays else min(self.free_at + idle_s, end)
+        return max(0.0, until - self.since)
+
+
+def _acquired(interval: NodeInterval) -> float:
+    return interval.acquired_at
 
 
 def _timestamp(value: Any) -> float | None:

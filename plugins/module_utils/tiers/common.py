@@ -66,6 +66,14 @@ class NodeMeter:
                 self._idle_since = None
             self.nodes, self._at = nodes, now
 
+    def seconds_until(self, now: float) -> float:
+        """Node time up to ``now``: the nodes of the last sample held since it (what the next
+        sample will add), so that a session killed between samples leaves no hole."""
+        with self._lock:
+            if self._at is None:
+                return self.node_seconds
+            return self.node_seconds + self.nodes * max(now - self._at, 0.0)
+
     def idle_for(self, now: float) -> float:
         return now - self._idle_since if self._idle_since is not None else 0.0
 
