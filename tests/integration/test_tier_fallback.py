@@ -15,6 +15,10 @@ import pytest
 from aml_setup import FAST_JOB_ENV, build
 from test_aml_evaluation import engine_config, results_so_far
 
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.budget import (
+    Budget,
+    BudgetReached,
+)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.engine import EvaluationEngine
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import Ledger
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.retries import RetryPolicy
@@ -108,3 +112,43 @@ def test_aml_failing_from_the_middle_moves_the_rest_to_the_next_tier(azure, tmp_
     world.wait_scaled_down(timeout=30)
     assert nodes_left(pool, wait_s=30) == {"aml": 0, "local": 0}
     assert all(job.process.poll() is not None for job in local._jobs.values())
+
+
+def test_budget_below_the_estimate_stops_feeding_and_a_higher_one_resumes(azure, tmp_path):
+    world = build(azure, cluster=dict(max_nodes=2, idle_s=1))
+    ledger_path = tmp_path / "ledger.db"
+    tasks = TASKS[:8]
+
+    def session(limit):
+        # $1 per node-second, so that a few tasks pass the budget.
+        budget = Budget(limit_usd=limit, warn_fraction=0.5)
+        engine = EvaluationEngine(
+            world.tier("budget"),
+            tasks,
+            ledger_path,
+            engine_config("budget", 3600.0, workers=2, max_chunk=1, budget=budget),
+            handle_signals=False,
+        )
+        try:
+            return engine.run(), budget
+        finally:
+            engine.tier.close()
+
+    with pytest.raises(BudgetReached, match="higher eval_budget_usd"):
+        session(4.0)
+    with Ledger(ledger_path) as ledger:
+        stopped, done = ledger.run_meta().status, len(ledger.results())
+    assert stopped == "stopped" and 1 <= done < len(tasks)
+    world.wait_terminal(timeout=30)  # nothing was left running
+    world.wait_scaled_down(timeout=30)
+
+    result, budget = session(100_000.0)
+    assert result.status == "completed" and len(result.tasks) == len(tasks)
+    assert result.sessions == 2 and not budget.refused
+    assert sorted(tiers_of_results_single(ledger_path)) == sorted(t for _, t in tasks)
+
+
+def tiers_of_results_single(ledger_path):
+    with Ledger(ledger_path) as ledger:
+        assert ledger.duplicates_ignored == 0
+        return list(ledger.results())
