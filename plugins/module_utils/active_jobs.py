@@ -54,6 +54,9 @@ class ActiveJob:
     next_poll_at: float = 0.0
     # When the submit that was accepted was sent: a tier may start the job before it answers.
     sent_at: float | None = None
+    # Judged unhealthy on a status the tier may have answered from its last read: the verdict
+    # waits for the next poll, which reads the job's status afresh.
+    confirming: bool = False
 
     def unreported(self) -> list[str]:
         return [t for t in self.task_ids if t not in self.reported]

@@ -103,6 +103,7 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.task_order im
     expected_durations,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base import (
+    CachesStatus,
     FixedCapacity,
     JobState,
     JobStatus,
@@ -215,10 +216,11 @@ DEFAULT_CHUNK_FACTOR = 2.0
 TAIL_CHUNK_FACTOR = 1.0
 
 # While work is still queued ahead, a job that is running is polled every this many rounds and
-# a job waiting behind a busy node of the run every this many: neither changes when a node
-# starts its next job. Once everything is handed out, every job is polled every round.
+# a job waiting behind a busy node of the run every this many (and at once when a job of the
+# run frees a node): neither changes when a node starts its next job. Once everything is
+# handed out, every job is polled every round.
 _RUNNING_POLL_ROUNDS = 2
-_WAITING_POLL_ROUNDS = 4
+_WAITING_POLL_ROUNDS = 10
 
 
 class EvaluationEngine:
@@ -501,13 +503,18 @@ class EvaluationEngine:
             while (chunk := self._next_chunk(now, pending=0)) is not None:
                 self._submit(chunk, now)
             return
+        free_nodes = max(0, self._workers - self._book.busy_slots())
         chunks: list[list[str]] = []
         while (chunk := self._next_chunk(now, pending=len(chunks))) is not None:
             chunks.append(chunk)
-        if len(chunks) == 1:
-            self._submit(chunks[0], now)
-        elif chunks:
-            self._submit_concurrently(chunks, now)
+        # The jobs that get a node now are accepted before those queued ahead of them are sent:
+        # concurrent submits arrive in any order, and a queued job must not overtake a job
+        # meant for a node (the balanced start's long jobs go first).
+        for wave in (chunks[:free_nodes], chunks[free_nodes:]):
+            if len(wave) == 1:
+                self._submit(wave[0], now)
+            elif wave:
+                self._submit_concurrently(wave, now)
 
     def _next_chunk(self, now: float, pending: int) -> list[str] | None:
         """The next chunk to submit, or None: no free slot, nothing left, holding back after
@@ -716,7 +723,14 @@ class EvaluationEngine:
             startup_timeout=self.config.startup_timeout,
             stuck_after=self.config.stuck_after,
         )
-        if failure is not None:
+        if failure is None:
+            job.confirming = False
+        elif isinstance(self.tier, CachesStatus) and not job.confirming:
+            # The job may have ended (preempted, failed) since the tier last read its status.
+            job.confirming = True
+            self.tier.expire_status(job.handle)
+            job.next_poll_at = 0.0
+        else:
             self._fail_job(job, failure, now)
 
     def _schedule_next_poll(self, job: ActiveJob, now: float, waiting: bool) -> None:
@@ -724,12 +738,22 @@ class EvaluationEngine:
             job.next_poll_at = 0.0  # the tail, or nothing queued ahead: every round
             return
         if waiting:
-            rounds = _WAITING_POLL_ROUNDS
+            # Its startup clock moves on at each of these polls: a few of them per limit.
+            wait = min(
+                (_WAITING_POLL_ROUNDS - 1) * self.config.poll_interval,
+                self.config.startup_timeout / 4,
+            )
         elif job.first_event_at is not None and not job.worker_finished:
-            rounds = _RUNNING_POLL_ROUNDS
+            wait = (_RUNNING_POLL_ROUNDS - 1) * self.config.poll_interval
         else:
-            rounds = 1
-        job.next_poll_at = now + (rounds - 1) * self.config.poll_interval
+            wait = 0.0
+        job.next_poll_at = now + wait
+
+    def _wake_waiting(self) -> None:
+        """A job of the run freed its node: the jobs queued behind it are polled next round."""
+        for job in self._book.jobs():
+            if job.first_event_at is None:
+                job.next_poll_at = 0.0
 
     def _on_event(self, job: ActiveJob, event: WorkerEvent, read_at: float) -> None:
         now = _event_time(event, job, read_at)
@@ -750,6 +774,7 @@ class EvaluationEngine:
             self._on_task_result(job, event, now)
         elif event.event == "finished":
             job.worker_finished = True
+            self._wake_waiting()
         elif event.event == "failed":
             # The worker cannot run its tasks (a secret it may not read, or that is missing): a
             # permanent code stops the run with the worker's message; a transient one is left to
@@ -807,6 +832,7 @@ class EvaluationEngine:
         self._breaker_success()
 
     def _on_terminal(self, job: ActiveJob, status: JobStatus, now: float) -> None:
+        self._wake_waiting()
         missing = job.unreported()
         if status.state is JobState.COMPLETED:
             self._book.close_job(job.job_key, now, cancel=False)

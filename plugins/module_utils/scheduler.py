@@ -142,6 +142,12 @@ class BalancedStart(DynamicChunking):
             return self._head.popleft()
         return super().next_chunk()
 
+    def requeue(self, task_ids: Sequence[str]) -> None:
+        if self._head and task_ids:
+            self._head.appendleft(list(task_ids))  # before the balanced jobs still to go
+        else:
+            super().requeue(task_ids)
+
     @property
     def remaining(self) -> int:
         return super().remaining + sum(len(chunk) for chunk in self._head)

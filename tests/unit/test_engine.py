@@ -320,7 +320,9 @@ def test_transient_job_failure_requeues_and_charges_only_the_task_in_flight(tmp_
 
 
 def test_retry_after_longer_than_the_submit_budget_holds_submissions(tmp_path):
-    engine, tier, clock = make_engine(tmp_path, lambda k, i, n: worker_plan(k, i), workers=1)
+    engine, tier, clock = make_engine(
+        tmp_path, lambda k, i, n: worker_plan(k, i), workers=1, balanced_head=0.0
+    )
     t0 = clock()
     # 200 s is beyond the submit policy's 90 s budget: the call gives up at once...
     tier.submit_errors = [HttpError(503, "busy", {"Retry-After": "200"})]

@@ -109,10 +109,11 @@ class AmlTier(BaseTier):
     node_sample_interval: float = 5.0
     # Run-history reads of a job whose log is flowing: every this many seconds.
     history_interval: float = 30.0
-    # A log without new bytes for this long is quiet: the job's status is read at each poll
-    # (0: as soon as a read brings nothing, so a preempted or failed job is seen before its
-    # silence could pass for a stuck worker).
-    quiet_after: float = 0.0
+    # A log that brought nothing new for this long since it was last looked at (a log read
+    # with new bytes, or a run-history read) is quiet: run history is read, so a preempted or
+    # failed job is seen this long after its log stopped (0: at every poll). The engine asks
+    # for a fresh read before it judges a job unhealthy (``expire_status``).
+    quiet_after: float = 5.0
     # AML queues jobs for the cluster's nodes, so the engine may keep jobs queued ahead.
     queues_jobs: ClassVar[bool] = True
     failure_codes: ClassVar[Mapping[str, str]] = FAILURE_CODES
@@ -327,9 +328,15 @@ class AmlTier(BaseTier):
         cursor = self._cursors.get(handle)
         if cursor is None or cursor.url is None or followed.ended:
             return True
-        if now - followed.log_grew_at >= self.quiet_after:
+        if now - max(followed.log_grew_at, followed.history_read_at) >= self.quiet_after:
             return True
         return now - followed.history_read_at >= self.history_interval
+
+    def expire_status(self, handle: str) -> None:
+        """The next ``status`` of this job reads run history, whatever its cadence."""
+        followed = self._follow.get(handle)
+        if followed is not None:
+            followed.status = None
 
     def read_new_lines(self, handle: str) -> list[str]:
         lines = self._cursors.setdefault(handle, RangedLog()).read_new_lines(self._http)

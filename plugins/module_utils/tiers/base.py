@@ -123,6 +123,17 @@ class MeasuresNodeTime(Protocol):
 
 
 @runtime_checkable
+class CachesStatus(Protocol):
+    """A tier whose ``status`` may answer from its last read (it reads the service only when
+    something can have changed): the engine asks for a fresh read before it judges a job
+    stuck or never started."""
+
+    def expire_status(self, handle: str) -> None:
+        """The next ``status`` of this job reads the service."""
+        ...
+
+
+@runtime_checkable
 class FixedCapacity(Protocol):
     """A tier with a fixed pool of hosts (VMs over SSH): at most ``capacity()`` jobs at once,
     whatever the number of workers asked for."""
