@@ -67,7 +67,14 @@ class BatchTierWorld:
         self.pool_name = pool
         self.make_pool(pool, nodes, low_priority)
 
-    def make_pool(self, name: str, nodes: int, low_priority: int = 0, **vm: Any) -> None:
+    def make_pool(
+        self,
+        name: str,
+        nodes: int,
+        low_priority: int = 0,
+        start_task: dict[str, Any] | None = None,
+        **vm: Any,
+    ) -> None:
         configuration = {
             "image_reference": {
                 "publisher": "microsoft-azure-batch",
@@ -106,6 +113,7 @@ class BatchTierWorld:
                         "target_low_priority_nodes": low_priority,
                     }
                 },
+                **({"start_task": start_task} if start_task else {}),
             },
         )
 

@@ -121,6 +121,7 @@ class _Followed:
     tail: list[str] = field(default_factory=list)
     node_id: str | None = None
     started: bool = False
+    requeues: int = 0
     failure: JobStatus | None = None
 
 
@@ -201,7 +202,7 @@ class BatchTier(BaseTier):
                 "create it first (role openadapt.azure_eval.batch_pool). Nothing was started."
             ) from None
         vm = pool.virtual_machine_configuration
-        security = getattr(getattr(vm, "security_profile", None), "security_type", None)
+        security = _value(getattr(getattr(vm, "security_profile", None), "security_type", None))
         if str(security or "standard").lower() != "standard":
             raise BatchSetupError(
                 f"the Batch pool '{self.pool_id}' uses security type {security}: the WAA "
@@ -270,7 +271,7 @@ class BatchTier(BaseTier):
                 if not err.error or err.error.code != "JobExists":
                     raise
                 job = self.client.job.get(self.job_id)
-                if job.state in ("completed", "terminating", "deleting"):
+                if _value(job.state) in ("completed", "terminating", "deleting"):
                     raise BatchSetupError(
                         f"the Batch job '{self.job_id}' of this run is {job.state}; delete it "
                         "(az batch job delete) or start a new run."
@@ -325,17 +326,20 @@ class BatchTier(BaseTier):
             raise
         info = task.execution_info
         start = _ts(getattr(info, "start_time", None))
+        task_state = _value(task.state)
         if task.node_info is not None and task.node_info.node_id:
             followed.node_id = task.node_info.node_id
-        if task.state in ("preparing", "running"):
-            followed.started = True
-        if task.state == "completed":
+        if task_state == "completed":
             return self._completed(handle, task, followed)
-        if task.state == "active" and (
-            followed.started or (getattr(info, "requeue_count", 0) or 0) > 0
-        ):
+        # Batch requeues a task whose node was lost, and may have started it again elsewhere
+        # before this poll: its requeue count says so.
+        requeues = getattr(info, "requeue_count", 0) or 0
+        if requeues > followed.requeues and (followed.started or task_state == "active"):
             return self._requeued(handle, followed, start)
-        state = _STATES.get(task.state, JobState.QUEUED)
+        followed.requeues = requeues
+        if task_state in ("preparing", "running"):
+            followed.started = True
+        state = _STATES.get(task_state, JobState.QUEUED)
         if state is JobState.QUEUED:
             problem = self._pool_problem_now()
             if problem is not None:
@@ -353,12 +357,12 @@ class BatchTier(BaseTier):
         info = task.execution_info
         start, end = _ts(info.start_time), _ts(info.end_time)
         failure = info.failure_info
-        if info.result == "success" and failure is None:
+        if _value(info.result) == "success" and failure is None:
             return JobStatus(JobState.COMPLETED, node_started_at=start, node_released_at=end)
         code = failure.code if failure else "FailureExitCode"
         if handle in self._cancelled or code == "TaskEnded":
             return JobStatus(JobState.CANCELED, code, _failure_text(failure), start, end)
-        if failure is not None and failure.category == "serverError":
+        if failure is not None and _value(failure.category) == "serverError":
             code = "ServerError"
         message = _failure_text(failure)
         if info.exit_code is not None:
@@ -377,9 +381,9 @@ class BatchTier(BaseTier):
         if followed.node_id:
             try:
                 node = self.client.compute_node.get(self.pool_id, followed.node_id)
-                if node.state == "preempted":
+                if _value(node.state) == "preempted":
                     code, message = "NodePreempted", f"node {node.id} was preempted (low priority)"
-                elif node.state == "unusable":
+                elif _value(node.state) == "unusable":
                     errors = "; ".join(f"{e.code}: {e.message}" for e in node.errors or [])
                     code = "NodeUnusable"
                     message = f"node {node.id} became unusable" + (f" ({errors})" if errors else "")
@@ -400,15 +404,15 @@ class BatchTier(BaseTier):
         self._pool_checked_at = now
         pool = self.client.pool.get(self.pool_id)
         nodes = list(self.client.compute_node.list(self.pool_id))
-        live = [n for n in nodes if n.state != "preempted"]
+        live = [n for n in nodes if _value(n.state) != "preempted"]
         self._pool_problem = None
-        if pool.allocation_state == "steady" and not live and pool.resize_errors:
+        if _value(pool.allocation_state) == "steady" and not live and pool.resize_errors:
             error = pool.resize_errors[0]
             self._pool_problem = (
                 error.code,
                 f"the pool '{self.pool_id}' has no nodes: {error.message}",
             )
-        elif live and all(str(n.state).lower() in _BROKEN_NODES for n in live):
+        elif live and all(_value(n.state).lower() in _BROKEN_NODES for n in live):
             details = []
             for node in live[:3]:
                 info = node.start_task_info
@@ -419,13 +423,13 @@ class BatchTier(BaseTier):
                     details.append(f"{node.id}: {error.code}: {error.message}")
             code = (
                 "StartTaskFailed"
-                if any(str(n.state).lower() == "starttaskfailed" for n in live)
+                if any(_value(n.state).lower() == "starttaskfailed" for n in live)
                 else "NodeUnusable"
             )
             self._pool_problem = (
                 code,
                 f"no node of pool '{self.pool_id}' can run tasks ("
-                + "; ".join(details or [n.state for n in live])
+                + "; ".join(details or [_value(n.state) for n in live])
                 + "); fix the pool's start task or image and recreate its nodes",
             )
         return self._pool_problem
@@ -501,8 +505,14 @@ class BatchTier(BaseTier):
         nodes = (pool.current_dedicated_nodes or 0) + (pool.current_low_priority_nodes or 0)
         if not nodes:
             return 0, 0
-        busy = sum(1 for n in self.client.compute_node.list(self.pool_id) if n.state == "running")
+        nodes_list = self.client.compute_node.list(self.pool_id)
+        busy = sum(1 for n in nodes_list if _value(n.state) == "running")
         return nodes, busy
+
+
+def _value(member: Any) -> Any:
+    """azure-batch's enums are ``str`` mixins whose ``str()`` and hash are not their value."""
+    return getattr(member, "value", member)
 
 
 def _message(err: Any) -> str:
