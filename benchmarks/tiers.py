@@ -79,12 +79,31 @@ def job_env(args) -> dict[str, str]:
     }
 
 
-def aml(emulator, run_id, args) -> AmlTier:
+QUOTA_COMPUTE = "cpu-quota"
+
+
+def quota_cluster(emulator, nodes: int) -> None:
+    """A cluster of at most ``nodes`` nodes: Azure ML's core quota for the run (with jobs queued
+    ahead, the cluster's node limit, not the engine's workers, bounds what runs at once)."""
+    from azure.ai.ml.entities import AmlCompute
+
+    emulator.ml_client(RESOURCE_GROUP, WORKSPACE).compute.begin_create_or_update(
+        AmlCompute(
+            name=QUOTA_COMPUTE,
+            size="Standard_D4s_v5",
+            min_instances=0,
+            max_instances=nodes,
+            idle_time_before_scale_down=10,
+        )
+    ).result()
+
+
+def aml(emulator, run_id, args, compute: str = COMPUTE) -> AmlTier:
     return AmlTier.from_environment(
         {**os.environ, **emulator.env},
         resource_group=RESOURCE_GROUP,
         workspace=WORKSPACE,
-        compute=COMPUTE,
+        compute=compute,
         environment=f"azureml:{ENVIRONMENT}:1",
         experiment_name="bench-tiers",
         worker_script=WORKER_SCRIPT.read_text(),
@@ -167,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             emulator.activate()
             set_up(emulator, args.workers)
+            quota_cluster(emulator, args.quota)
             stamp = int(time.time())
 
             report["clean"] = run(
@@ -205,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             wait_for_cold_cluster(emulator)
 
             report["quota"] = run(
-                aml(emulator, f"quota-{stamp}", args),
+                aml(emulator, f"quota-{stamp}", args, QUOTA_COMPUTE),
                 tasks,
                 workdir / "quota.sqlite3",
                 args.quota,
@@ -213,12 +233,17 @@ def main(argv: list[str] | None = None) -> int:
                 args,
             )
             print(f"aml at quota: {report['quota']['makespan_s']:.1f}s", flush=True)
-            wait_for_cold_cluster(emulator)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and any(
+                c["active_nodes"]
+                for c in emulator.admin("GET", f"ml/nodes?compute={QUOTA_COMPUTE}")["computes"]
+            ):
+                time.sleep(0.5)
 
             run_id = f"spread-{stamp}"
             spread = TierPool(
                 [
-                    ("aml", aml(emulator, run_id, args), args.quota),
+                    ("aml", aml(emulator, run_id, args, QUOTA_COMPUTE), args.quota),
                     ("local-1", local(workdir, "s1", args), args.quota),
                     ("local-2", local(workdir, "s2", args), args.quota),
                 ],

@@ -33,6 +33,7 @@ class PublicImage:
     size: int
     os: str
     architecture: str
+    env: tuple[str, ...] = ()
 
     @property
     def reference(self) -> str:
@@ -49,6 +50,7 @@ class PublicImage:
             "os": self.os,
             "architecture": self.architecture,
             "manifest": self.manifest,
+            "env": list(self.env),
         }
 
 
@@ -124,6 +126,7 @@ def _build(
         size=len(manifest) + len(config_bytes) + sum(layer_sizes),
         os="linux",
         architecture="amd64",
+        env=tuple(env),
     )
 
 

@@ -242,6 +242,7 @@ def _pull_result(ref: ImageReference, manifest: dict[str, Any], source: str) -> 
         "mediaType": manifest["mediaType"],
         "os": manifest["os"],
         "architecture": manifest["architecture"],
+        "env": manifest.get("env") or [],
         "source": source,
     }
 

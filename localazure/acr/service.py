@@ -3,7 +3,7 @@ on ``*.azurecr.io``, and the delete hook that drops registry state with its reso
 
 from __future__ import annotations
 
-from localazure.acr import LOGIN_SUFFIX, dataplane, registries, tokens
+from localazure.acr import LOGIN_SUFFIX, dataplane, registries, runs, tokens
 from localazure.core.context import Context
 from localazure.core.router import Routes
 from localazure.core.service import BaseService
@@ -14,6 +14,7 @@ class ContainerRegistryService(BaseService):
 
     def register(self, routes: Routes, ctx: Context) -> None:
         registries.register(routes.arm, ctx)
+        runs.register(routes.arm, ctx)
         dataplane.register(routes.host(LOGIN_SUFFIX), ctx)
 
     def bootstrap(self, ctx: Context) -> None:
@@ -21,3 +22,4 @@ class ContainerRegistryService(BaseService):
 
     def on_delete(self, ctx: Context, resource_id: str) -> None:
         registries.forget_registries(ctx, resource_id)
+        runs.forget_under(ctx, resource_id)

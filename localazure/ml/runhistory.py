@@ -16,12 +16,8 @@ none), so a reader can follow a log cheaply from an offset.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 import re
-import secrets
 import time
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -30,9 +26,10 @@ from starlette.responses import Response
 
 from localazure.authorization.access import require
 from localazure.core.context import Context
-from localazure.core.errors import AzureError, not_found
+from localazure.core.errors import not_found
 from localazure.core.http import json_body, json_response
 from localazure.core.router import Router
+from localazure.core.signed_blobs import LogSigner, blob_error, ranged_file
 from localazure.core.tokens import ML_AUDIENCES
 from localazure.ml import NAMESPACE, WORKSPACE_TYPE, jobs, workspaces
 
@@ -41,7 +38,6 @@ RUNS_WRITE = f"{WORKSPACE_TYPE}/experiments/runs/write"
 LOG_URL_LIFETIME_S = 24 * 3600
 LOG_FOLDERS = ("user_logs", "system_logs")
 _LOG_FILE = re.compile(r"^[A-Za-z0-9_.-]+\.(?:txt|log)$")
-_RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 HISTORY_PATH = (
     "/history/v1.0/subscriptions/{sub}/resourceGroups/{rg}/providers/"
     f"{NAMESPACE}/workspaces/{{workspace}}"
@@ -52,26 +48,6 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-class LogSigner:
-    """Signs log URLs with a key kept in the state directory (mode 0600), so that URLs handed
-    out stay valid across restarts."""
-
-    def __init__(self, key_path: Path):
-        if not key_path.exists():
-            key_path.parent.mkdir(parents=True, exist_ok=True)
-            key_path.write_bytes(secrets.token_bytes(32))
-            key_path.chmod(0o600)
-        self._key = key_path.read_bytes()
-
-    def signature(self, path: str, expiry: int) -> str:
-        return hmac.new(self._key, f"{path}\n{expiry}".encode(), hashlib.sha256).hexdigest()
-
-    def valid(self, path: str, expiry: str, signature: str) -> bool:
-        if not expiry.isdigit() or int(expiry) < time.time():
-            return False
-        return hmac.compare_digest(self.signature(path, int(expiry)), signature)
 
 
 def log_path(workspace_uuid: str, run_name: str, name: str) -> str:
@@ -209,21 +185,6 @@ def _timespan(seconds: float) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}.{int((seconds - whole) * 1e7):07d}"
 
 
-def _blob_error(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> Response:
-    body = (
-        '<?xml version="1.0" encoding="utf-8"?>'
-        f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
-    )
-    return Response(
-        body,
-        status_code=status,
-        media_type="application/xml",
-        headers={"x-ms-error-code": code, **(headers or {})},
-    )
-
-
 def register(router: Router, ctx: Context) -> None:
     signer = LogSigner(ctx.settings.state_dir / "ml-log-signing-key")
     audiences = (*ML_AUDIENCES, ctx.endpoint)
@@ -282,7 +243,7 @@ def register(router: Router, ctx: Context) -> None:
         path = f"/mlstorage/{workspace_uuid}/ExperimentRun/{dcid}/{folder}/{file}"
         params = request.query_params
         if not signer.valid(path, params.get("se", ""), params.get("sig", "")):
-            return _blob_error(
+            return blob_error(
                 403,
                 "AuthenticationFailed",
                 "Server failed to authenticate the request. Make sure the value of "
@@ -290,11 +251,11 @@ def register(router: Router, ctx: Context) -> None:
             )
         run = _run_by_log(ctx, workspace_uuid, dcid.removeprefix("dcid."))
         if run is None or folder not in LOG_FOLDERS or not _LOG_FILE.match(file):
-            return _blob_error(404, "BlobNotFound", "The specified blob does not exist.")
+            return blob_error(404, "BlobNotFound", "The specified blob does not exist.")
         target = jobs.run_dir(ctx, run) / folder / file
         if not target.is_file():
-            return _blob_error(404, "BlobNotFound", "The specified blob does not exist.")
-        return _ranged(request, target)
+            return blob_error(404, "BlobNotFound", "The specified blob does not exist.")
+        return ranged_file(request, target)
 
     router.add("GET", HISTORY_PATH + "/runs/{run_id}/details", get_details, auth="custom")
     router.add("GET", HISTORY_PATH + "/runs/{run_id}", get_run, auth="custom")
@@ -314,33 +275,3 @@ def _run_by_log(ctx: Context, workspace_uuid: str, run_name: str) -> dict[str, A
         if run["workspace_uuid"] == workspace_uuid and run["name"] == run_name:
             return run
     return None
-
-
-def _ranged(request: Request, path: Path) -> Response:
-    """The blob, or the part of it a ``Range``/``x-ms-range`` header asks for."""
-    total = path.stat().st_size
-    headers = {"Accept-Ranges": "bytes", "x-ms-blob-type": "BlockBlob"}
-    spec = request.headers.get("x-ms-range") or request.headers.get("range")
-    start, end, status = 0, total - 1, 200
-    if spec:
-        match = _RANGE.match(spec.strip())
-        if not match:
-            raise AzureError(400, "InvalidHeaderValue", f"Invalid range header '{spec}'.")
-        start = int(match.group(1))
-        if start >= total:
-            return _blob_error(
-                416,
-                "InvalidRange",
-                "The range specified is invalid for the current size of the resource.",
-                {"Content-Range": f"bytes */{total}"},
-            )
-        end = min(int(match.group(2)) if match.group(2) else total - 1, total - 1)
-        headers["Content-Range"] = f"bytes {start}-{end}/{total}"
-        status = 206
-    if request.method == "HEAD":
-        headers["Content-Length"] = str(end - start + 1)
-        return Response(b"", status_code=status, headers=headers, media_type="text/plain")
-    with open(path, "rb") as blob:
-        blob.seek(start)
-        content = blob.read(end - start + 1)
-    return Response(content, status_code=status, headers=headers, media_type="text/plain")

@@ -34,6 +34,7 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.engine import
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures import PermanentFailure
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import (
+    Ledger,
     LedgerMismatch,
     RunStatus,
     config_fingerprint,
@@ -120,7 +121,13 @@ class ActionModule(ActionBase):
                 "the evaluation cannot run as set; nothing was created: " + "; ".join(errors)
             )
         if args["check_only"]:
-            result.update(changed=False, tasks=len(tasks), msg=f"{len(tasks)} tasks to run")
+            pending = _pending(Path(args["state_dir"]) / args["run_name"], tasks)
+            result.update(
+                changed=False,
+                tasks=len(tasks),
+                pending=pending,
+                msg=f"{len(tasks)} tasks, {pending} without a result yet",
+            )
             return result
         args["tier_options"] = _tier_options(spec, args["tier_options"])
         if self._task.check_mode:
@@ -472,3 +479,13 @@ def _applied(environment):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _pending(run_dir: Path, tasks: list[tuple[str, str]]) -> int:
+    """Tasks of the selection the run's ledger has no final result for (all of them before the
+    first session): a layer that holds nodes for the run (a Batch pool) needs none when 0."""
+    path = run_dir / "ledger.sqlite3"
+    if not path.exists():
+        return len(tasks)
+    with Ledger(path) as ledger:
+        return len(ledger.pending([task_id for _, task_id in tasks]))

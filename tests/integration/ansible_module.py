@@ -11,7 +11,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_module(emulator, module: str, args: str, *, check: bool = True) -> dict:
+def run_module(
+    emulator, module: str, args: str, *, check: bool = True, check_mode: bool = False
+) -> dict:
     env = {
         **os.environ,
         **emulator.env,
@@ -20,7 +22,7 @@ def run_module(emulator, module: str, args: str, *, check: bool = True) -> dict:
         "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
     }
     completed = subprocess.run(
-        ["ansible", "localhost", "-m", module, "-a", args],
+        ["ansible", "localhost", "-m", module, "-a", args, *(["--check"] if check_mode else [])],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

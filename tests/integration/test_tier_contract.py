@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from aml_setup import FAST_JOB_ENV, build
+from batch_setup import BatchTierWorld
 
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures import (
     UNKNOWN,
@@ -78,7 +79,22 @@ def auto_harness(request, tmp_path) -> Harness:
     return Harness(make=make, restart=aml.restart)
 
 
-HARNESSES = {"local": local_harness, "aml": aml_harness, "auto": auto_harness}
+def batch_harness(request, tmp_path) -> Harness:
+    azure = request.getfixturevalue("azure")
+    world = BatchTierWorld(azure, nodes=2)
+    run = f"contract-{time.time_ns()}"  # one Batch job: a resumed controller finds its tasks
+    return Harness(
+        make=lambda env: world.tier(run, job_environment=env),
+        restart=azure.restart,
+    )
+
+
+HARNESSES = {
+    "local": local_harness,
+    "aml": aml_harness,
+    "batch": batch_harness,
+    "auto": auto_harness,
+}
 
 
 def test_every_registered_tier_has_a_harness():
