@@ -121,4 +121,3 @@ class SshHost:
             if self._client is not None:
                 self._client.close()
                 self._client = None
-

@@ -76,7 +76,9 @@ FAILURE_CODES: dict[str, str] = {
 # Power states in which a VM holds its hardware (and is billed).
 _UNBILLED = ("deallocated", "deallocating")
 _CONTAINER_NAME = re.compile(r"[^a-zA-Z0-9_.-]")
-_VM_ID = re.compile(r"/resourceGroups/([^/]+)/providers/Microsoft\.Compute/virtualMachines/([^/]+)$", re.I)
+_VM_ID = re.compile(
+    r"/resourceGroups/([^/]+)/providers/Microsoft\.Compute/virtualMachines/([^/]+)$", re.I
+)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -104,7 +106,7 @@ def env_file(variables: Mapping[str, str]) -> bytes:
 def run_command(name: str, image: str, worker: str) -> str:
     """The shell command that starts a job's container on a VM; the env file comes on stdin."""
     return (
-        "set -e; umask 077; f=$(mktemp); trap 'rm -f \"$f\"' EXIT; cat > \"$f\"; "
+        'set -e; umask 077; f=$(mktemp); trap \'rm -f "$f"\' EXIT; cat > "$f"; '
         f'docker run -d --name {shlex.quote(name)} --env-file "$f" {shlex.quote(image)} '
         f"bash -c {shlex.quote(worker)}"
     )
@@ -481,7 +483,10 @@ class VmTier(BaseTier):
         if view is None:
             return VM_DELETED, f"VM {host.name} was deleted under a running worker"
         if view[0] in _UNBILLED:
-            return VM_DEALLOCATED, f"VM {host.name} was deallocated (evicted) under a running worker"
+            return (
+                VM_DEALLOCATED,
+                f"VM {host.name} was deallocated (evicted) under a running worker",
+            )
         return None
 
     def _end(
@@ -500,9 +505,7 @@ class VmTier(BaseTier):
             return
         job.reaped = True
         host, container = job.host, job.container
-        threading.Thread(
-            target=self._remove_container, args=(host, container), daemon=True
-        ).start()
+        threading.Thread(target=self._remove_container, args=(host, container), daemon=True).start()
 
     def _remove_container(self, host: _Host, container: str) -> None:
         try:
