@@ -267,8 +267,10 @@ class AmlTier(BaseTier):
         return int(current), int(states.get("runningNodeCount") or 0)
 
     def nodes_left(self) -> int:
-        """Nodes the cluster holds now (it scales down by itself after its idle time)."""
-        return self._node_count()[0]
+        """Nodes the run leaves running: busy ones, and the ``min_instances`` the cluster keeps
+        whatever runs; idle nodes above that scale down by themselves after the idle time."""
+        _, busy = self._node_count()
+        return busy + self._min_nodes
 
     # -- Tier ---------------------------------------------------------------------------------
 

@@ -492,6 +492,21 @@ class BatchTier(BaseTier):
         """A Batch pool keeps its target nodes while nobody watches: all of them the whole time."""
         return max(end - start, 0.0) * nodes_at_start
 
+    # -- scale to zero (scale_down.py) ----------------------------------------------------------
+
+    def nodes_left(self) -> int:
+        """Nodes the pool holds now (dedicated and low priority)."""
+        return self._node_count()[0]
+
+    def release_nodes(self) -> None:
+        """The pool resized to zero nodes after the run (playbooks/batch.yml does the same)."""
+        from azure.batch.models import PoolResizeParameter
+
+        self.client.pool.resize(
+            self.pool_id,
+            PoolResizeParameter(target_dedicated_nodes=0, target_low_priority_nodes=0),
+        )
+
     def _meter(self) -> NodeMeter:
         if self._node_meter is None:
             self._node_meter = NodeMeter(self._node_count, self.node_sample_interval)
