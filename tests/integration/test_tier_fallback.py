@@ -152,3 +152,40 @@ def tiers_of_results_single(ledger_path):
     with Ledger(ledger_path) as ledger:
         assert ledger.duplicates_ignored == 0
         return list(ledger.results())
+
+
+def test_aml_containers_crashing_from_the_middle_move_the_rest_to_batch(azure, tmp_path):
+    """The seed's order: Azure ML first, Azure Batch next; the Batch pool is resized to zero by
+    the scale-down check once the run ends."""
+    from batch_setup import BatchTierWorld
+
+    world = build(azure, cluster=dict(max_nodes=2, idle_s=1))
+    batch = BatchTierWorld(azure, nodes=2)
+    batch.wait_steady()
+    ledger_path = tmp_path / "ledger.db"
+    pool = TierPool(
+        [("aml", world.tier("fb"), 2), ("batch", batch.tier("fb"), 2)], breaker_threshold=2
+    )
+    fault = {"fault": "crash", "job": "^fb-", "after_s": 0.0, "times": 100}
+    watcher = when_results(ledger_path, 3, lambda: azure.admin("POST", "ml/faults", fault))
+    try:
+        result = EvaluationEngine(
+            pool,
+            TASKS,
+            ledger_path,
+            engine_config("fb", pool.price_per_node_hour, workers=2),
+            handle_signals=False,
+        ).run()
+        watcher.join(5)
+        left = nodes_left(pool, wait_s=60)
+    finally:
+        pool.close()
+
+    assert result.status == "completed"
+    ran_on = tiers_of_results(ledger_path)
+    assert sorted(ran_on) == sorted(task for _, task in TASKS)
+    assert set(ran_on.values()) == {"aml", "batch"}
+    [move] = [m for m in pool.describe()["moves"] if m["event"] == "out"]
+    assert (move["tier"], move["to"]) == ("aml", "batch")
+    assert left == {"aml": 0, "batch": 0}
+    world.wait_scaled_down(timeout=30)
