@@ -38,7 +38,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "collections"), str(ROOT), str(ROOT / "benchmarks")]
+sys.path[:0] = [
+    str(ROOT / "collections"),
+    str(ROOT),
+    str(ROOT / "benchmarks"),
+    str(ROOT / "tests" / "integration"),  # batch_setup: the Batch account and pool
+]
 
 from scheduling import (  # noqa: E402
     COMPUTE,
@@ -173,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=10)
     parser.add_argument("--quota", type=int, default=4, help="AML workers within its quota")
     parser.add_argument("--time-scale", type=float, default=0.3)
+    parser.add_argument(
+        "--next",
+        choices=["local", "batch"],
+        default="batch",
+        help="the tier the fallback run moves to (batch: a pool of --workers nodes, ready)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.getLogger("azure").setLevel(logging.ERROR)
@@ -213,11 +224,16 @@ def main(argv: list[str] | None = None) -> int:
                 )
 
             threading.Thread(target=fail_halfway, daemon=True).start()
+            if args.next == "batch":
+                from batch_setup import BatchTierWorld
+
+                batch = BatchTierWorld(emulator, nodes=args.workers)
+                batch.wait_steady()
+                following = batch.tier(run_id, job_environment=job_env(args))
+            else:
+                following = local(workdir, "fb", args)
             pool = TierPool(
-                [
-                    ("aml", aml(emulator, run_id, args), None),
-                    ("local", local(workdir, "fb", args), None),
-                ]
+                [("aml", aml(emulator, run_id, args), None), (args.next, following, None)]
             )
             report["fallback"] = run(pool, tasks, ledger, args.workers, run_id, args)
             print(f"fallback: {report['fallback']['makespan_s']:.1f}s", flush=True)
