@@ -125,12 +125,6 @@ class TaskClasses:
                     listener(task, old, larger[0])
         return moved
 
-    def counts(self) -> dict[str, int]:
-        found = dict.fromkeys(CLASSES, 0)
-        for size_class in self._classes.values():
-            found[size_class] += 1
-        return found
-
 
 class SizeRouter(Protocol):
     """Where chunks of a size class can run (a pool of tiers of different sizes)."""
@@ -194,6 +188,3 @@ class SizedScheduler:
     @property
     def remaining(self) -> int:
         return sum(len(q) for q in self._queues.values())
-
-    def counts(self) -> dict[str, int]:
-        return {c: len(q) for c, q in self._queues.items()}

@@ -297,14 +297,6 @@ class TierPool(BaseTier):
         inner = member.tier.handle_for(job_key)
         return f"{member.name}{_SEP}{inner}" if inner else None
 
-    def adopt(self, job_key: str, handle: str) -> None:
-        """A job of an earlier session (its handle names its member)."""
-        member, _ = self._split(handle)
-        with self._lock:
-            self._owner[job_key] = member
-            self._keys[handle] = job_key
-            member.active.add(job_key)
-
     def describe(self) -> dict[str, Any]:
         now = self._clock()
         with self._lock:
