@@ -84,6 +84,7 @@ molecule: $(STAMP)
 	cd roles/aml_cluster && ../../$(BIN)/molecule reset -s aml_cluster && ../../$(BIN)/molecule test -s aml_cluster
 	cd roles/eval && ../../$(BIN)/molecule reset -s eval && ../../$(BIN)/molecule test -s eval
 	cd roles/aci_run && ../../$(BIN)/molecule reset -s aci_run && ../../$(BIN)/molecule test -s aci_run
+	cd roles/vm_pool && ../../$(BIN)/molecule reset -s vm_pool && ../../$(BIN)/molecule test -s vm_pool
 
 # The suites are independent: integration (the long one) and molecule start first, lint and unit
 # follow as slots free up; each suite's output is printed whole when it ends.

@@ -17,6 +17,7 @@ Node faults (admin API): ``unusable`` (a ready node becomes unusable), ``start_t
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import uuid
@@ -25,6 +26,7 @@ from typing import Any
 
 from localazure.batch import accounts, pool_model
 from localazure.batch.pool_model import account_id_of
+from localazure.compute import sandbox
 from localazure.core.context import Context
 from localazure.nodes import containers, image_pull
 from localazure.nodes import pool as node_pool
@@ -92,12 +94,21 @@ def node_dir(ctx: Context, node: dict[str, Any]) -> Path:
 
 
 def preloaded_digests(ctx: Context, image_id: str | None) -> list[str]:
-    """Digests a custom VM image holds (recorded when the image was captured from a VM that had
-    pulled them; until the Compute service captures images, through the admin API)."""
+    """Digests a custom VM image holds: the images its source VM had pulled (a managed image
+    captured by the Compute service holds a copy of that VM's disk, Docker's image store
+    included), plus what the admin API recorded for image ids Compute does not hold (gallery
+    images)."""
     if not image_id:
         return []
+    digests: list[str] = []
+    image = ctx.store.get_resource(image_id)
+    if image is not None and image.get("_disk"):
+        store = sandbox.disk_dir(ctx, image["_disk"]) / "var" / "lib" / "docker" / "images.json"
+        if store.is_file():
+            digests += [i["digest"] for i in json.loads(store.read_text()) if i.get("digest")]
     record = ctx.store.get(PRELOADED_KIND, image_id.lower())
-    return list(record["digests"]) if record else []
+    digests += [d for d in (record["digests"] if record else []) if d not in digests]
+    return digests
 
 
 def record_preloaded(ctx: Context, image_id: str, digests: list[str]) -> None:

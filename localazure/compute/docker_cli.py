@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import datetime as dt
 import json
 import os
 import shlex
@@ -233,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "inspect":
         print(
             json.dumps(
-                [engine.call("inspect", {"container": c}) for c in args.containers], indent=2
+                [_inspect_view(engine.call("inspect", {"container": c})) for c in args.containers],
+                indent=2,
             )
         )
     elif args.command == "wait":
@@ -245,6 +247,31 @@ def main(argv: list[str] | None = None) -> int:
                     break
                 time.sleep(0.2)
     return 0
+
+
+def _iso(ts: float | None) -> str:
+    if ts is None:
+        return "0001-01-01T00:00:00Z"
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _inspect_view(c: dict[str, Any]) -> dict[str, Any]:
+    """A container as ``docker inspect`` prints it (the fields a script reads)."""
+    status = "exited" if c["status"] == "removed" else c["status"]
+    return {
+        "Id": c["id"],
+        "Name": "/" + c["name"],
+        "Created": _iso(c["created_at"]),
+        "Image": c["digest"],
+        "Config": {"Image": c["image"], "Cmd": ["bash", "-c", c["command"]]},
+        "State": {
+            "Status": status,
+            "Running": status == "running",
+            "ExitCode": c["exit_code"] if c["exit_code"] is not None else 0,
+            "StartedAt": _iso(c["started_at"]),
+            "FinishedAt": _iso(c["finished_at"]),
+        },
+    }
 
 
 def _same(wanted: str, ref: str) -> bool:

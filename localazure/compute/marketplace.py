@@ -9,8 +9,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from localazure.arm.catalog import normalise_location
+from localazure.arm.catalog import normalise_location, regions_of
 from localazure.arm.resources import in_subscription
+from localazure.compute import VM_TYPE
 from localazure.core.context import Context
 from localazure.core.errors import not_found
 from localazure.core.http import json_response, list_page
@@ -192,6 +193,36 @@ def register(router: Router, ctx: Context) -> None:
             )
         return json_response(list_page(items))
 
+    async def resource_skus(request: Request, sub: str) -> Response:
+        """The VM sizes as resource SKUs (family, vCPUs, memory, security features), in every
+        location of the catalogue: what ``az vm list-skus`` and azure_rm_vmsku_info read."""
+        regions = regions_of(VM_TYPE)
+        items = []
+        for size in CATALOG:
+            capabilities = {
+                "vCPUs": str(size.vcpus),
+                "MemoryGB": f"{size.memory_gb:g}",
+                "PremiumIO": str(size.premium_io),
+                "LowPriorityCapable": str(size.low_priority_capable),
+                "HyperVGenerations": "V1,V2",
+                "TrustedLaunchDisabled": "False",
+            }
+            for region in regions:
+                items.append(
+                    {
+                        "resourceType": "virtualMachines",
+                        "name": size.name,
+                        "tier": "Standard",
+                        "size": size.name.split("_", 1)[1],
+                        "family": size.family,
+                        "locations": [region],
+                        "locationInfo": [{"location": region, "zones": [], "zoneDetails": []}],
+                        "capabilities": [{"name": k, "value": v} for k, v in capabilities.items()],
+                        "restrictions": [],
+                    }
+                )
+        return json_response(list_page(items))
+
     artifact = images + "/{pub}/artifacttypes/vmimage/offers"
     router.add("GET", images, publishers, parent=in_sub)
     router.add("GET", artifact, offers, parent=in_sub)
@@ -200,3 +231,6 @@ def register(router: Router, ctx: Context) -> None:
     router.add("GET", artifact + "/{offer}/skus/{sku}/versions/{ver}", version, parent=in_sub)
     router.add("GET", base + "/vmSizes", vm_sizes, parent=in_sub)
     router.add("GET", base + "/usages", usages, parent=in_sub)
+    router.add(
+        "GET", "/subscriptions/{sub}/providers/Microsoft.Compute/skus", resource_skus, parent=in_sub
+    )

@@ -176,3 +176,7 @@ def deallocate(ctx: Context, record: dict[str, Any], reason: str) -> None:
 
 def set_target(ctx: Context, record: dict[str, Any], target: str, seconds: float) -> None:
     record.update(target=target, until=ctx.clock() + seconds)
+    if target == "running":
+        # When the start (or create) completes: the time of the instance view's
+        # ProvisioningState status, as on Azure.
+        record["provisioned_at"] = record["until"]

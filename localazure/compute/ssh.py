@@ -161,6 +161,8 @@ class SshHub:
             self.port,
             server_host_keys=[asyncssh.import_private_key(host_key)],
             process_factory=handle,
+            # SFTP (and scp over it) as on an Ubuntu VM; Ansible copies its modules with it.
+            sftp_factory=True,
             encoding=None,
             reuse_address=True,
             keepalive_interval=15,

@@ -239,12 +239,16 @@ def instance_view(ctx: Context, vm: dict[str, Any]) -> dict[str, Any]:
     now = ctx.clock()
     state = power.state(record, now) if record else "deallocated"
     provisioning = vm["properties"]["provisioningState"]
+    provisioned_at = record.get("provisioned_at")
     statuses = [
         {
             "code": f"ProvisioningState/{provisioning.lower()}",
             "level": "Info",
             "displayStatus": f"Provisioning {provisioning.lower()}",
-            "time": vm["properties"]["timeCreated"],
+            # The last create, start or restart that completed.
+            "time": _iso(min(provisioned_at, now))
+            if provisioned_at
+            else vm["properties"]["timeCreated"],
         }
     ]
     if record.get("generalized"):

@@ -23,7 +23,15 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from ansible_collections.openadapt.azure_eval.plugins.module_utils import action_env, eval_inputs
+from ansible_collections.openadapt.azure_eval.plugins.module_utils import (
+    action_env,
+    eval_inputs,
+    rightsizing,
+)
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.budget import (
+    Budget,
+    BudgetReached,
+)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.credentials import (
     AUTH_ARGUMENT_SPEC,
 )
@@ -52,9 +60,12 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.run_watch_set
     start_dashboard,
     watch_report,
 )
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.scale_down import nodes_left
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.startup_checks import (
     DEFAULT_VM_BOOT_TIMEOUT_S,
 )
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tier_pool import TierPool
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tier_report import tier_report
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers import registry
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base import (
     TierContext,
@@ -63,6 +74,11 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base im
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.warm_pool import (
     WarmsPool,
     warm_pool,
+)
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.worker_count import (
+    CHOICES,
+    calculate_optimal_workers,
+    measured_minutes,
 )
 
 display = Display()
@@ -110,6 +126,15 @@ ARGUMENT_SPEC = dict(
     metrics_grain=dict(type="float", default=60),
     dashboard=dict(type="bool", default=True),
     dashboard_port=dict(type="int", default=0),
+    # Cost controls (budget.py, worker_count.py, rightsizing.py, scale_down.py).
+    budget_usd=dict(type="float"),
+    budget_warn_fraction=dict(type="float", default=0.8),
+    budget_cancel_running=dict(type="bool", default=False),
+    workers_choice=dict(type="str", default="fixed", choices=list(CHOICES)),
+    target_hours=dict(type="float", default=2.0),
+    right_sizing=dict(type="bool", default=False),
+    task_profile=dict(type="raw", default="default"),
+    scale_down_wait=dict(type="float", default=0.0),
 )
 
 
@@ -131,11 +156,17 @@ class ActionModule(ActionBase):
                 "the evaluation cannot run as set; nothing was created: " + "; ".join(errors)
             )
         if args["check_only"]:
-            result.update(changed=False, tasks=len(tasks), msg=f"{len(tasks)} tasks to run")
+            pending = _pending(Path(args["state_dir"]) / args["run_name"], tasks)
+            result.update(
+                changed=False,
+                tasks=len(tasks),
+                pending=pending,
+                msg=f"{len(tasks)} tasks, {pending} without a result yet",
+            )
             return result
         args["tier_options"] = _tier_options(spec, args["tier_options"])
         if self._task.check_mode:
-            pending = _pending_tasks(Path(args["state_dir"]) / args["run_name"], tasks)
+            pending = _pending(Path(args["state_dir"]) / args["run_name"], tasks)
             result.update(
                 changed=pending > 0,
                 skipped=False,
@@ -161,13 +192,15 @@ class ActionModule(ActionBase):
             except spec.setup_errors as err:
                 raise AnsibleActionFail(str(err)) from None
             try:
+                workers, choice = self._cost_controls(args, tier, tasks)
                 watch = run_watch_for(args, tier, tasks, display)
             except (ValueError, KeyError, TypeError) as err:
+                tier.close()
                 raise AnsibleActionFail(
-                    f"the alert or metrics settings are not valid; nothing was created: {err}"
+                    f"the evaluation's settings are not valid; nothing was created: {err}"
                 ) from None
             config = EngineConfig(
-                workers=args["workers"],
+                workers=workers,
                 poll_interval=args["poll_interval"],
                 startup_timeout=args["startup_timeout"],
                 vm_boot_timeout=args["vm_boot_timeout"],
@@ -182,6 +215,7 @@ class ActionModule(ActionBase):
                 # would not reach it.
                 watch_parent=True,
                 watch=watch,
+                budget=_budget(args),
             )
             engine = EvaluationEngine(
                 tier,
@@ -191,8 +225,12 @@ class ActionModule(ActionBase):
                 progress=_progress(len(tasks), stack),
             )
             since_command = _seconds_since_command()
+            if choice is not None:
+                display.display(
+                    f"eval_run: worker count ({args['workers_choice']}): {choice.arithmetic}"
+                )
             display.display(
-                f"eval_run: {len(tasks)} tasks on {args['workers']} {args['tier']} workers "
+                f"eval_run: {len(tasks)} tasks on {workers} {args['tier']} workers "
                 f"({args['scheduling']} scheduling); ledger {run_dir / 'ledger.sqlite3'}"
                 + (
                     f"; the engine starts {since_command:.1f}s after the command"
@@ -207,6 +245,7 @@ class ActionModule(ActionBase):
                     f"eval_run: node metrics from Azure Monitor every {watch.metrics.interval_s:g}s "
                     f"({watch.metrics.requests_per_minute:.2f} request(s) per minute)"
                 )
+            extras = {"worker_choice": choice.to_dict() if choice else None}
             try:
                 with _interruptible():
                     if args["warm_pool"]:
@@ -225,23 +264,28 @@ class ActionModule(ActionBase):
                     run_dir,
                     "interrupted: every job this run started was cancelled; run the same command "
                     "to resume",
+                    self._after_run(args, tier, run_dir, extras, config),
                 )
             except PermanentFailure as err:
-                return self._failed(result, run_dir, err.failure.describe())
-            except TierUnhealthy as err:
-                return self._failed(result, run_dir, str(err))
+                extras = self._after_run(args, tier, run_dir, extras, config)
+                return self._failed(result, run_dir, err.failure.describe(), extras)
+            except (TierUnhealthy, BudgetReached) as err:
+                extras = self._after_run(args, tier, run_dir, extras, config)
+                return self._failed(result, run_dir, str(err), extras)
             except RunLocked as err:
                 raise AnsibleActionFail(str(err)) from None
             except LedgerMismatch as err:
                 raise AnsibleActionFail(
                     f"{err}. Use another run_name for a different evaluation, or delete {run_dir}."
                 ) from None
+            else:
+                extras = self._after_run(args, tier, run_dir, extras, config, run.cost.node_hours)
             finally:
                 watch.close()
                 if dashboard is not None:
                     dashboard.stop()
                 tier.close()
-        evaluation = run.to_dict()
+        evaluation = {**run.to_dict(), **extras}
         if warm is not None:
             evaluation["warm_pool"] = warm.to_dict()
         evaluation.update(watch_report(watch))
@@ -292,7 +336,66 @@ class ActionModule(ActionBase):
             job_timeout=args["job_timeout"],
         )
 
-    def _failed(self, result, run_dir, message):
+    def _cost_controls(self, args, tier, tasks):
+        """Right-sizing set up on the pool, and the worker count (fixed, advised or chosen)."""
+        domains = [domain for domain, _ in tasks]
+        if args["right_sizing"]:
+            if not isinstance(tier, TierPool) or not tier.member_sizes:
+                raise ValueError(
+                    "eval_right_sizing needs tier=auto with members of different sizes "
+                    "(eval_tier_members: <name>: {sizes: [simple, medium]} ...)"
+                )
+            tier.use_sizes(
+                rightsizing.TaskClasses(
+                    {task: domain for domain, task in tasks}, self._profile(args)
+                )
+            )
+        if args["workers_choice"] == "fixed":
+            return args["workers"], None
+        choice = calculate_optimal_workers(
+            domains,
+            args["target_hours"],
+            _quota(tier, args["workers"]),
+            measured_minutes(sorted(Path(args["state_dir"]).glob("*/ledger.sqlite3"))),
+        )
+        return (choice.workers if args["workers_choice"] == "choose" else args["workers"]), choice
+
+    def _profile(self, args):
+        profile = args["task_profile"]
+        if profile in (None, "", "default"):
+            return rightsizing.DEFAULT_PROFILE
+        if profile == "measured":
+            return rightsizing.profile_from_ledgers(
+                sorted(Path(args["state_dir"]).glob("*/ledger.sqlite3"))
+            )
+        if isinstance(profile, dict):
+            return rightsizing.check_profile(profile)
+        raise ValueError(
+            "eval_task_profile must be 'default', 'measured' or {simple|medium|complex: "
+            f"[domain patterns]}}, not {profile!r}"
+        )
+
+    def _after_run(self, args, tier, run_dir, extras, config, node_hours=None):
+        """However the run ended: every tier back to zero nodes (checked), and what the report
+        says of the tiers, the budget and the worker count."""
+        left = nodes_left(tier, wait_s=args["scale_down_wait"])
+        if node_hours is None:
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                status = json.loads((run_dir / "status.json").read_text())
+                price = tier.price_per_node_hour or 0
+                node_hours = status["cost"]["current_usd"] / price if price else 0.0
+        report = dict(extras)
+        report["scale_to_zero"] = {
+            "nodes_left": left,
+            "ok": not any(left.values()),
+            "waited_s": args["scale_down_wait"],
+        }
+        report.update(tier_report(tier, run_dir / "ledger.sqlite3", node_hours or 0.0))
+        if config.budget is not None:
+            report.update(config.budget.status())
+        return report
+
+    def _failed(self, result, run_dir, message, extras=None):
         partial = ledger_summary(run_dir / "ledger.sqlite3", RunStatus.FAILED.value)
         with contextlib.suppress(OSError, ValueError, KeyError):
             status = json.loads((run_dir / "status.json").read_text())
@@ -303,10 +406,35 @@ class ActionModule(ActionBase):
             with contextlib.suppress(OSError, ValueError, KeyError):
                 status = json.loads((run_dir / "status.json").read_text())
                 partial["cost"] = {"total_usd": status["cost"]["current_usd"]}
+        if partial is not None and extras:
+            partial.update(extras)
         result.update(
             failed=True, msg=message, evaluation=partial, ledger=str(run_dir / "ledger.sqlite3")
         )
         return result
+
+
+def _budget(args):
+    if args.get("budget_usd") is None:
+        return None
+    try:
+        return Budget(
+            limit_usd=args["budget_usd"],
+            warn_fraction=args["budget_warn_fraction"],
+            cancel_running=args["budget_cancel_running"],
+        )
+    except ValueError as err:
+        raise AnsibleActionFail(str(err)) from None
+
+
+def _quota(tier, requested):
+    """The most workers the tier can run: a pool's members together (spread) or its first's,
+    an AML cluster's max_instances, a fixed pool's capacity."""
+    if isinstance(tier, TierPool):
+        return tier.workers(requested) if tier.mode == "spread" else None
+    details = tier.describe()
+    quota = details.get("max_instances") or details.get("capacity")
+    return int(quota) if quota else None
 
 
 def _tier_options(spec: TierSpec, options):
@@ -362,20 +490,6 @@ def _controller_terminal():
         terminal.close()
         return None
     return terminal
-
-
-def _pending_tasks(run_dir: Path, tasks) -> int:
-    """How many of ``tasks`` the run's ledger has no result for (read only)."""
-    path = run_dir / "ledger.sqlite3"
-    if not path.exists():
-        return len(tasks)
-    with Ledger(path) as ledger:
-        done = set(ledger.results())
-    return sum(1 for task in tasks if _task_id(task) not in done)
-
-
-def _task_id(task) -> str:
-    return task[1]  # (domain, task id)
 
 
 def _fingerprinted(spec: TierSpec, args):
@@ -455,3 +569,13 @@ def _interruptible():
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _pending(run_dir: Path, tasks: list[tuple[str, str]]) -> int:
+    """Tasks of the selection the run's ledger has no final result for (all of them before the
+    first session): a layer that holds nodes for the run (a Batch pool) needs none when 0."""
+    path = run_dir / "ledger.sqlite3"
+    if not path.exists():
+        return len(tasks)
+    with Ledger(path) as ledger:
+        return len(ledger.pending([task_id for _, task_id in tasks]))

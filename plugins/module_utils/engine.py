@@ -26,11 +26,16 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from ansible_collections.openadapt.azure_eval.plugins.module_utils import tier_pool
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.active_jobs import (
     ActiveJob,
     JobBook,
     health_failure,
     short,
+)
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.budget import (
+    Budget,
+    BudgetReached,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.circuit_breaker import (
     BreakerState,
@@ -116,6 +121,7 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.worker_events
 )
 
 __all__ = [
+    "BudgetReached",
     "DomainSummary",
     "EngineConfig",
     "EvaluationEngine",
@@ -181,6 +187,8 @@ class EngineConfig:
     poll_threads: int = 8
     # Alerts, node metrics and the dashboard's series (run_watch.RunWatch); None: none.
     watch: Any = None
+    # A spending limit (budget.py): no new job once it would be passed.
+    budget: Budget | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -255,6 +263,8 @@ class EvaluationEngine:
         self._workers = self.config.workers
         if isinstance(tier, FixedCapacity):
             self._workers = max(1, min(self._workers, tier.capacity()))
+        if isinstance(tier, tier_pool.FailsOver):  # spread: every member's workers
+            self._workers = tier.workers(self._workers)
         # Jobs beyond one per worker only wait in the tier's own queue when it has one; a tier
         # that starts every job at once (local processes, SSH hosts) gets one job per worker.
         ahead = self.config.queue_ahead if getattr(tier, "queues_jobs", False) else 0
@@ -336,11 +346,17 @@ class EvaluationEngine:
         held = {t for job in self._book.jobs() for t in job.unreported()}
         pending = [t for t in ledger.pending(self._task_ids) if t not in held]
         expected = self._expected_durations(pending)
-        self._scheduler = make_scheduler(
+        queue = self._queue_order(pending, expected)
+        factor = self.config.chunk_factor_for()
+        # Hook (rightsizing.py): a pool of tiers of different sizes keeps a queue per size.
+        sized = self.config.scheduling == "dynamic" and tier_pool.sized_scheduler(
+            self.tier, queue, self._workers, factor, self.config.max_chunk
+        )
+        self._scheduler = sized or make_scheduler(
             self.config.scheduling,
-            self._queue_order(pending, expected),
+            queue,
             self._workers,
-            factor=self.config.chunk_factor_for(),
+            factor=factor,
             max_chunk=self.config.max_chunk,
             expected=expected,
             head=self.config.balanced_head,
@@ -439,6 +455,7 @@ class EvaluationEngine:
             self._publish(now, RunStatus.RUNNING)
             if not self._active and self._scheduler.remaining == 0:
                 return
+            self._check_budget(now)
             self._sleep(self.config.poll_interval)
             self._poll_round()
 
@@ -538,8 +555,35 @@ class EvaluationEngine:
             return None
         chunk: list[str] = []
         while not chunk and self._scheduler.remaining:
-            chunk = [t for t in self._scheduler.next_chunk() if t not in self._final]
+            handed = self._scheduler.next_chunk()
+            if not handed:  # nothing that a free worker may take (right-sizing)
+                break
+            chunk = [t for t in handed if t not in self._final]
+        if chunk and not self._budget_allows(chunk, pending, now):
+            self._scheduler.requeue(chunk)
+            return None
         return chunk or None
+
+    def _budget_allows(self, chunk: list[str], pending: int, now: float) -> bool:
+        """Hook (budget.py): the spend so far plus what the running jobs and this chunk are
+        estimated to cost stays within the budget."""
+        budget = self.config.budget
+        if budget is None:
+            return True
+        in_flight = sum(len(job.unreported()) for job in self._book.jobs())
+        first_round = self._jobs_submitted + pending < self._workers and not self._final
+        return budget.allows(len(chunk), in_flight, self._cost(now), first_round)
+
+    def _check_budget(self, now: float) -> None:
+        """Stop once the budget refused work and nothing runs any more (or, when asked, as soon
+        as the spend reaches it: the jobs running are then cancelled)."""
+        budget = self.config.budget
+        if budget is None:
+            return
+        if budget.must_cancel(self._cost(now)) or (budget.refused and not self._active):
+            raise BudgetReached(
+                budget.stop_message(self._scheduler.remaining, str(self.ledger_path))
+            )
 
     def _submit_concurrently(self, chunks: list[list[str]], now: float) -> None:
         if self._submit_pool is None:
@@ -635,7 +679,7 @@ class EvaluationEngine:
                 reason=failure.message,
             )
             self._scheduler.requeue(chunk)
-            if not failure.is_transient:
+            if not failure.is_transient and not self._moves_on(job_key, None, failure):
                 raise PermanentFailure(failure) from exc
             self._note_transient(job_key, None, failure, self._clock(), tuple(chunk))
             return
@@ -671,8 +715,11 @@ class EvaluationEngine:
             status, lines, read_at = read.result()
         except Exception as exc:
             failure = self._classify_exception(exc)
-            if not failure.is_transient:
+            if not failure.is_transient and not self._moves_on(job.job_key, job.handle, failure):
                 raise PermanentFailure(failure) from exc
+            if not failure.is_transient:
+                self._fail_job(job, failure, now)
+                return
             if failure.retry_after is not None:
                 # The service said when to come back; throttling says nothing about the job.
                 job.poll_not_before = self._clock() + failure.retry_after
@@ -848,7 +895,7 @@ class EvaluationEngine:
             message = status.error_message or "the job failed without a message"
         failure = classify(code, message, codes=self.tier.failure_codes)
         self._book.close_job(job.job_key, now, cancel=False, failure=failure)
-        if not failure.is_transient:
+        if not failure.is_transient and not self._moves_on(job.job_key, job.handle, failure):
             raise PermanentFailure(failure)
         self._requeue_unfinished(job, failure, now)
 
@@ -951,6 +998,11 @@ class EvaluationEngine:
     ) -> None:
         self._last_failure = failure
         self._note_retry_record(job_key, handle, failure, now, requeued)
+        if self._moves_on(job_key, handle, failure):
+            # A pool took the failing tier out: the next one starts with a clean slate.
+            self._breaker_success()
+            self._hold_until = now
+            return
         self.breaker.record_failure()
         if self.breaker.state is not BreakerState.CLOSED and self._unhealthy_since is None:
             self._unhealthy_since = now
@@ -963,6 +1015,11 @@ class EvaluationEngine:
         if failure.retry_after is not None:
             delay = max(delay, failure.retry_after)
         self._hold_until = max(self._hold_until, now + delay)
+
+    def _moves_on(self, job_key: str, handle: str | None, failure: Failure) -> bool:
+        """Hook (tier_pool.py): a pool of tiers takes the failing tier out and another takes
+        the work, so the failure neither stops the run nor counts on the breaker."""
+        return tier_pool.moves_on(self.tier, job_key, handle, failure)
 
     def _note_retry_record(
         self,
@@ -1176,6 +1233,8 @@ class EvaluationEngine:
                         "run_id": self.run_id,
                         "tier": self.tier.name,
                         **self._watch_status(now, summary.completed, cost.total_usd),
+                        **tier_pool.status_extra(self.tier),
+                        **(self.config.budget.status() if self.config.budget else {}),
                     },
                 ),
             )
@@ -1246,7 +1305,7 @@ def _status_for(exc: BaseException) -> RunStatus:
         return RunStatus.CANCELLED
     if isinstance(exc, PermanentFailure):
         return RunStatus.FAILED
-    if isinstance(exc, TierUnhealthy):
+    if isinstance(exc, TierUnhealthy | BudgetReached):
         return RunStatus.STOPPED
     return RunStatus.CRASHED
 

@@ -1,6 +1,7 @@
 """The tier contract (``plugins/module_utils/tiers/base.py``), checked against every registered
 tier: the local tier as processes of this controller, Azure ML on the emulator through the real
-SDK. A new tier registers a harness here; a registered tier without one fails the suite."""
+SDK, tier=auto as a pool of Azure ML and local. A new tier registers a harness here; a
+registered tier without one fails the suite."""
 
 from __future__ import annotations
 
@@ -9,17 +10,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
-from aml_setup import FAST_JOB_ENV, build
+from aml_setup import FAST_JOB_ENV, WORKER_SCRIPT, build
+from batch_setup import BatchTierWorld
+from vm_setup import bootstrap, key_file, tier_hosts
+from vm_setup import build as build_vms
 
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures import (
     UNKNOWN,
     canonical_code,
 )
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tier_pool import TierPool
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers import registry
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers import vm as vm_tier
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base import (
     JobState,
     JobStatus,
     Tier,
+    TierContext,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.local import LocalTier
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.worker_events import (
@@ -62,7 +69,72 @@ def aml_harness(request, tmp_path) -> Harness:
     )
 
 
-HARNESSES = {"local": local_harness, "aml": aml_harness}
+def auto_harness(request, tmp_path) -> Harness:
+    """tier=auto: a pool of Azure ML first and the local tier next (fallback order)."""
+    aml = aml_harness(request, tmp_path)
+
+    def make(env):
+        return TierPool(
+            [
+                ("aml", aml.make(env), None),
+                ("local", LocalTier(tmp_path / "pool", extra_env=env), None),
+            ]
+        )
+
+    return Harness(make=make, restart=aml.restart)
+
+
+def batch_harness(request, tmp_path) -> Harness:
+    azure = request.getfixturevalue("azure")
+    world = BatchTierWorld(azure, nodes=2)
+    run = f"contract-{time.time_ns()}"  # one Batch job: a resumed controller finds its tasks
+    return Harness(
+        make=lambda env: world.tier(run, job_environment=env),
+        restart=azure.restart,
+    )
+
+
+def vm_harness(request, tmp_path) -> Harness:
+    """One VM of the emulator, bootstrapped as the vm_pool role does it, reached over SSH. Its
+    finished containers are removed once their end was seen, so a tier built after a restart
+    has nothing to read: no restart test."""
+    azure = request.getfixturevalue("azure")
+    world = build_vms(azure)
+    world.vm("contract-vm")
+    bootstrap(world, "contract-vm")
+    options = {
+        "hosts": tier_hosts(world, ["contract-vm"]),
+        "pool": "contract",
+        "image": f"{world.login_server}/winarena:latest",
+        "user": "azureuser",
+        "ssh_private_key_file": key_file(world, tmp_path),
+        "ssh_port": 22,
+        "price_per_node_hour": None,
+        "unreachable_after": 30.0,
+    }
+
+    def make(env: dict[str, str]) -> Tier:
+        return vm_tier.build(
+            TierContext(
+                options=options,
+                environment=dict(azure.env),
+                run_name="contract",
+                worker_script=WORKER_SCRIPT.read_text(),
+                state_dir=tmp_path,
+                job_environment=env,
+            )
+        )
+
+    return Harness(make=make)
+
+
+HARNESSES = {
+    "local": local_harness,
+    "aml": aml_harness,
+    "batch": batch_harness,
+    "vm": vm_harness,
+    "auto": auto_harness,
+}
 
 
 def test_every_registered_tier_has_a_harness():

@@ -39,8 +39,8 @@ UBUNTU = {
 }
 
 
-def new_key() -> tuple[paramiko.PKey, str]:
-    """A fresh ed25519 key: paramiko's private key and the OpenSSH public line."""
+def new_key_pem() -> tuple[str, str]:
+    """A fresh ed25519 key: the private key in OpenSSH's format and the OpenSSH public line."""
     private = ed25519.Ed25519PrivateKey.generate()
     pem = private.private_bytes(
         serialization.Encoding.PEM,
@@ -52,7 +52,13 @@ def new_key() -> tuple[paramiko.PKey, str]:
         .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
         .decode()
     )
-    return paramiko.Ed25519Key.from_private_key(io.StringIO(pem)), f"{public} test@controller"
+    return pem, f"{public} test@controller"
+
+
+def new_key() -> tuple[paramiko.PKey, str]:
+    """A fresh ed25519 key: paramiko's private key and the OpenSSH public line."""
+    pem, public = new_key_pem()
+    return paramiko.Ed25519Key.from_private_key(io.StringIO(pem)), public
 
 
 def wait_for(predicate, what: str, timeout: float = 20.0, interval: float = 0.2) -> Any:
@@ -76,6 +82,7 @@ class VmWorld:
     registry_id: str
     key: paramiko.PKey
     public_key: str
+    private_pem: str = ""
 
     @property
     def login_server(self) -> str:
@@ -268,7 +275,8 @@ def build(emulator, *, acr_pull: bool = True, ssh_source: str = "127.0.0.1") -> 
             "subnets": [{"name": SUBNET, "address_prefix": "10.1.0.0/24"}],
         },
     ).result()
-    key, public = new_key()
+    pem, public = new_key_pem()
+    key = paramiko.Ed25519Key.from_private_key(io.StringIO(pem))
     world = VmWorld(
         emulator=emulator,
         network=network,
@@ -279,8 +287,41 @@ def build(emulator, *, acr_pull: bool = True, ssh_source: str = "127.0.0.1") -> 
         f"/Microsoft.ContainerRegistry/registries/{REGISTRY}",
         key=key,
         public_key=public,
+        private_pem=pem,
     )
     world.ssh_rule(ssh_source)
     if acr_pull:
         world.grant_acr_pull()
     return world
+
+
+def key_file(world: VmWorld, directory) -> str:
+    """The world's private key in a 0600 file, as the VM tier reads it."""
+    path = directory / "id_ed25519"
+    path.write_text(world.private_pem)
+    path.chmod(0o600)
+    return str(path)
+
+
+def bootstrap(world: VmWorld, name: str) -> None:
+    """What the vm_pool role's bootstrap does on one VM: docker login with the VM's identity and
+    the image pulled."""
+    wait_for(lambda: world.power_state(name) == "running", f"{name} running")
+    client = world.ssh_ready(name)
+    try:
+        code, _, err = run(client, docker_login_with_identity(world))
+        assert code == 0, err
+        code, _, err = run(client, f"docker pull {world.login_server}/winarena:latest")
+        assert code == 0, err
+    finally:
+        client.close()
+
+
+def tier_hosts(world: VmWorld, names: list[str]) -> list[dict[str, Any]]:
+    """The VMs as the VM tier's ``hosts`` option lists them (what the azure_rm inventory gives)."""
+    hosts = []
+    for name in names:
+        address, port = world.address(name)
+        vm = world.compute.virtual_machines.get(RG, name)
+        hosts.append({"name": name, "address": address, "port": port, "vm_id": vm.id})
+    return hosts

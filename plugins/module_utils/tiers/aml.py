@@ -206,6 +206,7 @@ class AmlTier(BaseTier):
             "max_instances": cluster.max_instances,
             "idle_time_before_scale_down": cluster.idle_time_before_scale_down,
             "price_per_node_hour": price,
+            "dedicated_price_per_node_hour": prices.get("dedicated"),
             "environment": self.environment,
         }
 
@@ -319,6 +320,12 @@ class AmlTier(BaseTier):
         if not isinstance(states, dict):
             states = {"runningNodeCount": getattr(states, "running_node_count", 0) or 0}
         return int(current), int(states.get("runningNodeCount") or 0)
+
+    def nodes_left(self) -> int:
+        """Nodes the run leaves running: busy ones, and the ``min_instances`` the cluster keeps
+        whatever runs; idle nodes above that scale down by themselves after the idle time."""
+        _, busy = self._node_count()
+        return busy + self._min_nodes
 
     # -- Tier ---------------------------------------------------------------------------------
 

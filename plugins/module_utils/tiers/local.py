@@ -214,6 +214,10 @@ class LocalTier(BaseTier):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def nodes_left(self) -> int:
+        """Worker processes still alive."""
+        return sum(1 for job in list(self._jobs.values()) if job.process.poll() is None)
+
     def pids(self) -> dict[str, int]:
         return {key: job.process.pid for key, job in self._jobs.items()}
 

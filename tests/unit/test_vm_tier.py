@@ -1,0 +1,79 @@
+"""The VM tier's command lines and env file: what reaches a VM's process list and what only its
+stdin carries."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+
+import pytest
+
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers import vm
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base import TierContext
+
+
+def test_the_run_command_carries_no_environment_value():
+    command = vm.run_command("run-1-0001", "reg.azurecr.io/winarena:latest", "python -u w.py")
+    assert "--env-file" in command and "SECRET" not in command
+    assert shlex.quote("python -u w.py") in command
+    assert "umask 077" in command and "rm -f" in command
+
+
+def test_the_env_file_is_written_0600_from_stdin_and_removed(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # A docker that reports the env file's mode and content, then exits.
+    (bin_dir / "docker").write_text(
+        f'#!/bin/bash\nf="${{@:6:1}}"\nstat -c %a "$f"; cat "$f"; echo "$f" > {tmp_path}/seen\n'
+    )
+    (bin_dir / "docker").chmod(0o755)
+    command = vm.run_command("c", "img", "true")
+    done = subprocess.run(
+        ["bash", "-c", command],
+        input=vm.env_file({"OPENAI_API_KEY": "sk-canary", "HEARTBEAT_INTERVAL": "1"}),
+        capture_output=True,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "TMPDIR": str(tmp_path)},
+        check=True,
+    )
+    mode, *lines = done.stdout.decode().splitlines()
+    assert mode == "600"
+    assert lines == ["OPENAI_API_KEY=sk-canary", "HEARTBEAT_INTERVAL=1"]
+    seen = (tmp_path / "seen").read_text().strip()
+    assert not (tmp_path / seen).exists()
+
+
+def test_env_file_refuses_what_docker_cannot_read():
+    with pytest.raises(vm.SetupError):
+        vm.env_file({"BAD NAME": "x"})
+    with pytest.raises(vm.SetupError):
+        vm.env_file({"KEY": "two\nlines"})
+
+
+def test_following_a_log_skips_the_lines_already_read():
+    assert vm.follow_command("c", 0) == "docker logs -f c 2>/dev/null"
+    assert vm.follow_command("c", 12).endswith("| tail -n +13")
+
+
+def test_container_names_follow_dockers_rules():
+    assert vm.container_name("waa vm/run:1-0001") == "waa-vm-run-1-0001"
+
+
+def test_a_pool_without_hosts_is_refused_before_anything_is_read():
+    context = TierContext(
+        options={
+            "hosts": [],
+            "pool": "p",
+            "image": "i",
+            "user": "u",
+            "ssh_private_key_file": "k",
+            "ssh_port": 22,
+            "price_per_node_hour": None,
+            "unreachable_after": 60,
+        },
+        environment={},
+        run_name="r",
+        worker_script="",
+        state_dir=".",
+    )
+    with pytest.raises(vm.SetupError, match="at least one host"):
+        vm.build(context)
