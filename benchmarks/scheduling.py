@@ -586,7 +586,10 @@ def synthetic_tasks(count: int | None, workdir: Path) -> tuple[list[tuple[str, s
         domain, task_id = base[i % len(base)]
         copy = i // len(base)
         tasks.append(
-            (domain, task_id if copy == 0 else task_model.synthetic_task_id(domain, 10000 * copy + i))
+            (
+                domain,
+                task_id if copy == 0 else task_model.synthetic_task_id(domain, 10000 * copy + i),
+            )
         )
     meta: dict[str, list[str]] = {}
     for domain, task_id in tasks:

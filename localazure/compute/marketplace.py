@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from localazure.arm.catalog import normalise_location, regions_of
-from localazure.compute import VM_TYPE
 from localazure.arm.resources import in_subscription
+from localazure.compute import VM_TYPE
 from localazure.core.context import Context
 from localazure.core.errors import not_found
 from localazure.core.http import json_response, list_page

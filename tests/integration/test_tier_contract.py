@@ -18,13 +18,13 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures impo
     canonical_code,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers import registry
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers import vm as vm_tier
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base import (
     JobState,
     JobStatus,
     Tier,
+    TierContext,
 )
-from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers import vm as vm_tier
-from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base import TierContext
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.local import LocalTier
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.worker_events import (
     WorkerEvent,

@@ -15,7 +15,11 @@ query = {"resource": resource}
 if client_id:
     query["client_id"] = client_id
 if os.environ.get("IDENTITY_ENDPOINT"):
-    url = os.environ["IDENTITY_ENDPOINT"] + "?" + urllib.parse.urlencode({"api-version": "2019-08-01", **query})
+    url = (
+        os.environ["IDENTITY_ENDPOINT"]
+        + "?"
+        + urllib.parse.urlencode({"api-version": "2019-08-01", **query})
+    )
     headers = {"X-IDENTITY-HEADER": os.environ["IDENTITY_HEADER"]}
 else:
     url = "http://169.254.169.254/metadata/identity/oauth2/token?" + urllib.parse.urlencode(
