@@ -205,6 +205,6 @@ def test_an_unexpected_type_error_is_a_transient_crash_of_the_job():
 def test_every_tier_module_is_registered():
     from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers import registry
 
-    assert registry.names() == ["aml", "local"]
-    with pytest.raises(registry.UnknownTier, match="registered tiers: aml, local"):
+    assert registry.names() == ["aml", "local", "vm"]
+    with pytest.raises(registry.UnknownTier, match="registered tiers: aml, local, vm"):
         registry.get("batch")
