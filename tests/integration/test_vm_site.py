@@ -20,7 +20,12 @@ VENV_BIN = REPO / ".venv" / "bin"
 
 BAD_INPUT = {
     "missing key": (
-        ["-e", "vm_pool_ssh_key_generate=false", "-e", "vm_pool_ssh_private_key_file=/nonexistent/key"],
+        [
+            "-e",
+            "vm_pool_ssh_key_generate=false",
+            "-e",
+            "vm_pool_ssh_private_key_file=/nonexistent/key",
+        ],
         "The SSH key of the pool is missing: /nonexistent/key",
     ),
     "no nested virtualization": (
@@ -76,7 +81,13 @@ def _play(emulator: RunningEmulator, root: Path, args: list[str]) -> subprocess.
         *args,
     ]
     return subprocess.run(
-        argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL
+        argv,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        stdin=subprocess.DEVNULL,
     )
 
 
