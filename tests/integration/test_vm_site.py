@@ -86,7 +86,7 @@ def _play(emulator: RunningEmulator, root: Path, args: list[str]) -> subprocess.
         env=env,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1800,
         stdin=subprocess.DEVNULL,
     )
 
