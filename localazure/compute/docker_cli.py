@@ -112,10 +112,11 @@ def _pull(engine: Engine, image: str, quiet: bool = False) -> None:
         sys.stdout.write(result["output"])
 
 
-def _follow(engine: Engine, container: str, follow: bool) -> int:
+def _follow(engine: Engine, container: str, follow: bool, attached: bool = False) -> int:
     offset = 0
     while True:
-        result = engine.call("logs", {"container": container, "offset": offset})
+        body = {"container": container, "offset": offset, "attached": attached}
+        result = engine.call("logs", body)
         if result["data"]:
             sys.stdout.write(result["data"])
             sys.stdout.flush()
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.detach:
             print(result["id"])
             return 0
-        return _follow(engine, result["id"], follow=True)
+        return _follow(engine, result["id"], follow=True, attached=True)
     elif args.command == "ps":
         found = engine.call("ps", {"all": args.all})["containers"]
         for c in found:

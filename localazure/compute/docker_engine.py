@@ -256,9 +256,13 @@ def run(
     return {"id": container_id}
 
 
-def find_container(ctx: Context, vm_id: str, ref: str) -> dict[str, Any]:
+def find_container(
+    ctx: Context, vm_id: str, ref: str, *, removed_ok: bool = False
+) -> dict[str, Any]:
+    """The container of that name or id prefix; a removed one only with ``removed_ok`` (the
+    attached client of ``docker run --rm`` reads the end of its log after the removal)."""
     for container in vm_containers(ctx, vm_id):
-        if container["status"] == "removed":
+        if container["status"] == "removed" and not removed_ok:
             continue
         if container["name"] == ref or (len(ref) >= 4 and container["id"].startswith(ref)):
             return container
@@ -373,7 +377,9 @@ def register(router: Router, ctx: Context) -> None:
             elif op == "inspect":
                 result = public_view(find_container(ctx, vm["id"], str(body.get("container"))))
             elif op == "logs":
-                container = find_container(ctx, vm["id"], str(body.get("container")))
+                container = find_container(
+                    ctx, vm["id"], str(body.get("container")), removed_ok=bool(body.get("attached"))
+                )
                 path = log_path(ctx, record, container["id"])
                 offset = int(body.get("offset") or 0)
                 data = b""

@@ -1,0 +1,123 @@
+"""Bad input to ``ansible-playbook site.yml -e tier=vm``: each is refused with a clear message
+before anything is created (no write request reaches the emulator). The runs go four at a time
+against one emulator of this module's own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from localazure.testing import RunningEmulator
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = REPO / ".venv" / "bin"
+
+BAD_INPUT = {
+    "missing key": (
+        [
+            "-e",
+            "vm_pool_ssh_key_generate=false",
+            "-e",
+            "vm_pool_ssh_private_key_file=/nonexistent/key",
+        ],
+        "The SSH key of the pool is missing: /nonexistent/key",
+    ),
+    "no nested virtualization": (
+        ["-e", "vm_pool_vm_size=Standard_B2s"],
+        "Standard_B2s has no nested virtualization",
+    ),
+    "trusted launch": (
+        ["-e", "vm_pool_security_type=TrustedLaunch"],
+        "TrustedLaunch (and confidential VMs) turn nested virtualization off",
+    ),
+    "quota": (["-e", "vm_pool_size=400"], "beyond the quota"),
+    "ssh from anywhere": (["-e", "vm_pool_ssh_source=*"], "lets anyone on the internet try SSH"),
+    "no VMs": (["-e", "vm_pool_size=0"], "a pool needs at least one VM"),
+}
+
+
+@pytest.fixture(scope="module")
+def emulator_of_module(tmp_path_factory):
+    running = RunningEmulator(tmp_path_factory.mktemp("vm-site")).start()
+    yield running
+    running.stop()
+
+
+def _play(emulator: RunningEmulator, root: Path, args: list[str]) -> subprocess.CompletedProcess:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AZURE_", "LOCALAZURE_", "ARM_", "ANSIBLE_"))
+        and k not in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
+    }
+    env.update(
+        PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+        ANSIBLE_NOCOLOR="1",
+        EVAL_REPORT_DIR=str(root / "reports"),
+        # The local azure_rm inventory reads this emulator.
+        LOCALAZURE_PORT=str(emulator.settings.port),
+        LOCALAZURE_STATE_DIR=str(emulator.settings.state_dir),
+    )
+    argv = [
+        str(VENV_BIN / "ansible-playbook"),
+        "site.yml",
+        "-e",
+        "tier=vm",
+        "-e",
+        f"localazure_port={emulator.settings.port}",
+        "-e",
+        f"localazure_state_dir={emulator.settings.state_dir}",
+        "-e",
+        f"eval_state_dir={root / 'runs'}",
+        "-e",
+        f"vm_pool_state_dir={root / 'pool'}",
+        *args,
+    ]
+    return subprocess.run(
+        argv,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_bad_input_is_refused_before_anything_is_created(emulator_of_module, tmp_path):
+    emulator = emulator_of_module
+    emulator.reset()
+    with ThreadPoolExecutor(4) as pool:
+        runs = dict(
+            zip(
+                BAD_INPUT,
+                pool.map(
+                    lambda item: _play(emulator, tmp_path / item[0].replace(" ", "-"), item[1][0]),
+                    BAD_INPUT.items(),
+                ),
+                strict=True,
+            )
+        )
+    for case, (_, message) in BAD_INPUT.items():
+        run = runs[case]
+        output = run.stdout + run.stderr
+        assert run.returncode != 0, f"{case}: {output[-3000:]}"
+        assert message in output, f"{case}: {output[-3000:]}"
+        assert "Nothing was created" in output, f"{case}: {output[-3000:]}"
+    writes = [
+        f"{r['method']} {r['path']}"
+        for r in emulator.requests()
+        if r["method"] in ("PUT", "PATCH", "DELETE", "POST")
+        and not r["path"].startswith("/_localazure")
+        and "/oauth2/" not in r["path"]
+        and not r["path"].endswith("/checkNameAvailability")
+    ]
+    assert writes == [], writes
+    assert emulator.admin("GET", "compute/vms")["value"] == []
