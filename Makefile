@@ -56,6 +56,7 @@ molecule: $(STAMP)
 	cd roles/acr && ../../$(BIN)/molecule reset -s acr && ../../$(BIN)/molecule test -s acr
 	cd roles/acr_pull && ../../$(BIN)/molecule reset -s acr_pull && ../../$(BIN)/molecule test -s acr_pull
 	cd roles/waa_image && ../../$(BIN)/molecule reset -s waa_image && ../../$(BIN)/molecule test -s waa_image
+	cd roles/batch_pool && ../../$(BIN)/molecule reset -s batch_pool && ../../$(BIN)/molecule test -s batch_pool
 
 # The suites are independent: integration (the long one) and molecule start first, lint and unit
 # follow as slots free up; each suite's output is printed whole when it ends.
@@ -64,6 +65,7 @@ test: $(STAMP)
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/scheduling.py
+	$(BIN)/python benchmarks/batch_preload.py
 
 clean:
 	-$(BIN)/python -m localazure stop
