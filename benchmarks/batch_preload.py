@@ -107,7 +107,7 @@ def run_pool(world, emulator, kind: str, args, tasks, sub: str) -> dict:
     provision_s = emulator.admin("GET", "ml/settings").get("node_provision_s", 1.0)
     bound = max(max(durations), sum(durations) / args.nodes) + provision_s
     first = first_event_at(world, tier.job_id)
-    world.mgmt.pool.delete(RG, ACCOUNT, name)
+    world.mgmt.pool.begin_delete(RG, ACCOUNT, name).result()
     return {
         "pool": kind,
         "resize_to_first_event_s": round(first - started, 2) if first else None,
