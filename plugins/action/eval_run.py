@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import time
 from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
@@ -350,6 +351,12 @@ def _interruptible():
 def _applied(environment):
     saved = {k: os.environ.get(k) for k in environment}
     os.environ.update(environment)
+    # The interpreter start-up hook (localazure_hook.pth, installed by make bootstrap) read the
+    # environment before the task's was applied: let it see the task's (host redirection of
+    # service data planes, such as a Batch account's endpoint, on the emulator).
+    hook = sys.modules.get("localazure.client_hook")
+    if hook is not None:
+        hook.install()
     try:
         yield
     finally:
