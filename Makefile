@@ -85,6 +85,7 @@ molecule: $(STAMP)
 	cd roles/eval && ../../$(BIN)/molecule reset -s eval && ../../$(BIN)/molecule test -s eval
 	cd roles/aci_run && ../../$(BIN)/molecule reset -s aci_run && ../../$(BIN)/molecule test -s aci_run
 	cd roles/vm_pool && ../../$(BIN)/molecule reset -s vm_pool && ../../$(BIN)/molecule test -s vm_pool
+	cd roles/batch_pool && ../../$(BIN)/molecule reset -s batch_pool && ../../$(BIN)/molecule test -s batch_pool
 
 # The suites are independent: integration (the long one) and molecule start first, lint and unit
 # follow as slots free up; each suite's output is printed whole when it ends.
@@ -93,6 +94,7 @@ test: $(STAMP)
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/scheduling.py
+	$(BIN)/python benchmarks/batch_preload.py
 
 clean:
 	-$(BIN)/python -m localazure stop

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Three ways a Batch node gets the 15 GB WAA image, side by side, on the emulator.
 
-    .venv/bin/python benchmarks/batch_preload.py [--nodes 4] [--tasks 24] [--time-scale 0.02]
+    .venv/bin/python benchmarks/batch_preload.py [--nodes 4] [--tasks 24] [--time-scale 0.1]
                                                  [--pull-s-per-gb 0.4] [--json out.json]
 
 Starts its own localazure in a temporary state directory, sets up once a registry with the WAA
@@ -107,7 +107,7 @@ def run_pool(world, emulator, kind: str, args, tasks, sub: str) -> dict:
     provision_s = emulator.admin("GET", "ml/settings").get("node_provision_s", 1.0)
     bound = max(max(durations), sum(durations) / args.nodes) + provision_s
     first = first_event_at(world, tier.job_id)
-    world.mgmt.pool.delete(RG, ACCOUNT, name)
+    world.mgmt.pool.begin_delete(RG, ACCOUNT, name).result()
     return {
         "pool": kind,
         "resize_to_first_event_s": round(first - started, 2) if first else None,
@@ -123,7 +123,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=4)
     parser.add_argument("--tasks", type=int, default=24)
-    parser.add_argument("--time-scale", type=float, default=0.02)
+    parser.add_argument("--time-scale", type=float, default=0.1)
     parser.add_argument("--pull-s-per-gb", type=float, default=0.4)
     parser.add_argument("--json")
     args = parser.parse_args()

@@ -6,6 +6,7 @@ environment names azcollection's ``AzureRMAuth`` reads (``credentials``)."""
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 
 from ansible_collections.openadapt.azure_eval.plugins.module_utils import credentials
@@ -36,6 +37,12 @@ def applied(environment):
     the DNS redirection from there)."""
     saved = {k: os.environ.get(k) for k in environment}
     os.environ.update(environment)
+    # The interpreter start-up hook (localazure_hook.pth, installed by make bootstrap) read the
+    # environment before the task's was applied: let it see the task's (host redirection of
+    # service data planes, such as a Batch account's endpoint, on the emulator).
+    hook = sys.modules.get("localazure.client_hook")
+    if hook is not None:
+        hook.install()
     try:
         yield
     finally:

@@ -327,8 +327,6 @@ class BatchTier(BaseTier):
         info = task.execution_info
         start = _ts(getattr(info, "start_time", None))
         task_state = _value(task.state)
-        if task.node_info is not None and task.node_info.node_id:
-            followed.node_id = task.node_info.node_id
         if task_state == "completed":
             return self._completed(handle, task, followed)
         # Batch requeues a task whose node was lost, and may have started it again elsewhere
@@ -337,6 +335,9 @@ class BatchTier(BaseTier):
         if requeues > followed.requeues and (followed.started or task_state == "active"):
             return self._requeued(handle, followed, start)
         followed.requeues = requeues
+        # The node of this attempt (after a requeue, the task may already be on another).
+        if task.node_info is not None and task.node_info.node_id:
+            followed.node_id = task.node_info.node_id
         if task_state in ("preparing", "running"):
             followed.started = True
         state = _STATES.get(task_state, JobState.QUEUED)
