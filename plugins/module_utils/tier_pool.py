@@ -154,7 +154,7 @@ class TierPool(BaseTier):
             raise ValueError(f"eval_tier_mode must be one of {list(MODES)}, not {mode!r}")
         if not members:
             raise ValueError("a tier pool needs at least one tier")
-        names = [name for name, _, _ in members]
+        names = [name for name, _tier, _workers in members]
         if len(set(names)) != len(names):
             raise ValueError(f"each tier may be listed once: {names}")
         self.mode = mode

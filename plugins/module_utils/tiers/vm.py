@@ -457,7 +457,7 @@ class VmTier(BaseTier):
 
     def _inspect(self, host: _Host, container: str) -> tuple[str, int | None] | None:
         """(status, exit code) of a container on the VM, None when it has none of that name."""
-        code, out, _ = host.ssh.run(f"docker inspect {shlex.quote(container)}", timeout=60)
+        code, out, _err = host.ssh.run(f"docker inspect {shlex.quote(container)}", timeout=60)
         if code != 0:
             return None
         state = (json.loads(out) or [{}])[0].get("State") or {}
@@ -466,7 +466,7 @@ class VmTier(BaseTier):
     def _log_tail(self, job: _Job, host: _Host) -> None:
         """The container's last lines with its stderr, for the failure message."""
         try:
-            code, out, _ = host.ssh.run(
+            code, out, _err = host.ssh.run(
                 f"docker logs --tail 20 {shlex.quote(job.container)} 2>&1", timeout=60
             )
         except SSH_ERRORS:
