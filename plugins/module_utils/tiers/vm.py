@@ -31,6 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from ansible.module_utils.basic import missing_required_lib
+
 from ansible_collections.openadapt.azure_eval.plugins.module_utils import vm_sizes
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.cost import (
     NodeInterval,
@@ -47,6 +49,7 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures impo
     WORKER_CRASH,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.ssh_hosts import (
+    PARAMIKO_IMPORT_ERROR,
     SSH_ERRORS,
     SshHost,
 )
@@ -58,6 +61,7 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base im
     TierSpec,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.common import (
+    MissingRequirement,
     NodeMeter,
     UnknownPrice,
     worker_command,
@@ -623,6 +627,8 @@ ARGUMENT_SPEC = dict(
 
 
 def build(context: TierContext) -> VmTier:
+    if PARAMIKO_IMPORT_ERROR:
+        raise MissingRequirement(missing_required_lib("paramiko"))
     options = context.options
     if not options["hosts"]:
         raise SetupError("the VM tier needs at least one host (tier_options.hosts is empty)")
