@@ -26,7 +26,7 @@ options:
     elements: dict
     default: []
     suboptions:
-      name: {description: Job name, unique in the workspace., type: str, required: true}
+      name: {description: "Job name, unique in the workspace.", type: str, required: true}
       command: {description: The command., type: str, required: true}
       environment: {description: C(azureml:<name>:<version>)., type: str, required: true}
       display_name: {description: Name shown in the studio., type: str}

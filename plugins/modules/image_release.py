@@ -32,7 +32,7 @@ options:
   staging_login_server: {description: Login server of the staging registry., type: str, required: true}
   release_num: {description: "The # of YYYYMMDD.v# (default 1).", type: int}
   release_tag: {description: The whole release tag instead., type: str}
-  output_dir: {description: Where release.json, import.cfg and the contexts go., type: path, required: true}
+  output_dir: {description: "Where release.json, import.cfg and the contexts go.", type: path, required: true}
   images: {description: The images of step=discover (for step=import_config)., type: list, elements: dict}
   destination_prefix: {description: Repository prefix in the production registry., type: str, default: public/azureml}
   reader_client_id: {description: Client id of the read-only principal on staging., type: str}
