@@ -36,8 +36,9 @@ SSH_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     EOFError,
     socket.timeout,
-    _SSHException,
 )
+if PARAMIKO_IMPORT_ERROR is None:
+    SSH_ERRORS += (paramiko.SSHException,)
 
 
 class HostKeyChanged(_SSHException):
