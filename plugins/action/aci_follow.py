@@ -34,20 +34,6 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.credentials i
     subscription_from_env,
 )
 
-DOCUMENTATION = r"""
-module: aci_follow
-short_description: Stream a container group's output until its container exits
-options:
-  resource_group: {type: str, required: true}
-  name: {type: str, required: true, description: the container group}
-  container: {type: str, description: the container to follow (default the group's name)}
-  poll_interval: {type: float, default: 1.0}
-  timeout: {type: float, description: seconds before giving up (the group is then deleted)}
-  price_per_vcpu_second: {type: float, default: 0.0000135}
-  price_per_gb_second: {type: float, default: 0.0000015}
-  secrets: {type: list, elements: str, no_log: true, description: values masked in the output}
-"""
-
 ARGUMENT_SPEC = dict(
     resource_group=dict(type="str", required=True),
     name=dict(type="str", required=True),
@@ -109,7 +95,7 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
         if self._task.check_mode:
             result.update(changed=False, skipped=True, msg="check mode: nothing runs")
             return result

@@ -338,7 +338,7 @@ class ActionModule(ActionBase):
 
     def _cost_controls(self, args, tier, tasks):
         """Right-sizing set up on the pool, and the worker count (fixed, advised or chosen)."""
-        domains = [domain for domain, _ in tasks]
+        domains = [domain for domain, _task_id in tasks]
         if args["right_sizing"]:
             if not isinstance(tier, TierPool) or not tier.member_sizes:
                 raise ValueError(
@@ -578,4 +578,4 @@ def _pending(run_dir: Path, tasks: list[tuple[str, str]]) -> int:
     if not path.exists():
         return len(tasks)
     with Ledger(path) as ledger:
-        return len(ledger.pending([task_id for _, task_id in tasks]))
+        return len(ledger.pending([task_id for _domain, task_id in tasks]))

@@ -41,11 +41,11 @@ _raw:
 """
 
 import os
-import ssl
-import urllib.request
 from pathlib import Path
 
 from ansible.errors import AnsibleError
+from ansible.module_utils.urls import ConnectionError as UrlConnectionError
+from ansible.module_utils.urls import open_url
 from ansible.plugins.lookup import LookupBase
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -77,11 +77,10 @@ class LookupModule(LookupBase):
 
 
 def _answers(settings) -> bool:
-    context = ssl.create_default_context(cafile=str(settings.ca_bundle))
     try:
-        with urllib.request.urlopen(
-            f"{settings.endpoint}/_localazure/health", timeout=5, context=context
+        with open_url(
+            f"{settings.endpoint}/_localazure/health", timeout=5, ca_path=str(settings.ca_bundle)
         ):
             return True
-    except OSError:
+    except (OSError, UrlConnectionError):
         return False

@@ -45,8 +45,10 @@ def check_profile(profile: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     return {c: [str(p) for p in profile.get(c, [])] for c in CLASSES}
 
 
-def class_of(domain: str | None, profile: Mapping[str, Sequence[str]] = DEFAULT_PROFILE) -> str:
+def class_of(domain: str | None, profile: Mapping[str, Sequence[str]] | None = None) -> str:
     """The size class of a domain; a domain no pattern names is ``medium``."""
+    if profile is None:
+        profile = DEFAULT_PROFILE
     for size_class in reversed(CLASSES):  # the larger class wins when two patterns match
         if any(fnmatch.fnmatch(domain or "", pattern) for pattern in profile.get(size_class, [])):
             return size_class
@@ -97,9 +99,9 @@ class TaskClasses:
     def __init__(
         self,
         domains: Mapping[str, str | None],
-        profile: Mapping[str, Sequence[str]] = DEFAULT_PROFILE,
+        profile: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
-        self.profile = check_profile(profile)
+        self.profile = check_profile(DEFAULT_PROFILE if profile is None else profile)
         self._classes = {task: class_of(domain, self.profile) for task, domain in domains.items()}
         self.promoted: dict[str, str] = {}  # task -> the class it was moved up to
         self.listeners: list[Callable[[str, str, str], None]] = []
@@ -170,7 +172,7 @@ class SizedScheduler:
                 size = max(1, math.ceil(self.remaining / (self.factor * self.workers)))
                 if self.max_chunk is not None:
                     size = min(size, self.max_chunk)
-                chunk = [queue.popleft() for _ in range(min(size, len(queue)))]
+                chunk = [queue.popleft() for _unused in range(min(size, len(queue)))]
                 self._router.reserve(size_class, chunk)
                 return chunk
         return []

@@ -23,14 +23,12 @@ log = logging.getLogger(__name__)
 class HoldsNodes(Protocol):
     def nodes_left(self) -> int:
         """Nodes (or VMs, or pool nodes) the tier's compute holds now."""
-        ...
 
 
 @runtime_checkable
 class ReleasesNodes(Protocol):
     def release_nodes(self) -> None:
         """Give back every node the run holds (nothing to do when none)."""
-        ...
 
 
 def _members(tier: object) -> dict[str, object]:

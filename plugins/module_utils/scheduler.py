@@ -162,7 +162,7 @@ def _lpt_bins(
         work, index, chunk = heapq.heappop(heap)
         chunk.append(task_id)
         heapq.heappush(heap, (work + expected.get(task_id, 0.0), index, chunk))
-    chunks = [chunk for _, _, chunk in sorted(heap, key=lambda b: -b[0]) if chunk]
+    chunks = [chunk for _work, _index, chunk in sorted(heap, key=lambda b: -b[0]) if chunk]
     if max_chunk is None:
         return chunks
     return [c[i : i + max_chunk] for c in chunks for i in range(0, len(c), max_chunk)]

@@ -11,24 +11,41 @@ from __future__ import annotations
 
 import socket
 import threading
+import traceback
 from dataclasses import dataclass, field
 
-import paramiko
+try:
+    import paramiko
+
+    PARAMIKO_IMPORT_ERROR = None
+    _SSHException = paramiko.SSHException
+    _MissingHostKeyPolicy = paramiko.MissingHostKeyPolicy
+except ImportError:
+    # reported by the VM tier (and by SshHost) with missing_required_lib("paramiko")
+    PARAMIKO_IMPORT_ERROR = traceback.format_exc()
+
+    class _SSHException(Exception):
+        """Stand-in for paramiko.SSHException, so that this file loads without paramiko."""
+
+    _MissingHostKeyPolicy = object
+
+from ansible.module_utils.basic import missing_required_lib
 
 # Errors that mean "the host did not answer over SSH" (as opposed to a command that failed).
 SSH_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     EOFError,
     socket.timeout,
-    paramiko.SSHException,
 )
+if PARAMIKO_IMPORT_ERROR is None:
+    SSH_ERRORS += (paramiko.SSHException,)
 
 
-class HostKeyChanged(paramiko.SSHException):
+class HostKeyChanged(_SSHException):
     """The host answered with another key than the one it was first seen with."""
 
 
-class _PinningPolicy(paramiko.MissingHostKeyPolicy):
+class _PinningPolicy(_MissingHostKeyPolicy):
     def __init__(self, host: SshHost) -> None:
         self.host = host
 
@@ -65,6 +82,8 @@ class SshHost:
             if client is not None:
                 client.close()
             self._client = None
+            if PARAMIKO_IMPORT_ERROR:
+                raise RuntimeError(missing_required_lib("paramiko"))
             client = paramiko.SSHClient()
             client.set_missing_host_key_policy(_PinningPolicy(self))
             client.connect(
@@ -79,7 +98,8 @@ class SshHost:
                 look_for_keys=False,
             )
             transport = client.get_transport()
-            assert transport is not None
+            if transport is None:
+                raise RuntimeError(f"SSH to {self.name} connected but opened no transport")
             transport.set_keepalive(self.keepalive_s)
             self._client = client
             return transport

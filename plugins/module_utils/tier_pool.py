@@ -154,7 +154,7 @@ class TierPool(BaseTier):
             raise ValueError(f"eval_tier_mode must be one of {list(MODES)}, not {mode!r}")
         if not members:
             raise ValueError("a tier pool needs at least one tier")
-        names = [name for name, _, _ in members]
+        names = [name for name, _tier, _workers in members]
         if len(set(names)) != len(names):
             raise ValueError(f"each tier may be listed once: {names}")
         self.mode = mode
@@ -252,7 +252,10 @@ class TierPool(BaseTier):
                 self._owner[job_key] = member
             member.active.add(job_key)
             self._job_tasks[job_key] = list(task_ids)
-        assert member.tier is not None
+        if member.tier is None:
+            raise RuntimeError(
+                f"tier {member.name} was chosen for job {job_key} but has no tier object"
+            )
         inner = member.tier.submit(job_key, task_ids)
         handle = f"{member.name}{_SEP}{inner}"
         with self._lock:

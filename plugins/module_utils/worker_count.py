@@ -71,8 +71,10 @@ def calculate_optimal_workers(
     target_hours: float,
     quota: int | None,
     measured: Mapping[str, float] | None = None,
-    profile: Mapping[str, Sequence[str]] = DEFAULT_PROFILE,
+    profile: Mapping[str, Sequence[str]] | None = None,
 ) -> WorkerChoice:
+    if profile is None:
+        profile = DEFAULT_PROFILE
     if target_hours <= 0:
         raise ValueError(f"eval_target_hours must be positive, not {target_hours!r}")
     measured = dict(measured or {})

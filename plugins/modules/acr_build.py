@@ -64,7 +64,7 @@ options:
 extends_documentation_fragment:
   - azure.azcollection.azure
 author:
-  - OpenAdapt evaluation infrastructure team
+  - OpenAdapt evaluation infrastructure team (@OpenAdaptAI)
 notes:
   - Supports C(--check) and C(--diff) (the digest of each image tag before and after).
   - Build arguments are sent to Azure as plain arguments; do not pass secrets as build arguments.

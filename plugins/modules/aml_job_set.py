@@ -10,7 +10,7 @@ short_description: Run a set of Azure ML command jobs that all must pass, or can
 version_added: "0.3.0"
 description:
   - C(state=present) submits every job of I(jobs) (a job that exists is not submitted again),
-    appends each to I(run_info_file) (one JSON line per job: name, experiment, environment,
+    appends each to I(run_info_file) (one JSON line per job with name, experiment, environment,
     submitted time) before it waits, then waits for all. When one fails (or is canceled), every
     other job still running is canceled at once and the module fails naming the failed job and
     its error.
@@ -26,7 +26,7 @@ options:
     elements: dict
     default: []
     suboptions:
-      name: {description: Job name, unique in the workspace., type: str, required: true}
+      name: {description: "Job name, unique in the workspace.", type: str, required: true}
       command: {description: The command., type: str, required: true}
       environment: {description: C(azureml:<name>:<version>)., type: str, required: true}
       display_name: {description: Name shown in the studio., type: str}
@@ -38,7 +38,7 @@ options:
 extends_documentation_fragment:
   - azure.azcollection.azure
 author:
-  - openadapt.azure_eval contributors
+  - OpenAdapt evaluation infrastructure team (@OpenAdaptAI)
 """
 
 EXAMPLES = r"""

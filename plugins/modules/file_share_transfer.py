@@ -25,7 +25,7 @@ options:
 extends_documentation_fragment:
   - azure.azcollection.azure
 author:
-  - openadapt.azure_eval contributors
+  - OpenAdapt evaluation infrastructure team (@OpenAdaptAI)
 """
 
 EXAMPLES = r"""

@@ -15,7 +15,7 @@ description:
     release tag (I(release_num) and I(release_tag) are mutually exclusive), reads each
     C(tests.json), writes C(release.json) and one build context per image (the folder, with
     C(Dockerfile.private) appended to C(Dockerfile)) under I(output_dir).
-  - C(step=import_config) writes C(import.cfg): per image its staged name, the read-only
+  - C(step=import_config) writes C(import.cfg), per image its staged name, the read-only
     principal's client id and the Key Vault URI of its secret (never the secret), and the
     production names C(<destination_prefix>/<folder>:<tag>) and C(:latest).
   - Runs on the controller; talks to no Azure service.
@@ -32,13 +32,13 @@ options:
   staging_login_server: {description: Login server of the staging registry., type: str, required: true}
   release_num: {description: "The # of YYYYMMDD.v# (default 1).", type: int}
   release_tag: {description: The whole release tag instead., type: str}
-  output_dir: {description: Where release.json, import.cfg and the contexts go., type: path, required: true}
+  output_dir: {description: "Where release.json, import.cfg and the contexts go.", type: path, required: true}
   images: {description: The images of step=discover (for step=import_config)., type: list, elements: dict}
   destination_prefix: {description: Repository prefix in the production registry., type: str, default: public/azureml}
   reader_client_id: {description: Client id of the read-only principal on staging., type: str}
   reader_secret_uri: {description: Key Vault URI of that principal's secret., type: str}
 author:
-  - openadapt.azure_eval contributors
+  - OpenAdapt evaluation infrastructure team (@OpenAdaptAI)
 """
 
 EXAMPLES = r"""
@@ -102,7 +102,7 @@ def main():
             images=dict(type="list", elements="dict"),
             destination_prefix=dict(type="str", default="public/azureml"),
             reader_client_id=dict(type="str"),
-            reader_secret_uri=dict(type="str"),
+            reader_secret_uri=dict(type="str", no_log=False),
         ),
         supports_check_mode=True,
     )

@@ -9,13 +9,22 @@ from __future__ import annotations
 import logging
 import smtplib
 import ssl
+import traceback
 from collections.abc import Mapping
 from concurrent import futures
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any, Protocol
 
-import requests
+try:
+    import requests
+
+    REQUESTS_IMPORT_ERROR = None
+except ImportError:
+    # reported when a webhook channel is configured, with missing_required_lib("requests")
+    REQUESTS_IMPORT_ERROR = traceback.format_exc()
+
+from ansible.module_utils.basic import missing_required_lib
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +99,8 @@ class WebhookChannel:
             raise ValueError(f"webhook format must be one of {list(WEBHOOK_FORMATS)}")
         if not self.url.startswith(("https://", "http://")):
             raise ValueError("a webhook url must start with https:// or http://")
+        if REQUESTS_IMPORT_ERROR:
+            raise ValueError(missing_required_lib("requests"))
 
     def send(self, event: Mapping[str, Any]) -> None:
         # A webhook URL is a credential (Slack's and Teams' carry their token): errors name the

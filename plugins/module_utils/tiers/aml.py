@@ -324,7 +324,7 @@ class AmlTier(BaseTier):
     def nodes_left(self) -> int:
         """Nodes the run leaves running: busy ones, and the ``min_instances`` the cluster keeps
         whatever runs; idle nodes above that scale down by themselves after the idle time."""
-        _, busy = self._node_count()
+        _total, busy = self._node_count()
         return busy + self._min_nodes
 
     # -- Tier ---------------------------------------------------------------------------------

@@ -105,7 +105,7 @@ def build(context: TierContext) -> TierPool:
         built.append((name, tier, int(settings.get("workers", 1)), settings.get("sizes")))
     try:
         pool = TierPool(
-            [(name, tier, workers) for name, tier, workers, _ in built],
+            [(name, tier, workers) for name, tier, workers, _sizes in built],
             mode=context.options.get("mode", "fallback"),
             breaker_threshold=int(context.options.get("breaker_threshold", 3)),
             recover_after=float(context.options.get("recover_after", 600.0)),
@@ -113,7 +113,7 @@ def build(context: TierContext) -> TierPool:
         )
     except NoUsableTier as err:
         raise PoolSetupError(str(err)) from None
-    for name, _, _, sizes in built:
+    for name, _tier, _workers, sizes in built:
         if sizes:
             pool.member_sizes[name] = list(sizes)
     return pool

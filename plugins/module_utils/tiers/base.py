@@ -122,7 +122,6 @@ class CachesStatus(Protocol):
 
     def expire_status(self, handle: str) -> None:
         """The next ``status`` of this job reads the service."""
-        ...
 
 
 @runtime_checkable

@@ -112,7 +112,7 @@ class LocalTier(BaseTier):
     def _vm_env(self, job_key: str) -> dict[str, str]:
         """The stand-in VM of one job: a loopback probe address of its own, the synthetic
         golden image, and a directory for the VM's state (its boot count)."""
-        address = "127.{}.{}.{}".format(*(1 + secrets.randbelow(254) for _ in range(3)))
+        address = "127.{}.{}.{}".format(*(1 + secrets.randbelow(254) for _unused in range(3)))
         state = self.workdir / "vm" / job_key
         state.mkdir(parents=True, exist_ok=True)
         return {

@@ -31,6 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from ansible.module_utils.basic import missing_required_lib
+
 from ansible_collections.openadapt.azure_eval.plugins.module_utils import vm_sizes
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.cost import (
     NodeInterval,
@@ -47,6 +49,7 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.failures impo
     WORKER_CRASH,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.ssh_hosts import (
+    PARAMIKO_IMPORT_ERROR,
     SSH_ERRORS,
     SshHost,
 )
@@ -58,6 +61,7 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base im
     TierSpec,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.common import (
+    MissingRequirement,
     NodeMeter,
     UnknownPrice,
     worker_command,
@@ -457,7 +461,7 @@ class VmTier(BaseTier):
 
     def _inspect(self, host: _Host, container: str) -> tuple[str, int | None] | None:
         """(status, exit code) of a container on the VM, None when it has none of that name."""
-        code, out, _ = host.ssh.run(f"docker inspect {shlex.quote(container)}", timeout=60)
+        code, out, _err = host.ssh.run(f"docker inspect {shlex.quote(container)}", timeout=60)
         if code != 0:
             return None
         state = (json.loads(out) or [{}])[0].get("State") or {}
@@ -466,7 +470,7 @@ class VmTier(BaseTier):
     def _log_tail(self, job: _Job, host: _Host) -> None:
         """The container's last lines with its stderr, for the failure message."""
         try:
-            code, out, _ = host.ssh.run(
+            code, out, _err = host.ssh.run(
                 f"docker logs --tail 20 {shlex.quote(job.container)} 2>&1", timeout=60
             )
         except SSH_ERRORS:
@@ -623,6 +627,8 @@ ARGUMENT_SPEC = dict(
 
 
 def build(context: TierContext) -> VmTier:
+    if PARAMIKO_IMPORT_ERROR:
+        raise MissingRequirement(missing_required_lib("paramiko"))
     options = context.options
     if not options["hosts"]:
         raise SetupError("the VM tier needs at least one host (tier_options.hosts is empty)")
