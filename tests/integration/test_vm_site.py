@@ -36,7 +36,6 @@ BAD_INPUT = {
         ["-e", "vm_pool_security_type=TrustedLaunch"],
         "TrustedLaunch (and confidential VMs) turn nested virtualization off",
     ),
-    "quota": (["-e", "vm_pool_size=400"], "beyond the quota"),
     "ssh from anywhere": (["-e", "vm_pool_ssh_source=*"], "lets anyone on the internet try SSH"),
     "no VMs": (["-e", "vm_pool_size=0"], "a pool needs at least one VM"),
 }
