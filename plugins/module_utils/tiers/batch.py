@@ -571,7 +571,9 @@ def build(context: TierContext) -> BatchTier:
         context.environment,
         context.options,
         worker_script=context.worker_script,
-        job_environment=dict(context.job_environment),
+        # No golden image is mounted on this tier yet: the worker skips WAA's VM boot unless
+        # the job environment says otherwise (docs/tiers/batch.md).
+        job_environment={"WAA_VM_BOOT": "0", **context.job_environment},
         secret_environment=dict(context.secret_environment),
         job_timeout=context.job_timeout,
         run_name=context.run_name,

@@ -647,7 +647,9 @@ def build(context: TierContext) -> VmTier:
     ]
     for host in hosts:
         _parse_vm_id(host.vm_id)
-    environment = {**context.job_environment, **context.secret_environment}
+    # No golden image is mounted on this tier yet: the worker skips WAA's VM boot unless the
+    # job environment says otherwise (docs/tiers/vm.md).
+    environment = {"WAA_VM_BOOT": "0", **context.job_environment, **context.secret_environment}
     env_file(environment)  # a bad variable is an error now, not at the first job
     compute = compute_client(context.environment)
     size, price = _price(compute, hosts, options.get("price_per_node_hour"))
