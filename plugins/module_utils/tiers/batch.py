@@ -263,7 +263,9 @@ class BatchTier(BaseTier):
                         pool_info=models.PoolInformation(pool_id=self.pool_id),
                         common_environment_settings=[
                             models.EnvironmentSetting(name=k, value=v)
-                            for k, v in sorted(self.job_environment.items())
+                            # No golden image is mounted on this tier yet: the worker skips
+                            # WAA's VM boot unless the job environment turns it on.
+                            for k, v in sorted({"WAA_VM_BOOT": "0", **self.job_environment}.items())
                         ],
                     )
                 )
@@ -571,9 +573,7 @@ def build(context: TierContext) -> BatchTier:
         context.environment,
         context.options,
         worker_script=context.worker_script,
-        # No golden image is mounted on this tier yet: the worker skips WAA's VM boot unless
-        # the job environment says otherwise (docs/tiers/batch.md).
-        job_environment={"WAA_VM_BOOT": "0", **context.job_environment},
+        job_environment=dict(context.job_environment),
         secret_environment=dict(context.secret_environment),
         job_timeout=context.job_timeout,
         run_name=context.run_name,

@@ -374,7 +374,9 @@ class VmTier(BaseTier):
 
     def _start(self, job: _Job, host: _Host) -> bool:
         """``docker run`` of the job's container; False when the VM did not answer."""
-        environment = {**self.job_environment}
+        # No golden image is mounted on this tier yet: the worker skips WAA's VM boot unless the
+        # job environment turns it on.
+        environment = {"WAA_VM_BOOT": "0", **self.job_environment}
         command = run_command(
             job.container,
             self.image,
@@ -647,9 +649,7 @@ def build(context: TierContext) -> VmTier:
     ]
     for host in hosts:
         _parse_vm_id(host.vm_id)
-    # No golden image is mounted on this tier yet: the worker skips WAA's VM boot unless the
-    # job environment says otherwise (docs/tiers/vm.md).
-    environment = {"WAA_VM_BOOT": "0", **context.job_environment, **context.secret_environment}
+    environment = {**context.job_environment, **context.secret_environment}
     env_file(environment)  # a bad variable is an error now, not at the first job
     compute = compute_client(context.environment)
     size, price = _price(compute, hosts, options.get("price_per_node_hour"))
