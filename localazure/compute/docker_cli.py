@@ -5,7 +5,8 @@ kept in ``~/.docker/config.json`` as Docker keeps them.
 
 Commands: ``login [-u USER] [-p PASS | --password-stdin] REGISTRY``, ``logout REGISTRY``,
 ``pull IMAGE``, ``images [-q]``, ``run [-d] [--rm] [--name N] [-e K=V|-e K] [--env-file F]
-IMAGE [COMMAND...]``, ``ps [-a] [-q]``, ``logs [-f] CONTAINER``, ``kill CONTAINER...``,
+[-v SRC:DST[:ro|rw]] IMAGE [COMMAND...]`` (a bind mount only maps a path to itself: see
+``docker_engine.parse_volume``), ``ps [-a] [-q]``, ``logs [-f] CONTAINER``, ``kill CONTAINER...``,
 ``rm [-f] CONTAINER...``, ``inspect CONTAINER``, ``wait CONTAINER``.
 """
 
@@ -148,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--name")
     run.add_argument("-e", "--env", action="append", default=[])
     run.add_argument("--env-file", action="append", default=[])
+    run.add_argument("-v", "--volume", action="append", default=[])
     run.add_argument("image")
     run.add_argument("args", nargs=argparse.REMAINDER)
     ps = commands.add_parser("ps")
@@ -211,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                 "env": _env_pairs(args.env, args.env_file),
                 "command": command,
                 "rm": args.rm,
+                "volumes": args.volume,
             },
         )
         if args.detach:
@@ -265,6 +268,18 @@ def _inspect_view(c: dict[str, Any]) -> dict[str, Any]:
         "Created": _iso(c["created_at"]),
         "Image": c["digest"],
         "Config": {"Image": c["image"], "Cmd": ["bash", "-c", c["command"]]},
+        "HostConfig": {"Binds": [_bind(m) for m in c.get("mounts") or []]},
+        "Mounts": [
+            {
+                "Type": "bind",
+                "Source": m["source"],
+                "Destination": m["destination"],
+                "Mode": m["mode"],
+                "RW": m["mode"] != "ro",
+                "Propagation": "rprivate",
+            }
+            for m in c.get("mounts") or []
+        ],
         "State": {
             "Status": status,
             "Running": status == "running",
@@ -273,6 +288,11 @@ def _inspect_view(c: dict[str, Any]) -> dict[str, Any]:
             "FinishedAt": _iso(c["finished_at"]),
         },
     }
+
+
+def _bind(mount: dict[str, Any]) -> str:
+    spec = f"{mount['source']}:{mount['destination']}"
+    return f"{spec}:{mount['mode']}" if mount["mode"] == "ro" else spec
 
 
 def _same(wanted: str, ref: str) -> bool:

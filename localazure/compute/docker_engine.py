@@ -13,13 +13,17 @@ POST /_localazure/compute/agent/docker/{login,pull,images,run,ps,logs,kill,rm,in
   environment, the VM's managed identity endpoint and the workload faults of the AML tier
   (``nodes.workload_faults``, matched against the container's name); the WAA image refuses to
   start its Windows VM on TrustedLaunch or on a size without nested virtualization, with the
-  message the WAA container prints (``nodes.containers``).
+  message the WAA container prints (``nodes.containers``). Bind mounts (``-v SRC:DST[:ro]``)
+  are recorded and shown by ``inspect``; a container is a process that sees the VM's disk at
+  its own paths (no file system of its own), so only a mount of a path onto itself is accepted
+  (``parse_volume``), and ``ro`` is recorded, not enforced.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import time
 from pathlib import Path
@@ -173,6 +177,65 @@ def _resolve(ctx: Context, ref: str, auth: dict[str, str] | None) -> dict[str, A
     return resolved.record
 
 
+# -- bind mounts ----------------------------------------------------------------------------------
+
+IDENTITY_MOUNTS_ONLY = (
+    "docker: Error response from daemon: localazure: -v {spec}: a container on an emulated VM "
+    "is a process that sees the VM's disk at the VM's own paths (it has no file system of its "
+    "own), so a bind mount can only map a path to itself (-v {source}:{source}[:ro]); mapping "
+    "{source} to {destination} is not supported by the emulator (docs/emulator.md, Compute and "
+    "Network)."
+)
+
+
+def parse_volume(spec: str) -> dict[str, str]:
+    """``SRC:DST[:ro|rw]`` as Docker reads it, with the emulator's rule: DST == SRC."""
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or not all(parts[:2]):
+        raise DockerError(
+            f"docker: Error response from daemon: invalid volume specification: '{spec}'.", 125
+        )
+    source, destination = parts[0], parts[1]
+    mode = parts[2] if len(parts) == 3 else "rw"
+    if not source.startswith("/"):
+        raise DockerError(
+            f'docker: Error response from daemon: create {source}: "{source}" includes invalid '
+            'characters for a local volume name, only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. '
+            "If you intended to pass a host directory, use absolute path.",
+            125,
+        )
+    if not destination.startswith("/"):
+        raise DockerError(
+            'docker: Error response from daemon: invalid mount config for type "bind": invalid '
+            f"mount path: '{destination}' mount path must be absolute.",
+            125,
+        )
+    if mode not in ("ro", "rw"):
+        raise DockerError(f"docker: Error response from daemon: invalid mode: {mode}.", 125)
+    if os.path.normpath(destination) != os.path.normpath(source):
+        raise DockerError(
+            IDENTITY_MOUNTS_ONLY.format(spec=spec, source=source, destination=destination), 125
+        )
+    return {
+        "source": os.path.normpath(source),
+        "destination": os.path.normpath(source),
+        "mode": mode,
+    }
+
+
+def _mount_sources(mounts: list[dict[str, str]]) -> None:
+    """A missing source directory is created, as ``docker run -v`` does."""
+    for mount in mounts:
+        try:
+            os.makedirs(mount["source"], exist_ok=True)
+        except OSError as err:
+            raise DockerError(
+                "docker: Error response from daemon: error while creating mount source path "
+                f"'{mount['source']}': mkdir {mount['source']}: {err.strerror.lower()}.",
+                125,
+            ) from None
+
+
 # -- the operations -------------------------------------------------------------------------------
 
 
@@ -228,6 +291,8 @@ def run(
     command = body.get("command")
     if not command:
         raise DockerError("docker: Error response from daemon: No command specified.", 125)
+    mounts = [parse_volume(str(spec)) for spec in body.get("volumes") or []]
+    _mount_sources(mounts)
     container_id = secrets.token_hex(32)
     now = ctx.clock()
     fault = workload_faults.take_fault(ctx, name)
@@ -242,6 +307,7 @@ def run(
         "command": command,
         "env": {str(k): str(v) for k, v in (body.get("env") or {}).items()},
         "auto_remove": bool(body.get("rm")),
+        "mounts": mounts,
         "status": "created",
         "created_at": now,
         "start_at": now + delay,
@@ -282,14 +348,18 @@ def public_view(container: dict[str, Any]) -> dict[str, Any]:
         "finished_at",
         "exit_code",
     )
-    return {k: container[k] for k in keys}
+    return {**{k: container[k] for k in keys}, "mounts": container.get("mounts") or []}
 
 
 # -- starting and watching containers (called by the lifecycle) ----------------------------------
 
 
 def container_env(
-    ctx: Context, record: dict[str, Any], container: dict[str, Any], workdir: Path
+    ctx: Context,
+    record: dict[str, Any],
+    vm: dict[str, Any],
+    container: dict[str, Any],
+    workdir: Path,
 ) -> dict[str, str]:
     image = next(
         (i for i in cached_images(ctx, record) if i["digest"] == container["digest"]), {"info": {}}
@@ -304,8 +374,19 @@ def container_env(
         containers.image_environment(container["image"], image["info"] or {}),
         container["env"],
         workload_faults.fault_environment(container["fault"], container["command"]),
+        # The stand-in Windows VM boots for a time by the VM's size, as on Azure ML's nodes.
+        _vm_boot_environment(ctx, vm, container),
         platform,
     )
+
+
+def _vm_boot_environment(
+    ctx: Context, vm: dict[str, Any], container: dict[str, Any]
+) -> dict[str, str]:
+    size = vm_catalog.find(vm["properties"]["hardwareProfile"]["vmSize"])
+    if size is None:
+        return {}
+    return containers.waa_vm_environment(container["image"], size, node_pool.timing(ctx))
 
 
 def identity_environment(ctx: Context, record: dict[str, Any]) -> dict[str, str]:

@@ -253,7 +253,7 @@ class VmLifecycle:
         if (c["fault"] or {}).get("fault") == "never_starts":
             return
         workdir = path.parent / "rootfs"
-        env = docker_engine.container_env(ctx, record, c, workdir)
+        env = docker_engine.container_env(ctx, record, vm, c, workdir)
         self.runtime.start(c["key"], c["command"], env, workdir, path)
 
     def _power_loss(self, record: dict[str, Any], now: float) -> None:
