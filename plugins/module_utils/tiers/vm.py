@@ -107,12 +107,40 @@ def env_file(variables: Mapping[str, str]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def run_command(name: str, image: str, worker: str) -> str:
-    """The shell command that starts a job's container on a VM; the env file comes on stdin."""
+def check_image_dir(path: str) -> str:
+    """The golden image's directory on the VMs: empty (none), absolute, or under ``~/``."""
+    if path and (
+        not (path.startswith("/") or path == "~" or path.startswith("~/"))
+        or any(c in path for c in ":,\n\0")
+    ):
+        raise SetupError(
+            f"golden_image_dir {path!r} must be an absolute path or one under the admin's home "
+            "(~/...), without ':' or ',' (it is mounted with docker run -v)"
+        )
+    return path
+
+
+def _vm_shell_path(path: str) -> str:
+    """``path`` as a word of the VM's shell: a leading ``~`` becomes the VM user's ``$HOME``
+    (expanded by the VM's shell, not the container's), the rest quoted."""
+    if path == "~":
+        return '"$HOME"'
+    if path.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(path[2:])
+    return shlex.quote(path)
+
+
+def run_command(name: str, image: str, worker: str, image_dir: str = "") -> str:
+    """The shell command that starts a job's container on a VM; the env file comes on stdin.
+    With ``image_dir``, WAA's golden image there is mounted read-only at the same path and the
+    worker is told where (``WAA_GOLDEN_IMAGE_PATH``)."""
+    # "$d" is the image's directory on this VM (a ~ expanded by the VM's shell).
+    image_dir_word = f"d={_vm_shell_path(image_dir)}; " if image_dir else ""
+    mount = '-v "$d:$d:ro" -e WAA_GOLDEN_IMAGE_PATH="$d" ' if image_dir else ""
     return (
         'set -e; umask 077; f=$(mktemp); trap \'rm -f "$f"\' EXIT; cat > "$f"; '
-        f'docker run -d --name {shlex.quote(name)} --env-file "$f" {shlex.quote(image)} '
-        f"bash -c {shlex.quote(worker)}"
+        f'{image_dir_word}docker run -d --name {shlex.quote(name)} --env-file "$f" {mount}'
+        f"{shlex.quote(image)} bash -c {shlex.quote(worker)}"
     )
 
 
@@ -165,6 +193,9 @@ class VmTier(BaseTier):
     compute: Any  # azure.mgmt.compute.ComputeManagementClient
     pool: str = ""
     job_environment: dict[str, str] = field(default_factory=dict)
+    # WAA's golden image on each VM's disk (the vm_pool bootstrap copied it there): absolute or
+    # under ~/; empty: none, and the workers skip WAA's VM boot.
+    golden_image_dir: str = ""
     price_per_node_hour: float = 0.0
     vm_size: str = ""
     unreachable_after: float = 60.0
@@ -194,6 +225,7 @@ class VmTier(BaseTier):
             "vms": [h.name for h in self.hosts],
             "vm_size": self.vm_size,
             "image": self.image,
+            "golden_image_dir": self.golden_image_dir,
             "price_per_node_hour": self.price_per_node_hour,
             "unhealthy": {h.name: h.reason for h in self.hosts if not h.healthy},
         }
@@ -374,13 +406,16 @@ class VmTier(BaseTier):
 
     def _start(self, job: _Job, host: _Host) -> bool:
         """``docker run`` of the job's container; False when the VM did not answer."""
-        # No golden image is mounted on this tier yet: the worker skips WAA's VM boot unless the
-        # job environment turns it on.
-        environment = {"WAA_VM_BOOT": "0", **self.job_environment}
+        # Without a golden image on the VMs the worker skips WAA's VM boot (unless the job
+        # environment turns it on); with one, it boots the VM from it before the first task.
+        environment = dict(self.job_environment)
+        if not self.golden_image_dir:
+            environment = {"WAA_VM_BOOT": "0", **environment}
         command = run_command(
             job.container,
             self.image,
             worker_command(self.worker_script, job.key, job.task_ids),
+            self.golden_image_dir,
         )
         try:
             code, out, err = host.ssh.run(command, stdin=env_file(environment), timeout=300)
@@ -625,6 +660,9 @@ ARGUMENT_SPEC = dict(
     ssh_port=dict(type="int", default=22),
     price_per_node_hour=dict(type="float"),
     unreachable_after=dict(type="float", default=60),
+    # WAA's golden image on each VM (absolute, or under ~/, as the vm_pool bootstrap copied it),
+    # mounted read-only into every worker's container; empty: none (no VM boot).
+    golden_image_dir=dict(type="str", default=""),
 )
 
 
@@ -651,6 +689,7 @@ def build(context: TierContext) -> VmTier:
         _parse_vm_id(host.vm_id)
     environment = {**context.job_environment, **context.secret_environment}
     env_file(environment)  # a bad variable is an error now, not at the first job
+    image_dir = check_image_dir(options.get("golden_image_dir") or "")
     compute = compute_client(context.environment)
     size, price = _price(compute, hosts, options.get("price_per_node_hour"))
     return VmTier(
@@ -660,6 +699,7 @@ def build(context: TierContext) -> VmTier:
         compute=compute,
         pool=options["pool"],
         job_environment=environment,
+        golden_image_dir=image_dir,
         price_per_node_hour=price,
         vm_size=size,
         unreachable_after=options["unreachable_after"],
