@@ -52,7 +52,8 @@ BOOT_EVENTS = frozenset({"image_ready", "vm_starting", "vm_ready", "vm_lost"})
 UPLOAD_HINT = (
     "upload WAA's prepared image with playbooks/waa_image.yml (role waa_image: "
     "-e eval_golden_image_source=<the folder WAA's --prepare-image filled>) and give the tier "
-    "its location (eval_golden_image), so that every job mounts it read-only"
+    "its location (eval_golden_image on Azure ML; on the VM tier playbooks/vm.yml copies it onto "
+    "each VM and sets golden_image_dir), so that every job mounts it read-only"
 )
 PERMANENT_BOOT_FAILURES: dict[str, str] = {
     GOLDEN_IMAGE_MISSING: UPLOAD_HINT,

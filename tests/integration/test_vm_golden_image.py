@@ -39,7 +39,7 @@ VMS = ["vmg-1", "vmg-2"]
 TASKS = [task_id for _, task_id in list_tasks()[:4]]
 EVENT_PREFIX = "WAA_EVENT "
 BOOT_PHASES = ["started", "image_ready", "vm_starting", "vm_ready"]
-FIRST_BOOT = "#!/bin/bash\ntouch \"$HOME/.vm_pool_first_boot_done\"\n"
+FIRST_BOOT = '#!/bin/bash\ntouch "$HOME/.vm_pool_first_boot_done"\n'
 _COPY_TASK = re.compile(r"TASK \[.*Copy the golden image onto the VM's disk.*?\n(.*?)\n\n", re.S)
 
 

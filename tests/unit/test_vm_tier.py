@@ -77,3 +77,40 @@ def test_a_pool_without_hosts_is_refused_before_anything_is_read():
     )
     with pytest.raises(vm.SetupError, match="at least one host"):
         vm.build(context)
+
+
+def _argv_of(command: str, tmp_path, home: str) -> list[str]:
+    """The argv ``docker`` gets when the VM's shell runs ``command`` (a docker that prints it)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "docker").write_text('#!/bin/bash\nprintf "%s\\n" "$@"\n')
+    (bin_dir / "docker").chmod(0o755)
+    done = subprocess.run(
+        ["bash", "-c", command],
+        input=b"",
+        capture_output=True,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "TMPDIR": str(tmp_path), "HOME": home},
+        check=True,
+    )
+    return done.stdout.decode().splitlines()
+
+
+def test_the_golden_image_is_mounted_read_only_at_the_same_path_under_the_vms_home(tmp_path):
+    command = vm.run_command("c", "img", "python -u w.py", "~/waa storage")
+    argv = _argv_of(command, tmp_path, "/home/azure user")
+    image = "/home/azure user/waa storage"
+    assert argv[argv.index("-v") + 1] == f"{image}:{image}:ro"
+    assert argv[argv.index("-e") + 1] == f"WAA_GOLDEN_IMAGE_PATH={image}"
+    # The options come before the image; the worker's command is left to the container's shell.
+    assert argv.index("img") > argv.index("-v") and argv[-3:] == ["bash", "-c", "python -u w.py"]
+    absolute = _argv_of(vm.run_command("c", "img", "true", "/data/waa"), tmp_path, "/h")
+    assert absolute[absolute.index("-v") + 1] == "/data/waa:/data/waa:ro"
+    assert "-v" not in _argv_of(vm.run_command("c", "img", "true"), tmp_path, "/h")
+
+
+@pytest.mark.parametrize("path", ["waa-storage", "/a:b", "~user/x", "/a,b", "$HOME/x"])
+def test_a_golden_image_dir_docker_cannot_mount_is_refused(path):
+    with pytest.raises(vm.SetupError, match="golden_image_dir"):
+        vm.check_image_dir(path)
+    assert vm.check_image_dir("~/waa-storage") == "~/waa-storage"
+    assert vm.check_image_dir("") == ""

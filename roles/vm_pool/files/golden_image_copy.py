@@ -309,9 +309,10 @@ def main() -> int:
         required = [
             r.strip() for r in os.environ.get("VM_POOL_IMAGE_REQUIRED", "data.img").split(",")
         ]
-        result = copy(
-            blobs, os.environ.get("VM_POOL_IMAGE_PREFIX", ""), directory, [r for r in required if r]
-        )
+        prefix = os.environ.get("VM_POOL_IMAGE_PREFIX", "").strip().lstrip("/")
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"  # a folder: "storage" must not match "storage2/..."
+        result = copy(blobs, prefix, directory, [r for r in required if r])
     except (CopyError, OSError) as exc:
         print(json.dumps({"failed": True, "msg": f"golden image copy: {exc}"}))
         return 1
