@@ -61,6 +61,8 @@ def pool(emulator, tmp_path_factory):
         yaml.safe_dump(
             {
                 "all": {
+                    # What inventories/local/group_vars/all gives the layers on the emulator.
+                    "vars": {"azure_use_emulator": True, "azure_environment": {}, "azure_auth": {}},
                     "hosts": {
                         "localhost": {
                             "ansible_connection": "local",
@@ -175,13 +177,15 @@ def worker_logs(emulator) -> dict[str, list[dict]]:
     return logs
 
 
-def blob_reads(emulator, since: int) -> list[dict]:
+def blob_downloads(emulator, since: int, principal: str) -> list[dict]:
+    """Blob reads (not listings) by ``principal`` since request ``since``."""
     return [
         r
         for r in emulator.requests(since)
         if r["method"] == "GET"
         and r["host"].endswith(".blob.core.windows.net")
-        and "comp=list" not in (r.get("query") or "")
+        and r["principal"] == principal
+        and "comp=" not in (r.get("query") or "")
     ]
 
 
@@ -198,11 +202,14 @@ def test_the_image_reaches_every_vm_once_and_every_job_boots_from_it(pool, emula
         assert set(manifest["files"]) == {p.name for p in GOLDEN.iterdir()}
         assert not list(copied.glob(".*.part"))
 
+    # Each VM read each file once (an empty one needs no read).
+    files = [p for p in GOLDEN.iterdir() if p.stat().st_size]
+    assert len(blob_downloads(emulator, 0, world.identity_principal)) == len(VMS) * len(files)
     mark = len(emulator.requests())
     second = bootstrap(emulator, world, inventory, tmp_path / "second")
     assert second.returncode == 0, second.stdout[-5000:] + second.stderr[-2000:]
     assert copy_results(second.stdout) == {name: "ok" for name in VMS}
-    assert blob_reads(emulator, mark) == []
+    assert blob_downloads(emulator, mark, world.identity_principal) == []
 
     state = tmp_path / "run"
     output = finish(play(emulator, state, {**options, "golden_image_dir": "~/waa-storage"}))
