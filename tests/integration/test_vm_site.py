@@ -38,6 +38,19 @@ BAD_INPUT = {
     ),
     "ssh from anywhere": (["-e", "vm_pool_ssh_source=*"], "lets anyone on the internet try SSH"),
     "no VMs": (["-e", "vm_pool_size=0"], "a pool needs at least one VM"),
+    "golden image dir docker cannot mount": (
+        ["-e", "vm_pool_golden_image_dir=/srv/waa:image"],
+        "must be an absolute path or one under the admin's home",
+    ),
+    "golden image on a datastore only": (
+        [
+            "-e",
+            "eval_golden_image_source=",
+            "-e",
+            "eval_golden_image=azureml://datastores/waa_golden_image/paths/storage",
+        ],
+        "which the VM tier does not read",
+    ),
 }
 
 
