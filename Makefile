@@ -10,7 +10,12 @@ TIER ?= aml
 export PATH := $(abspath $(BIN)):$(PATH)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 
-.PHONY: bootstrap lock run test lint sanity unit integration molecule benchmark clean browser
+# Longest first, so that the last slot to free up is not held by a long scenario.
+MOLECULE_SCENARIOS := aml_cluster eval waa_image vm_pool batch_pool acr aci_run acr_pull
+MOLECULE_TARGETS := $(addprefix molecule-,$(MOLECULE_SCENARIOS))
+
+.PHONY: bootstrap lock run test lint sanity unit integration molecule benchmark clean browser \
+	$(MOLECULE_TARGETS)
 
 bootstrap: $(STAMP)
 
@@ -75,22 +80,22 @@ integration: $(STAMP) browser
 	# Two workers, each with its own emulators; a file's tests stay together (they share fixtures).
 	$(BIN)/pytest tests/integration -q -n 2 --dist loadfile
 
-molecule: $(STAMP)
-	# Molecule keeps a scenario's state (prepared, converged) under ~/.ansible/tmp, outside the
-	# checkout: reset it first so that every run prepares from scratch.
-	cd roles/acr && ../../$(BIN)/molecule reset -s acr && ../../$(BIN)/molecule test -s acr
-	cd roles/acr_pull && ../../$(BIN)/molecule reset -s acr_pull && ../../$(BIN)/molecule test -s acr_pull
-	cd roles/waa_image && ../../$(BIN)/molecule reset -s waa_image && ../../$(BIN)/molecule test -s waa_image
-	cd roles/aml_cluster && ../../$(BIN)/molecule reset -s aml_cluster && ../../$(BIN)/molecule test -s aml_cluster
-	cd roles/eval && ../../$(BIN)/molecule reset -s eval && ../../$(BIN)/molecule test -s eval
-	cd roles/aci_run && ../../$(BIN)/molecule reset -s aci_run && ../../$(BIN)/molecule test -s aci_run
-	cd roles/vm_pool && ../../$(BIN)/molecule reset -s vm_pool && ../../$(BIN)/molecule test -s vm_pool
-	cd roles/batch_pool && ../../$(BIN)/molecule reset -s batch_pool && ../../$(BIN)/molecule test -s batch_pool
+# One target a scenario, so that `make -j` runs them side by side: each has an emulator on a port
+# and a state directory of its own (its molecule.yml). Molecule keeps a scenario's state
+# (prepared, converged) under ~/.ansible/tmp, outside the checkout: reset first, so that every
+# run prepares from scratch.
+molecule: $(MOLECULE_TARGETS)
 
-# The suites are independent: integration (the long one) and molecule start first, lint and unit
-# follow as slots free up; each suite's output is printed whole when it ends.
+$(MOLECULE_TARGETS): molecule-%: $(STAMP)
+	cd roles/$* && ../../$(BIN)/molecule reset -s $* && ../../$(BIN)/molecule test -s $*
+
+# The suites are independent: integration (the long one, two pytest workers) and the molecule
+# scenarios start first, lint and unit follow as slots free up; each suite's output is printed
+# whole when it ends. Most of their time is spent waiting on simulated Azure, so four make jobs
+# keep the 2-core machine busy without starving the timing-aware tests.
+TEST_JOBS ?= 4
 test: $(STAMP)
-	$(MAKE) --no-print-directory -j2 --output-sync=target integration molecule lint unit
+	$(MAKE) --no-print-directory -j$(TEST_JOBS) --output-sync=target integration molecule lint unit
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/scheduling.py

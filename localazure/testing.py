@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,22 @@ def free_port() -> int:
 
 
 class RunningEmulator:
+    # Every emulator of this process, so that a test harness can tell an emulator that a
+    # fixture owns (and a test restarted) from a process the test left behind.
+    _instances: weakref.WeakSet[RunningEmulator] = weakref.WeakSet()
+
     def __init__(self, state_dir: Path, port: int | None = None):
         self.settings = Settings(port=port or free_port(), state_dir=state_dir)
         self.process: subprocess.Popen | None = None
+        RunningEmulator._instances.add(self)
+
+    @classmethod
+    def instances(cls) -> list[RunningEmulator]:
+        return list(cls._instances)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
 
     # -- lifecycle ----------------------------------------------------------------------------
 

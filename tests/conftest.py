@@ -14,6 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from localazure.testing import RunningEmulator
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 for path in (REPO_ROOT / "collections", REPO_ROOT):
@@ -45,12 +47,15 @@ def _stop_tree(process: psutil.Process) -> None:
 def pytest_runtest_call(item):
     """Processes a test started (ansible-playbook, workers, controllers, emulators) and left
     running, because it failed, timed out or forgot, are stopped with their children when the
-    test ends. Processes of fixtures (set up before the test body) are their fixtures' to stop."""
+    test ends. Processes of fixtures (set up before the test body) are their fixtures' to stop,
+    and so is a fixture's emulator that the test restarted (a new process of an old owner)."""
     me = psutil.Process()
     before = {child.pid for child in me.children()}
+    owners = RunningEmulator.instances()
     try:
         yield
     finally:
+        kept = before | {owner.pid for owner in owners}
         for child in me.children():
-            if child.pid not in before:
+            if child.pid not in kept:
                 _stop_tree(child)

@@ -181,12 +181,6 @@ def test_ctrl_c_mid_run_deletes_the_group(work_share, tmp_path):
     assert any(r["path"].endswith("/containerGroups/sleeper") for r in deletes)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect: with aci_registry_identity, azure_rm_containerinstance (identity option) "
-    "fails with ResourceNotFound for the group before it sends the PUT; the emulator's "
-    "InaccessibleImage refusal is covered by test_container_instances.py",
-)
 def test_an_image_the_identity_may_not_pull_fails_clearly_leaving_no_group(work_share, tmp_path):
     emulator = work_share
     registries = emulator.mgmt_client(ContainerRegistryManagementClient).registries

@@ -13,7 +13,7 @@ import time
 from contextlib import closing
 
 import pytest
-from test_playbooks import Playground, _pointed_at
+from playbook_runner import Playground, _pointed_at
 
 from localazure.testing import RunningEmulator
 

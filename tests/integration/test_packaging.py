@@ -95,6 +95,7 @@ def test_another_project_uses_the_installed_collection_by_fqcn(tarball, tmp_path
         "collection",
         "install",
         "--no-deps",
+        "--force",
         "-p",
         collections,
         tarball,

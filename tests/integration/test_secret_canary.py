@@ -23,7 +23,7 @@ import pytest
 from azure.keyvault.secrets import SecretClient
 from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 from azure.mgmt.resource import ResourceManagementClient
-from test_playbooks import (
+from playbook_runner import (
     REPO,
     RG,
     RUN_NAME,
