@@ -16,9 +16,7 @@ read-only into every worker's container.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import yaml
 from azure.mgmt.authorization import AuthorizationManagementClient
 
 from localazure.workload.task_model import list_tasks
+from tests.integration.playbook_runner import Playground, Run
 from tests.integration.test_vm_tier import finish, ledger_of, play
 from tests.integration.vm_setup import build, key_file, run, tier_hosts, wait_for
 
@@ -98,26 +97,12 @@ def pool(emulator, tmp_path_factory):
     return world, inventory, options
 
 
-def bootstrap(emulator, world, inventory: Path, root: Path, **extra) -> subprocess.Popen:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("AZURE_", "LOCALAZURE_", "ARM_", "ANSIBLE_"))
-        and k not in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
-    }
-    env.update(
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-        ANSIBLE_NOCOLOR="1",
-        EVAL_REPORT_DIR=str(root / "reports"),
-    )
+def bootstrap(emulator, world, inventory: Path, root: Path, **extra) -> Run:
     root.mkdir(parents=True, exist_ok=True)
     variables = root / "bootstrap.json"
     variables.write_text(
         json.dumps(
             {
-                "localazure_port": emulator.settings.port,
-                "localazure_state_dir": str(emulator.settings.state_dir),
                 "eval_golden_image_source": str(GOLDEN),
                 "waa_image_block_size_mb": 1,
                 "waa_image_progress_file": str(root / "upload.progress.jsonl"),
@@ -128,21 +113,8 @@ def bootstrap(emulator, world, inventory: Path, root: Path, **extra) -> subproce
             }
         )
     )
-    return subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            str(inventory),
-            str(PLAYBOOK),
-            "-e",
-            f"@{variables}",
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        stdin=subprocess.DEVNULL,
+    return Playground(emulator, root).play(
+        "-i", str(inventory), "-e", f"@{variables}", playbook=PLAYBOOK, timeout=900
     )
 
 
@@ -192,7 +164,7 @@ def blob_downloads(emulator, since: int, principal: str) -> list[dict]:
 def test_the_image_reaches_every_vm_once_and_every_job_boots_from_it(pool, emulator, tmp_path):
     world, inventory, options = pool
     first = bootstrap(emulator, world, inventory, tmp_path / "first")
-    assert first.returncode == 0, first.stdout[-5000:] + first.stderr[-2000:]
+    assert first.returncode == 0, first.tail()
     assert copy_results(first.stdout) == {name: "changed" for name in VMS}
     for name in VMS:
         copied = vm_home(world, name) / "waa-storage"
@@ -207,7 +179,7 @@ def test_the_image_reaches_every_vm_once_and_every_job_boots_from_it(pool, emula
     assert len(blob_downloads(emulator, 0, world.identity_principal)) == len(VMS) * len(files)
     mark = len(emulator.requests())
     second = bootstrap(emulator, world, inventory, tmp_path / "second")
-    assert second.returncode == 0, second.stdout[-5000:] + second.stderr[-2000:]
+    assert second.returncode == 0, second.tail()
     assert copy_results(second.stdout) == {name: "ok" for name in VMS}
     assert blob_downloads(emulator, mark, world.identity_principal) == []
 
@@ -310,7 +282,7 @@ def test_an_identity_without_the_reader_role_fails_the_bootstrap_with_the_fix(
         vm_pool_golden_image_permission_wait_s=1,
     )
 
-    output = done.stdout + done.stderr
+    output = done.output
     assert done.returncode != 0, output[-4000:]
     assert "Storage Blob Data Reader" in output, output[-4000:]
     assert "may not read the golden image" in output, output[-4000:]
