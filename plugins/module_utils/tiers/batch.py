@@ -473,7 +473,7 @@ class BatchTier(BaseTier):
                 failure = getattr(info, "failure_info", None) if info else None
                 if failure is not None:
                     details.append(
-                        f"{node.id}: start task failed: {_failure_text(failure)}"
+                        f"{node.id}: start task failed ({failure.code}): {_failure_text(failure)}"
                         + _RESOURCE_FILE_FIXES.get(str(failure.code or "").lower(), "")
                     )
                 for error in node.errors or []:
