@@ -4,8 +4,8 @@
 When a job's container starts, each such input becomes a folder under the run's directory
 (``cap/data-capability/wd/INPUT_<name>``, as AML names its mount points), its path in
 ``AZURE_ML_INPUT_<name>`` and in place of ``${{inputs.<name>}}`` in the command. The blobs under
-the path are copied there and made read-only (AML's ``ro_mount`` is a blobfuse mount: the
-emulator copies, which for its small synthetic images costs nothing; see docs/emulator.md). An
+the path are copied there (``storage.blob_copy``) and made read-only (AML's ``ro_mount`` is a
+blobfuse mount: the emulator copies, which for its small synthetic images costs nothing; see docs/emulator.md). An
 input of a path that holds no blob mounts as an empty folder, as blobfuse shows it.
 
 The identity must hold a data role that reads blobs (Storage Blob Data Reader) on the container;

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from aml_setup import GOLDEN_IMAGE
 from azure.batch.models import BatchErrorException
 from azure.mgmt.authorization import AuthorizationManagementClient
 from azure.mgmt.resource import ResourceManagementClient
@@ -37,7 +38,7 @@ BOOT_PHASES = ["started", "image_ready", "vm_starting", "vm_ready"]
 GOLDEN_DIR = "golden/storage"  # the start task's filePath "golden", the blobs under "storage/"
 
 
-def container(world: BatchTierWorld, name: str, *, reader: str | None) -> str:
+def container(world: BatchTierWorld, name: str, *, reader: str | None, upload: bool = True) -> str:
     """A private container holding the synthetic golden image under ``storage/``, readable by
     ``reader`` (Storage Blob Data Reader); returns its URL."""
     emulator = world.emulator
@@ -60,9 +61,7 @@ def container(world: BatchTierWorld, name: str, *, reader: str | None) -> str:
         grant(world, scope, READER, reader)
     url = f"https://{IMAGE_ACCOUNT}.blob.core.windows.net"
     blobs = BlobServiceClient(url, credential=emulator.credential()).get_container_client(name)
-    from aml_setup import GOLDEN_IMAGE
-
-    for path in sorted(GOLDEN_IMAGE.iterdir()):
+    for path in sorted(GOLDEN_IMAGE.iterdir()) if upload else []:
         with open(path, "rb") as data:
             blobs.upload_blob(f"storage/{path.name}", data, overwrite=True)
     return f"{url}/{name}"
@@ -207,6 +206,21 @@ def test_an_identity_without_blob_reader_fails_the_start_task_and_the_run_names_
     with Ledger(ledger_path) as ledger:
         # No task lost: none has a result, so a rerun after the grant does them all.
         assert ledger.results() == {} and ledger.duplicates_ignored == 0
+
+
+def test_a_container_without_the_image_fails_the_start_tasks_check_naming_the_upload(
+    world, tmp_path
+):
+    url = container(world, "empty", reader=world.identity.properties["principalId"], upload=False)
+    world.make_pool("empty", 1, start_task=start_task(world, url))
+    world.wait_steady("empty")
+    tier = world.tier("batch-empty", pool="empty", golden_image_dir=GOLDEN_DIR)
+
+    with pytest.raises(PermanentFailure) as raised:
+        evaluate(world, tier, "batch-empty", tmp_path / "ledger.sqlite3", TASKS[:2], workers=1)
+
+    assert "start task failed (FailureExitCode)" in str(raised.value)
+    assert "playbooks/waa_image.yml" in str(raised.value)
 
 
 def test_resource_files_the_emulator_cannot_fetch_are_refused_when_the_pool_is_created(world):

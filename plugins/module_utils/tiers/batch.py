@@ -474,7 +474,7 @@ class BatchTier(BaseTier):
                 if failure is not None:
                     details.append(
                         f"{node.id}: start task failed ({failure.code}): {_failure_text(failure)}"
-                        + _RESOURCE_FILE_FIXES.get(str(failure.code or "").lower(), "")
+                        + self._start_task_fix(str(failure.code or ""))
                     )
                 for error in node.errors or []:
                     details.append(f"{node.id}: {error.code}: {error.message}")
@@ -490,6 +490,16 @@ class BatchTier(BaseTier):
                 + "); fix the pool's start task or image and recreate its nodes",
             )
         return self._pool_problem
+
+    def _start_task_fix(self, code: str) -> str:
+        fix = _RESOURCE_FILE_FIXES.get(code.lower(), "")
+        if not fix and self.golden_image_dir and code == "FailureExitCode":
+            # Role batch_pool's start task exits 1 when the image is not whole.
+            fix = (
+                " [the start task checks WAA's golden image (its stderr is the node's "
+                "startup/stderr.txt): upload the image first (playbooks/waa_image.yml)]"
+            )
+        return fix
 
     def read_new_lines(self, handle: str) -> list[str]:
         from azure.batch.models import BatchErrorException, FileGetFromTaskOptions
