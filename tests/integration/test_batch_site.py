@@ -1,17 +1,17 @@
 """``ansible-playbook site.yml -e tier=batch`` as a user runs it, on an emulator of this module's
 own: the golden image layer uploads the synthetic image, the pool's identity gets Storage Blob
 Data Reader on it, the pool's start task fetches it, and every job's worker boots the VM from
-that copy before its first task; the report has each job's boot time. A second run finds every
-task in the ledger and changes nothing."""
+that copy before its first task; the report has each job's boot time. (The role's second run,
+changed=0 with the start task, is molecule scenario batch_pool's idempotence step: one site run
+here keeps the file short.)"""
 
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 from azure.batch import BatchServiceClient
-from playbook_runner import Playground
+from playbook_runner import Playground, _pointed_at
 from test_aml_evaluation import events
 
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import Ledger
@@ -31,7 +31,6 @@ SETTINGS = {
     "eval_vm_boot_timeout": 120,
     "eval_environment_variables": {"WAA_STANDIN_TIME_SCALE": "0.05", "WAA_STANDIN_SEED": "0"},
 }
-_RECAP = re.compile(r"^localhost\s*:\s*ok=\d+\s+changed=(\d+)", re.MULTILINE)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +38,8 @@ def playground(tmp_path_factory):
     root = tmp_path_factory.mktemp("batch-site")
     emulator = RunningEmulator(root / "localazure").start()
     try:
-        yield Playground(emulator, root)
+        with _pointed_at(emulator):
+            yield Playground(emulator, root)
     finally:
         emulator.stop()
 
@@ -88,13 +88,3 @@ def test_every_job_boots_the_vm_from_the_start_tasks_copy(playground, first_run)
     assert all(j["boot_s"] is not None for j in boot["jobs"].values())
     # The pool went back to zero nodes after the run.
     assert (pool.target_dedicated_nodes, pool.target_low_priority_nodes) == (0, 0)
-
-
-def test_a_second_run_changes_nothing(playground, first_run):
-    second = play(playground)
-    changed = [
-        block.splitlines()[0]
-        for block in second.stdout.split("TASK [")
-        if "\nchanged: [localhost]" in block
-    ]
-    assert _RECAP.findall(second.stdout)[-1] == "0", changed
