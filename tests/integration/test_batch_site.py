@@ -11,14 +11,13 @@ import json
 
 import pytest
 from azure.batch import BatchServiceClient
-from playbook_runner import Playground, _pointed_at
+from playbook_runner import Playground, running_playground
 from test_aml_evaluation import events
 
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import Ledger
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.batch import (
     EntraTokenAuth,
 )
-from localazure.testing import RunningEmulator
 
 pytestmark = pytest.mark.integration
 
@@ -35,13 +34,8 @@ SETTINGS = {
 
 @pytest.fixture(scope="module")
 def playground(tmp_path_factory):
-    root = tmp_path_factory.mktemp("batch-site")
-    emulator = RunningEmulator(root / "localazure").start()
-    try:
-        with _pointed_at(emulator):
-            yield Playground(emulator, root)
-    finally:
-        emulator.stop()
+    with running_playground(tmp_path_factory.mktemp("batch-site")) as playground:
+        yield playground
 
 
 def play(playground: Playground):
