@@ -7,7 +7,8 @@ through Batch's states: ``creating`` (the VM is allocated; the shared pool's pro
 ``starting`` (the pool's ``containerImageNames`` are pulled, by size, as the identity the
 pool's container registry entry names, AcrPull enforced; an image the node already holds — a
 custom image the image was baked into — is not pulled), ``waitingForStartTask`` (the start task
-runs when ``waitForSuccess``), then ``idle``/``running``. A failed prefetch makes the node
+runs when ``waitForSuccess``: its resource files first, ``resource_files``), then
+``idle``/``running``. A failed prefetch makes the node
 ``unusable``; a failed start task with ``waitForSuccess`` makes it ``startTaskFailed``.
 
 Node faults (admin API): ``unusable`` (a ready node becomes unusable), ``start_task_fails``
@@ -24,7 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from localazure.batch import accounts, pool_model
+from localazure.batch import accounts, pool_model, resource_files
 from localazure.batch.pool_model import account_id_of
 from localazure.compute import sandbox
 from localazure.core.context import Context
@@ -368,7 +369,10 @@ class NodeLifecycle:
         if start_task and start_task.get("commandLine"):
             self._run_start_task(pool, node, start_task, now)
             if start_task.get("waitForSuccess", True):
-                set_state(node, "waitingForStartTask", now)
+                if info["start_task"]["state"] == "running":
+                    set_state(node, "waitingForStartTask", now)
+                else:
+                    set_state(node, "startTaskFailed", now)
                 return
         self._ready(node, now)
 
@@ -388,6 +392,25 @@ class NodeLifecycle:
         if fault or (previous and previous.get("faulted")):
             command = "echo 'start task failed (injected fault)' >&2; exit 1"
         workdir = node_dir(self.ctx, node) / "startup" / "wd"
+        info["start_task"] = {
+            "state": "running",
+            "startTime": now,
+            "endTime": None,
+            "exitCode": None,
+            "retryCount": previous["retryCount"] + 1 if previous else 0,
+            "lastRetryTime": now if previous else None,
+            "failureInfo": None,
+            "result": None,
+            "faulted": bool(fault or (previous and previous.get("faulted"))),
+        }
+        try:
+            resource_files.materialize(self.ctx, pool, start_task, workdir)
+        except resource_files.ResourceFileError as err:
+            # The command never runs (nor does the emulator retry the start task).
+            info["start_task"].update(
+                state="completed", endTime=now, result="failure", failureInfo=err.failure
+            )
+            return
         env = containers.container_environment(
             self.ctx.settings.state_dir,
             workdir,
@@ -406,17 +429,6 @@ class NodeLifecycle:
             workdir,
             node_dir(self.ctx, node) / "startup" / "stdout.txt",
         )
-        info["start_task"] = {
-            "state": "running",
-            "startTime": now,
-            "endTime": None,
-            "exitCode": None,
-            "retryCount": previous["retryCount"] + 1 if previous else 0,
-            "lastRetryTime": now if previous else None,
-            "failureInfo": None,
-            "result": None,
-            "faulted": bool(fault or (previous and previous.get("faulted"))),
-        }
 
     def _watch_start_task(self, pool: dict[str, Any], node: dict[str, Any], now: float) -> None:
         key = start_task_key(node)
@@ -439,6 +451,11 @@ class NodeLifecycle:
         retries = start_task.get("maxTaskRetryCount", 0)
         if retries == -1 or task["retryCount"] < retries:
             self._run_start_task(pool, node, start_task, now)
+            if (
+                info["start_task"]["state"] == "completed"
+                and info["state"] == "waitingForStartTask"
+            ):
+                set_state(node, "startTaskFailed", now)
             return
         task["result"] = "failure"
         task["failureInfo"] = {

@@ -15,7 +15,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from localazure.authorization.access import covers
-from localazure.batch import NAMESPACE, POOL_TYPE, accounts, nodes, pool_model, pool_views
+from localazure.batch import (
+    NAMESPACE,
+    POOL_TYPE,
+    accounts,
+    nodes,
+    pool_model,
+    pool_views,
+    resource_files,
+)
 from localazure.batch.pool_model import invalid
 from localazure.core import operations
 from localazure.core.context import Context
@@ -79,6 +87,7 @@ def register(router: Router, ctx: Context) -> None:
         props = copy.deepcopy(body.get("properties") or {})
         identity = _identity(ctx, body.get("identity"))
         pool_model.validate(props, _identity_ids(identity))
+        resource_files.validate(props.get("startTask"))
         rid = f"{acct['id']}/pools/{name}"
         now = ctx.clock()
         with ctx.store.transaction():
@@ -137,6 +146,7 @@ def register(router: Router, ctx: Context) -> None:
             _identity(ctx, body["identity"]) if body.get("identity") else pool.get("identity")
         )
         pool_model.validate(merged, _identity_ids(identity))
+        resource_files.validate(merged.get("startTask"))
         now = ctx.clock()
         with ctx.store.transaction():
             scale_changed = merged.get("scaleSettings") != pool["properties"].get("scaleSettings")

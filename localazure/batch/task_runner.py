@@ -342,6 +342,9 @@ class BatchRunner:
             containers.image_environment(image_ref, task.get("image_info") or {})
             if image_ref
             else {},
+            containers.waa_vm_environment(
+                image_ref, pool_model.size_of(pool["properties"]), node_pool.timing(ctx)
+            ),
             {s["name"]: str(s.get("value", "")) for s in job["commonEnvironmentSettings"]},
             {s["name"]: str(s.get("value", "")) for s in task["environmentSettings"]},
             workload_faults.fault_environment(task["fault"], task["commandLine"]),

@@ -4,8 +4,8 @@
 When a job's container starts, each such input becomes a folder under the run's directory
 (``cap/data-capability/wd/INPUT_<name>``, as AML names its mount points), its path in
 ``AZURE_ML_INPUT_<name>`` and in place of ``${{inputs.<name>}}`` in the command. The blobs under
-the path are copied there and made read-only (AML's ``ro_mount`` is a blobfuse mount: the
-emulator copies, which for its small synthetic images costs nothing; see docs/emulator.md). An
+the path are copied there (``storage.blob_copy``) and made read-only (AML's ``ro_mount`` is a
+blobfuse mount: the emulator copies, which for its small synthetic images costs nothing; see docs/emulator.md). An
 input of a path that holds no blob mounts as an empty folder, as blobfuse shows it.
 
 The identity must hold a data role that reads blobs (Storage Blob Data Reader) on the container;
@@ -14,19 +14,14 @@ otherwise the job fails before its process starts, as AML fails a mount it may n
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 from pathlib import Path
 from typing import Any
 
-from localazure.authorization.access import is_allowed
 from localazure.core.context import Context
 from localazure.ml import datastores
-from localazure.storage import blobs
-from localazure.storage.accounts import find_account
+from localazure.storage import blob_copy
 
-BLOB_READ = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read"
 FOLDER_TYPES = ("uri_folder",)
 MOUNT_MODES = ("ReadOnlyMount", "Download", "ro_mount", "download", None)
 _PLACEHOLDER = re.compile(r"\$\{\{\s*inputs\.([A-Za-z0-9_]+)\s*\}\}")
@@ -96,34 +91,23 @@ def _materialize(
             f"Input '{name}': datastore '{store_name}' is not in workspace '{workspace['name']}'.",
         )
     props = store["properties"]
-    account = find_account(ctx, props["accountName"])
-    container = props["containerName"]
-    if account is None or blobs.get_container(ctx, account["name"], container) is None:
-        raise InputError(
-            "DataAccessError",
-            f"Input '{name}': container '{container}' of storage account "
-            f"'{props['accountName']}' (datastore '{store_name}') does not exist.",
+    try:
+        source = blob_copy.open_container(
+            ctx, props["accountName"], props["containerName"], principal_ids
         )
-    scope = f"{account['id']}/blobServices/default/containers/{container}"
-    if not any(is_allowed(ctx, p, BLOB_READ, scope, data=True) for p in principal_ids):
-        raise InputError(
-            "DataAccessAuthorizationFailure",
-            f"Input '{name}': the compute's identity may not read {scope} (mounting "
-            f"azureml://datastores/{store_name}/paths/{path}): AuthorizationPermissionMismatch. "
-            "Grant it Storage Blob Data Reader on the container (role waa_image, "
-            "waa_image_readers).",
-        )
-    prefix = f"{path}/" if path else ""
-    target.mkdir(parents=True, exist_ok=True)
-    for blob in blobs.list_blobs(ctx, account["name"], container):
-        if not blob["name"].startswith(prefix) or blob["name"].endswith("/"):
-            continue
-        destination = target / blob["name"][len(prefix) :]
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        if destination.exists():
-            os.chmod(destination, stat.S_IRUSR | stat.S_IWUSR)
-        with open(destination, "wb") as out:
-            if blob["size"]:
-                for chunk in blobs.read_range(ctx, account["name"], blob, 0, blob["size"] - 1):
-                    out.write(chunk)
-        os.chmod(destination, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+        blob_copy.copy_prefix(ctx, source, f"{path}/" if path else "", target, keep_names=False)
+    except blob_copy.BlobCopyError as err:
+        if err.reason == blob_copy.CONTAINER_MISSING:
+            raise InputError(
+                "DataAccessError",
+                f"Input '{name}': container '{props['containerName']}' of storage account "
+                f"'{props['accountName']}' (datastore '{store_name}') does not exist.",
+            ) from None
+        if err.reason == blob_copy.ACCESS_DENIED:
+            raise InputError(
+                "DataAccessAuthorizationFailure",
+                f"Input '{name}', mounting azureml://datastores/{store_name}/paths/{path} with "
+                f"the compute's identity: {err.message}. Grant it Storage Blob Data Reader on "
+                "the container (role waa_image, waa_image_readers).",
+            ) from None
+        raise InputError("DataAccessError", f"Input '{name}': {err.message}.") from None

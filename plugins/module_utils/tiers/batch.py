@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any, ClassVar
 
 from ansible_collections.openadapt.azure_eval.plugins.module_utils import vm_sizes
@@ -85,6 +86,22 @@ FAILURE_CODES: dict[str, str] = {
 }
 
 
+_READER_FIX = (
+    " [fix: grant the pool's user-assigned identity Storage Blob Data Reader on the container "
+    "(role openadapt.azure_eval.waa_image, tasks_from readers, as playbooks/batch.yml does)]"
+)
+_UPLOAD_FIX = " [fix: upload the golden image first (playbooks/waa_image.yml)]"
+# Batch's codes for a start task's resource files it could not get, and what to do.
+_RESOURCE_FILE_FIXES = {
+    "resourcecontaineraccessdenied": _READER_FIX,
+    "blobaccessdenied": _READER_FIX,
+    "resourcecontainerlistmiscerror": " [fix: the resource file's identityReference must name "
+    "one of the pool's user-assigned identities]",
+    "resourcecontainernotfound": _UPLOAD_FIX,
+    "blobnotfound": _UPLOAD_FIX,
+}
+
+
 class BatchSetupError(RuntimeError):
     """The pool or the account cannot be used as configured; the message says what to fix."""
 
@@ -136,6 +153,9 @@ class BatchTier(BaseTier):
     secret_environment: dict[str, str] = field(default_factory=dict)
     job_timeout: int = 14400
     container_run_options: str = ""
+    # Where the pool's start task put WAA's golden image, relative to its working directory
+    # ($AZ_BATCH_NODE_STARTUP_DIR/wd); empty: no golden image, the worker skips WAA's VM boot.
+    golden_image_dir: str = ""
     price_per_node_hour: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
     name: str = "batch"
@@ -178,6 +198,7 @@ class BatchTier(BaseTier):
             pool_id=options["pool"],
             image=options["image"],
             container_run_options=options.get("container_run_options") or "",
+            golden_image_dir=_golden_image_dir(options.get("golden_image_dir") or ""),
             **kwargs,
         )
         tier._load_pool(options)
@@ -215,6 +236,14 @@ class BatchTier(BaseTier):
                 f"the Batch pool '{self.pool_id}' has no containerConfiguration; tasks of this "
                 "tier run in the registry image. Nothing was started."
             )
+        if self.golden_image_dir and not getattr(pool.start_task, "resource_files", None):
+            raise BatchSetupError(
+                f"the Batch pool '{self.pool_id}' has no start task that fetches WAA's golden "
+                f"image (golden_image_dir '{self.golden_image_dir}' is relative to the start "
+                "task's directory): run role openadapt.azure_eval.batch_pool after the golden "
+                "image layer (playbooks/waa_image.yml), or leave golden_image_dir empty. "
+                "Nothing was started."
+            )
         low = (pool.target_low_priority_nodes or 0) > (pool.target_dedicated_nodes or 0)
         price = options.get("price_per_node_hour")
         if price is None:
@@ -237,7 +266,17 @@ class BatchTier(BaseTier):
             "container_images": list(containers.container_image_names or []),
             "price_per_node_hour": self.price_per_node_hour,
             "job": self.job_id,
+            "golden_image": self.golden_image_path or None,
         }
+
+    @property
+    def golden_image_path(self) -> str:
+        """The golden image's folder as the task's shell spells it (Batch expands nothing in a
+        command line; the task's bash does, and a Linux container task sees the node's Batch
+        directories, the start task's included, at the same paths)."""
+        if not self.golden_image_dir:
+            return ""
+        return '"$AZ_BATCH_NODE_STARTUP_DIR"/wd/' + shlex.quote(self.golden_image_dir)
 
     def describe(self) -> dict[str, Any]:
         return dict(self.details)
@@ -263,9 +302,7 @@ class BatchTier(BaseTier):
                         pool_info=models.PoolInformation(pool_id=self.pool_id),
                         common_environment_settings=[
                             models.EnvironmentSetting(name=k, value=v)
-                            # No golden image is mounted on this tier yet: the worker skips
-                            # WAA's VM boot unless the job environment turns it on.
-                            for k, v in sorted({"WAA_VM_BOOT": "0", **self.job_environment}.items())
+                            for k, v in sorted(self._environment().items())
                         ],
                     )
                 )
@@ -280,6 +317,13 @@ class BatchTier(BaseTier):
                     ) from None
             self._job_ready = True
 
+    def _environment(self) -> dict[str, str]:
+        if self.golden_image_dir:
+            return dict(self.job_environment)
+        # Without the golden image the worker skips WAA's VM boot, unless the job environment
+        # turns it on.
+        return {"WAA_VM_BOOT": "0", **self.job_environment}
+
     def submit(self, job_key: str, task_ids: list[str]) -> str:
         from azure.batch import models
 
@@ -287,7 +331,14 @@ class BatchTier(BaseTier):
         self._ensure_job()
         handle = batch_id(job_key)
         command = "/bin/bash -c " + shlex.quote(
-            worker_command(self.worker_script, job_key, task_ids)
+            worker_command(
+                self.worker_script,
+                job_key,
+                task_ids,
+                shell_words=("--golden-image-path", self.golden_image_path)
+                if self.golden_image_dir
+                else (),
+            )
         )
         task = models.TaskAddParameter(
             id=handle,
@@ -421,7 +472,10 @@ class BatchTier(BaseTier):
                 info = node.start_task_info
                 failure = getattr(info, "failure_info", None) if info else None
                 if failure is not None:
-                    details.append(f"{node.id}: start task failed: {_failure_text(failure)}")
+                    details.append(
+                        f"{node.id}: start task failed ({failure.code}): {_failure_text(failure)}"
+                        + self._start_task_fix(str(failure.code or ""))
+                    )
                 for error in node.errors or []:
                     details.append(f"{node.id}: {error.code}: {error.message}")
             code = (
@@ -436,6 +490,16 @@ class BatchTier(BaseTier):
                 + "); fix the pool's start task or image and recreate its nodes",
             )
         return self._pool_problem
+
+    def _start_task_fix(self, code: str) -> str:
+        fix = _RESOURCE_FILE_FIXES.get(code.lower(), "")
+        if not fix and self.golden_image_dir and code == "FailureExitCode":
+            # Role batch_pool's start task exits 1 when the image is not whole.
+            fix = (
+                " [the start task checks WAA's golden image (its stderr is the node's "
+                "startup/stderr.txt): upload the image first (playbooks/waa_image.yml)]"
+            )
+        return fix
 
     def read_new_lines(self, handle: str) -> list[str]:
         from azure.batch.models import BatchErrorException, FileGetFromTaskOptions
@@ -528,6 +592,16 @@ class BatchTier(BaseTier):
         return nodes, busy
 
 
+def _golden_image_dir(value: str) -> str:
+    path = PurePosixPath(value)
+    if value and (path.is_absolute() or ".." in path.parts):
+        raise BatchSetupError(
+            f"golden_image_dir '{value}' must be a path relative to the start task's working "
+            "directory ($AZ_BATCH_NODE_STARTUP_DIR/wd), without '..'. Nothing was started."
+        )
+    return str(path) if value else ""
+
+
 def _value(member: Any) -> Any:
     """azure-batch's enums are ``str`` mixins whose ``str()`` and hash are not their value."""
     return getattr(member, "value", member)
@@ -564,6 +638,7 @@ ARGUMENT_SPEC = dict(
     image=dict(type="str", required=True),
     account_key=dict(type="str", no_log=True),
     container_run_options=dict(type="str", default="--device=/dev/kvm --cap-add NET_ADMIN"),
+    golden_image_dir=dict(type="str", default=""),
     price_per_node_hour=dict(type="float"),
 )
 

@@ -30,14 +30,19 @@ def worker_args(job_key: str, task_ids: list[str]) -> list[str]:
 
 
 def worker_command(
-    worker_script: str, job_key: str, task_ids: list[str], extra_args: Sequence[str] = ()
+    worker_script: str,
+    job_key: str,
+    task_ids: list[str],
+    extra_args: Sequence[str] = (),
+    shell_words: Sequence[str] = (),
 ) -> str:
     """A shell command that writes the worker script, then runs it on the job's tasks (for
     tiers that run a command line and have no code upload); ``extra_args`` go to the worker
-    (``--golden-image-path <where the tier mounts it>``)."""
+    (``--golden-image-path <where the tier mounts it>``), quoted; ``shell_words`` follow them
+    as they are, for the shell to expand (the caller quotes what must stay literal)."""
     if _HEREDOC_END in worker_script:
         raise ValueError("the worker script contains the heredoc terminator")
-    args = shlex.join([*worker_args(job_key, task_ids), *extra_args])
+    args = " ".join([shlex.join([*worker_args(job_key, task_ids), *extra_args]), *shell_words])
     return (
         f"cat > waa_worker.py <<'{_HEREDOC_END}'\n{worker_script.rstrip()}\n{_HEREDOC_END}\n"
         f"python -u waa_worker.py {args}"
