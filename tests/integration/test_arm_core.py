@@ -177,6 +177,7 @@ def test_providers_report_what_is_emulated(resources):
         "Microsoft.Authorization",
         "Microsoft.Batch",
         "Microsoft.Compute",
+        "Microsoft.ContainerInstance",
         "Microsoft.ContainerRegistry",
         "Microsoft.Insights",
         "Microsoft.KeyVault",
