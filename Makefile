@@ -77,8 +77,9 @@ browser:
 	else echo "chromium and chromium-driver are missing: apt-get install chromium chromium-driver"; fi
 
 integration: $(STAMP) browser
-	# Two workers, each with its own emulators; a file's tests stay together (they share fixtures).
-	$(BIN)/pytest tests/integration -q -n 2 --dist loadfile
+	# Four workers, each with its own emulators; a file's tests stay together (they share
+	# fixtures). Most of a test's time is simulated Azure waiting, so four fit on two cores.
+	$(BIN)/pytest tests/integration -q -n 4 --dist loadfile
 
 # One target a scenario, so that `make -j` runs them side by side: each has an emulator on a port
 # and a state directory of its own (its molecule.yml). Molecule keeps a scenario's state
