@@ -76,7 +76,10 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
 	else echo "chromium and chromium-driver are missing: apt-get install chromium chromium-driver"; fi
 
-integration: $(STAMP) browser
+# browser runs inside integration's own job slot: as a prerequisite of its own, its slot would go
+# to a molecule scenario, and the longest suite would wait for that scenario to end.
+integration: $(STAMP)
+	@$(MAKE) --no-print-directory browser
 	# Four workers, each with its own emulators; a file's tests stay together (they share
 	# fixtures). Most of a test's time is simulated Azure waiting, so four fit on two cores.
 	$(BIN)/pytest tests/integration -q -n 4 --dist loadfile
