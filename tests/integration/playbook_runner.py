@@ -50,6 +50,17 @@ _RECAP = re.compile(
 # -- running ansible-playbook ---------------------------------------------------------------------
 
 
+# What Playground.leftovers() reads when a run made nothing and wrote nothing.
+NOTHING_LEFT = {
+    "resource groups": [],
+    "resources": [],
+    "registries": [],
+    "role assignments": [],
+    "nodes": [],
+    "write requests": [],
+}
+
+
 @dataclass
 class Run:
     args: list[str]

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
-from playbook_runner import HELPER_PLAYBOOKS, Run, running_playground
+from playbook_runner import HELPER_PLAYBOOKS, NOTHING_LEFT, Run, running_playground
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
@@ -140,11 +140,4 @@ def test_bad_input_fails_with_the_fix_before_anything_is_created(bad_input_runs,
         assert phrase in run.output, f"{phrase!r} is not in the error:\n{run.tail()}"
     assert WRONG_SECRET not in run.output
     # Nothing half-made by any of the runs (the union of what they left is empty).
-    assert bad_input_runs.leftovers == {
-        "resource groups": [],
-        "resources": [],
-        "registries": [],
-        "role assignments": [],
-        "nodes": [],
-        "write requests": [],
-    }
+    assert bad_input_runs.leftovers == NOTHING_LEFT

@@ -34,6 +34,7 @@ from playbook_runner import (
     CLUSTER,
     HELPER_PLAYBOOKS,
     IDENTITY_API,
+    NOTHING_LEFT,
     PULL_IDENTITY,
     REGISTRY,
     RG,
@@ -73,14 +74,7 @@ def test_check_mode_on_an_empty_emulator_creates_nothing(playground, empty_check
 
     assert run.returncode == 0, run.tail()
     assert run.recap()["failed"] == 0
-    assert playground.leftovers() == {
-        "resource groups": [],
-        "resources": [],
-        "registries": [],
-        "role assignments": [],
-        "nodes": [],
-        "write requests": [],
-    }
+    assert playground.leftovers() == NOTHING_LEFT
     posts = {
         r["path"]
         for r in playground.emulator.requests()
