@@ -27,7 +27,7 @@ from azure.mgmt.authorization import AuthorizationManagementClient
 from localazure.workload.task_model import list_tasks
 from tests.integration.playbook_runner import Playground, Run
 from tests.integration.test_vm_tier import finish, ledger_of, play
-from tests.integration.vm_setup import build, key_file, run, tier_hosts, wait_for
+from tests.integration.vm_setup import fresh_pool, key_file, run, tier_hosts, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -44,11 +44,7 @@ _COPY_TASK = re.compile(r"TASK \[.*Copy the golden image onto the VM's disk.*?\n
 
 @pytest.fixture(scope="module")
 def pool(emulator, tmp_path_factory):
-    emulator.activate()
-    emulator.reset()
-    world = build(emulator)
-    for name in VMS:
-        world.vm(name, custom_data=FIRST_BOOT)
+    world = fresh_pool(emulator, VMS, custom_data=FIRST_BOOT)
     for name in VMS:
         wait_for(lambda n=name: world.power_state(n) == "running", f"{name} running")
         world.ssh_ready(name).close()

@@ -22,7 +22,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import Ledger
 from localazure.workload.task_model import list_tasks
-from tests.integration.vm_setup import RG, bootstrap, build, key_file, tier_hosts, wait_for
+from tests.integration.vm_setup import RG, bootstrap, fresh_pool, key_file, tier_hosts, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -34,11 +34,7 @@ TASKS = [task_id for _, task_id in list_tasks()[:4]]
 
 @pytest.fixture(scope="module")
 def pool(emulator, tmp_path_factory):
-    emulator.activate()
-    emulator.reset()
-    world = build(emulator)
-    for name in VMS:
-        world.vm(name)
+    world = fresh_pool(emulator, VMS)
     for name in VMS:
         bootstrap(world, name)
     keys = tmp_path_factory.mktemp("vm-keys")

@@ -295,6 +295,17 @@ def build(emulator, *, acr_pull: bool = True, ssh_source: str = "127.0.0.1") -> 
     return world
 
 
+def fresh_pool(emulator, names: list[str], **vm_options: Any) -> VmWorld:
+    """A reset emulator with the world of ``build`` and the VMs ``names`` created in it (each
+    with ``vm_options``), not yet waited for."""
+    emulator.activate()
+    emulator.reset()
+    world = build(emulator)
+    for name in names:
+        world.vm(name, **vm_options)
+    return world
+
+
 def key_file(world: VmWorld, directory) -> str:
     """The world's private key in a 0600 file, as the VM tier reads it."""
     path = directory / "id_ed25519"

@@ -30,17 +30,33 @@ class _Tasks:
         self.added.append(task)
 
 
+class _Jobs:
+    def __init__(self):
+        self.added = []
+
+    def add(self, job):
+        self.added.append(job)
+
+
 def _tier(**kwargs) -> BatchTier:
     pool = SimpleNamespace(current_dedicated_nodes=0, current_low_priority_nodes=0)
     client = SimpleNamespace(
-        task=_Tasks(), pool=SimpleNamespace(get=lambda _pool: pool), compute_node=None
+        task=_Tasks(),
+        job=_Jobs(),
+        pool=SimpleNamespace(get=lambda _pool: pool),
+        compute_node=None,
     )
     tier = BatchTier(
         client=client, pool_id="waa", image="r.azurecr.io/winarena", worker_script=PRINT_ARGS,
         run_name="run", **kwargs,
     )  # fmt: skip
-    tier._job_ready = True
     return tier
+
+
+def _job_environment(tier: BatchTier) -> dict[str, str]:
+    """The environment the run's Batch job was created with (every task's worker gets it)."""
+    (job,) = tier.client.job.added
+    return {s.name: s.value for s in job.common_environment_settings}
 
 
 def _run(command_line: str, cwd, startup_dir: str) -> list[str]:
@@ -61,7 +77,7 @@ def test_the_worker_gets_the_start_tasks_copy_expanded_by_the_tasks_shell(tmp_pa
     args = _run(task.command_line, tmp_path, "/mnt/batch/tasks/start up")
     assert args[-2:] == ["--golden-image-path", "/mnt/batch/tasks/start up/wd/golden/it's here"]
     assert args[:4] == ["--worker-id", "job-1", "--task-ids", "t1,t2"]
-    assert "WAA_VM_BOOT" not in tier._environment()
+    assert "WAA_VM_BOOT" not in _job_environment(tier)
 
 
 def test_without_a_golden_image_the_worker_skips_the_boot(tmp_path):
@@ -69,8 +85,10 @@ def test_without_a_golden_image_the_worker_skips_the_boot(tmp_path):
     tier.submit("job-1", ["t1"])
     args = _run(tier.client.task.added[0].command_line, tmp_path, "/x")
     assert "--golden-image-path" not in args
-    assert tier._environment()["WAA_VM_BOOT"] == "0"
-    assert _tier(job_environment={"WAA_VM_BOOT": "1"})._environment()["WAA_VM_BOOT"] == "1"
+    assert _job_environment(tier)["WAA_VM_BOOT"] == "0"
+    turned_on = _tier(job_environment={"WAA_VM_BOOT": "1"})
+    turned_on.submit("job-2", ["t1"])
+    assert _job_environment(turned_on)["WAA_VM_BOOT"] == "1"
 
 
 @pytest.mark.parametrize("value", ["/etc", "../up", "golden/../../x"])

@@ -57,6 +57,7 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.common 
     NodeMeter,
     UnknownPrice,
     worker_command,
+    worker_environment,
 )
 
 BATCH_SCOPE = "https://batch.core.windows.net/.default"
@@ -302,7 +303,11 @@ class BatchTier(BaseTier):
                         pool_info=models.PoolInformation(pool_id=self.pool_id),
                         common_environment_settings=[
                             models.EnvironmentSetting(name=k, value=v)
-                            for k, v in sorted(self._environment().items())
+                            for k, v in sorted(
+                                worker_environment(
+                                    self.job_environment, bool(self.golden_image_dir)
+                                ).items()
+                            )
                         ],
                     )
                 )
@@ -316,13 +321,6 @@ class BatchTier(BaseTier):
                         "(az batch job delete) or start a new run."
                     ) from None
             self._job_ready = True
-
-    def _environment(self) -> dict[str, str]:
-        if self.golden_image_dir:
-            return dict(self.job_environment)
-        # Without the golden image the worker skips WAA's VM boot, unless the job environment
-        # turns it on.
-        return {"WAA_VM_BOOT": "0", **self.job_environment}
 
     def submit(self, job_key: str, task_ids: list[str]) -> str:
         from azure.batch import models

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shlex
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,6 +27,14 @@ class UnknownPrice(ValueError):
 def worker_args(job_key: str, task_ids: list[str]) -> list[str]:
     """The worker's own arguments for one job."""
     return ["--worker-id", job_key, "--task-ids", ",".join(task_ids)]
+
+
+def worker_environment(job_environment: Mapping[str, str], golden_image: bool) -> dict[str, str]:
+    """The job's environment for its worker: on a tier that mounts no golden image the worker
+    skips WAA's VM boot (``WAA_VM_BOOT=0``), unless the job environment turns it on."""
+    if golden_image:
+        return dict(job_environment)
+    return {"WAA_VM_BOOT": "0", **job_environment}
 
 
 def worker_command(

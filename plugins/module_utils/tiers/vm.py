@@ -65,6 +65,7 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.common 
     NodeMeter,
     UnknownPrice,
     worker_command,
+    worker_environment,
 )
 
 WORKER_EXITED = "WorkerExited"
@@ -406,11 +407,7 @@ class VmTier(BaseTier):
 
     def _start(self, job: _Job, host: _Host) -> bool:
         """``docker run`` of the job's container; False when the VM did not answer."""
-        # Without a golden image on the VMs the worker skips WAA's VM boot (unless the job
-        # environment turns it on); with one, it boots the VM from it before the first task.
-        environment = dict(self.job_environment)
-        if not self.golden_image_dir:
-            environment = {"WAA_VM_BOOT": "0", **environment}
+        environment = worker_environment(self.job_environment, bool(self.golden_image_dir))
         command = run_command(
             job.container,
             self.image,
