@@ -19,7 +19,7 @@ MOLECULE_TARGETS := $(addprefix molecule-,$(MOLECULE_SCENARIOS))
 
 bootstrap: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.lock.txt
+$(STAMP): pyproject.toml requirements.lock.txt warm_python/warm-python
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -29,6 +29,8 @@ $(STAMP): pyproject.toml requirements.lock.txt
 	$(BIN)/pip check
 	# interpreter start-up hook: see localazure/client_hook.py and docs/emulator.md
 	echo 'import localazure.client_hook' > $(SITE)/localazure_hook.pth
+	# Ansible's module interpreter for localhost (the inventories name it): see warm_python/
+	install -m 0755 warm_python/warm-python $(BIN)/warm-python
 	touch $@
 
 # Re-resolve the lock from pyproject.toml and azcollection's requirements (needs the network).

@@ -1,0 +1,141 @@
+"""A pre-imported Python that forks a child per module script (see the package docstring)."""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import importlib
+import os
+import runpy
+import selectors
+import signal
+import socket
+import sys
+import threading
+import traceback
+from pathlib import Path
+
+from warm_python import endpoint
+
+# What azure.azcollection's module_utils import (with it most Azure SDKs), and the SDKs of this
+# collection's own Azure modules.
+PRELOAD = (
+    "ansible_collections.azure.azcollection.plugins.module_utils.azure_rm_common",
+    "azure.ai.ml",
+    "azure.ai.ml.entities",
+    "azure.containerregistry",
+    "azure.storage.fileshare",
+)
+IDLE_SECONDS = int(os.environ.get("WARM_PYTHON_IDLE_SECONDS", "90"))
+
+
+def _preload() -> None:
+    for name in PRELOAD:
+        importlib.import_module(name)
+    # Ansible's own code comes from each module's AnsiballZ payload, as in a fresh interpreter:
+    # only the third-party imports stay warm.
+    for name in [n for n in sys.modules if n.split(".")[0] in ("ansible", "ansible_collections")]:
+        del sys.modules[name]
+
+
+def _exit_status(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _die_with_client(conn: socket.socket) -> None:
+    """The client went away (killed): end as a cold interpreter would on SIGTERM."""
+    while True:
+        try:
+            if not conn.recv(4096):
+                break
+        except OSError:
+            break
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _run_child(conn: socket.socket, listener: socket.socket) -> None:
+    listener.close()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+    status = 1
+    try:
+        request, fds = endpoint.receive_request(conn, 3)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.umask(request["umask"])
+        script = request["argv"][0]
+        sys.argv = list(request["argv"])
+        sys.path.insert(0, str(Path(script).resolve().parent))
+        conn.sendall(f"{os.getpid()}\n".encode())
+        threading.Thread(target=_die_with_client, args=(conn,), daemon=True).start()
+        try:
+            runpy.run_path(script, run_name="__main__")
+            status = 0
+        except SystemExit as stop:
+            status = _exit_status(stop.code)
+        except BaseException:  # noqa: BLE001 - reported as the interpreter would
+            traceback.print_exc()
+            status = 1
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        conn.sendall(f"{status}\n".encode())
+    finally:
+        os._exit(status)
+
+
+def _reap() -> int:
+    """Collect ended children; returns how many are still running."""
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return 0
+        if pid == 0:
+            return 1
+
+
+def serve(path: Path) -> None:
+    lock = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return
+    sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
+    _preload()
+    staging = path.with_suffix(f".{os.getpid()}")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(staging))
+    listener.listen(64)
+    os.replace(staging, path)  # clients connect only once the imports are done
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ)
+    idle = 0.0
+    try:
+        while idle < IDLE_SECONDS:
+            ready = selector.select(timeout=1.0)
+            running = _reap()
+            if ready:
+                conn, _address = listener.accept()
+                if os.fork() == 0:
+                    _run_child(conn, listener)
+                conn.close()
+                idle = 0.0
+            elif not running:
+                idle += 1.0
+    finally:
+        path.unlink(missing_ok=True)
+        listener.close()
+
+
+if __name__ == "__main__":
+    serve(Path(sys.argv[1]))
