@@ -35,6 +35,8 @@ from localazure.metadata import routes as metadata_routes
 from localazure.services import all_services
 from localazure.settings import REDIRECTED_SUFFIXES
 
+REQUEST_LOG_PATH = ADMIN_PREFIX + "/requests"
+
 log = logging.getLogger("localazure")
 
 
@@ -115,6 +117,11 @@ class LocalAzure:
         client_request_id = request.headers.get("x-ms-client-request-id")
         if client_request_id:
             response.headers["x-ms-client-request-id"] = client_request_id
+        if request.url.path != REQUEST_LOG_PATH:  # reading the log does not grow it
+            self._log(request, host, response, started, request_id, principal, fault_id)
+        await response(scope, receive, send)
+
+    def _log(self, request, host, response, started, request_id, principal, fault_id) -> None:
         self.ctx.store.log_request(
             {
                 "ts": time.time(),
@@ -129,7 +136,6 @@ class LocalAzure:
                 "fault": fault_id,
             }
         )
-        await response(scope, receive, send)
 
     async def _route(self, request: Request, host: str) -> Response:
         for suffix, router in self.routes.hosts.items():

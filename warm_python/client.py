@@ -19,13 +19,11 @@ from warm_python import endpoint
 
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1)
 _STDIO = [0, 1, 2]
+_RETRY_FAILED_START_S = 60
 
 
 def _run_cold(argv: list[str]) -> None:
     os.execv(sys.executable, [sys.executable, *argv])
-
-
-_RETRY_FAILED_START_S = 60
 
 
 def _failed_recently(log: Path) -> bool:
@@ -39,10 +37,10 @@ def _failed_recently(log: Path) -> bool:
 def _start_server(path: Path) -> None:
     """Start a server for this environment unless one is starting or serving already, or the
     last one could not start a moment ago (its log says why)."""
-    log = path.with_name(f"{path.name}.log")
+    log = endpoint.log_path(path)
     if _failed_recently(log):
         return
-    lock = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    lock = os.open(endpoint.lock_path(path), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

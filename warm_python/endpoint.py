@@ -55,6 +55,16 @@ def socket_path(environ: dict[str, str]) -> Path:
     return runtime_dir(environ) / f"{server_key(environ)}.sock"
 
 
+def lock_path(socket_file: Path) -> Path:
+    """Held by the server of ``socket_file`` for its life: one server per environment."""
+    return socket_file.with_name(f"{socket_file.name}.lock")
+
+
+def log_path(socket_file: Path) -> Path:
+    """Why the server of ``socket_file`` could not start, if it could not."""
+    return socket_file.with_name(f"{socket_file.name}.log")
+
+
 def send_request(conn: socket.socket, request: dict, fds: list[int]) -> None:
     body = json.dumps(request).encode()
     socket.send_fds(conn, [len(body).to_bytes(_LENGTH, "big")], fds)

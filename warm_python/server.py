@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import fcntl
 import importlib
 import os
@@ -105,7 +106,8 @@ def _reap() -> int:
 
 
 def serve(path: Path) -> None:
-    lock = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    lock_path, log_path = endpoint.lock_path(path), endpoint.log_path(path)
+    lock = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -117,6 +119,7 @@ def serve(path: Path) -> None:
     listener.bind(str(staging))
     listener.listen(64)
     os.replace(staging, path)  # clients connect only once the imports are done
+    ours = path.stat().st_ino
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     idle = 0.0
@@ -133,7 +136,11 @@ def serve(path: Path) -> None:
             elif not running:
                 idle += 1.0
     finally:
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_ino == ours:  # not a successor's socket
+                path.unlink()
+        for leftover in (log_path, lock_path):
+            leftover.unlink(missing_ok=True)
         listener.close()
 
 

@@ -149,6 +149,14 @@ def test_request_log_never_holds_credentials(azure):
     assert secret not in repr(log)
 
 
+def test_reading_the_request_log_to_its_end_gets_there(azure):
+    azure.credential().get_token("https://management.azure.com/.default")
+    last = azure.requests()[-1]["seq"]
+    # A reader pages until a page is empty: its own reads must not be the next page.
+    assert azure.requests(since=last) == []
+    assert azure.requests(since=last) == []
+
+
 def test_state_survives_a_restart(tmp_path, monkeypatch):
     for name in RunningEmulator(tmp_path).env:
         monkeypatch.setenv(name, os.environ.get(name, ""))

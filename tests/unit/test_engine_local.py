@@ -174,8 +174,9 @@ class FirstAttemptStuck(LocalTier):
 def test_stuck_task_is_detected_cancelled_and_requeued(tmp_path, tier_factory):
     domain, stuck = TASKS[4]
     tier = tier_factory(FirstAttemptStuck, stuck_task=stuck)
+    # Well above a task's time on a loaded machine: only the stuck task is silent that long.
     result = EvaluationEngine(
-        tier, TASKS, tmp_path / "ledger.db", config(stuck_after=1.0), handle_signals=False
+        tier, TASKS, tmp_path / "ledger.db", config(stuck_after=4.0), handle_signals=False
     ).run()
     [retry] = [r for r in result.retries if r.code == "Stuck"]
     assert retry.job_key == tier.stuck_job and stuck in retry.requeued_task_ids
