@@ -1,13 +1,11 @@
 """The evaluation engine on the Batch tier against the emulator, with Batch's faults: a node
-becoming unusable, a low-priority node preempted, WAA's VM hanging at boot, a start task
-failing on one node (the run goes on) or on every node (a permanent failure that says so), a
-resize stopped short by quota, a wrong shared key and a TrustedLaunch pool (refused before
-anything starts). Each run ends with
+becoming unusable, a low-priority node preempted, a start task failing on one node (the run goes
+on) or on every node (a permanent failure that says so), a resize stopped short by quota, a
+wrong shared key and a TrustedLaunch pool (refused before anything starts). Each run ends with
 every task once in the ledger, or with a clear message."""
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 
@@ -108,37 +106,6 @@ def test_a_preempted_low_priority_node_costs_a_retry(azure, tmp_path):
     assert_every_task_once(tmp_path / "ledger.sqlite3", SOME)
     found = retries(tmp_path / "ledger.sqlite3")
     assert any(r.startswith("NodePreempted") for r in found), found
-
-
-def test_a_vm_hanging_at_boot_is_caught_within_the_boot_limit_and_its_tasks_run_elsewhere(
-    world, azure, tmp_path
-):
-    world.wait_steady()
-    azure.admin("POST", "ml/faults", {"fault": "boot_hang", "job": "-0001$"})
-    ledger_path = tmp_path / "ledger.sqlite3"
-    limit, poll = 6.0, 0.2
-    # The worker itself would wait as long as WAA does: the engine's limit is what ends it.
-    tier = world.tier("batch-hang", job_environment={"WAA_VM_BOOT_TIMEOUT": "0"})
-    evaluate(
-        world,
-        "batch-hang",
-        ledger_path,
-        workers=2,
-        tier=tier,
-        vm_boot_timeout=limit,
-        poll_interval=poll,
-    )
-
-    assert_every_task_once(ledger_path, SOME)
-    with Ledger(ledger_path) as ledger:
-        [retry] = ledger.retries()
-        results = ledger.results()
-    assert retry["code"] == "VmBootTimeout", retry
-    # Seen within the limit plus one poll, and what a loaded machine adds to reading it.
-    waited = float(re.search(r"(\d+)s after vm_starting", retry["reason"]).group(1))
-    assert limit <= waited <= limit + poll + 2, retry["reason"]
-    requeued = retry["requeued_task_ids"]
-    assert requeued and all(results[t].job_key != retry["job_key"] for t in requeued)
 
 
 def test_a_start_task_failing_on_one_node_leaves_the_other(world, azure, tmp_path):

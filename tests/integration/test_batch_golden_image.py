@@ -1,12 +1,14 @@
 """WAA's golden image on the Batch tier (issue 9): the pool's start task fetches it from a blob
 container with the pool's user-assigned identity (resource files), and each task's worker boots
-the stand-in VM from the start task's copy before its first task. An identity without Storage
+the stand-in VM from the start task's copy before its first task; a VM hanging at boot is caught
+within the boot limit plus a poll and its tasks run elsewhere. An identity without Storage
 Blob Data Reader fails the start task on every node with Batch's code, and the run stops with the
 fix and loses no task. azure-batch and azure-mgmt-batch read the start task's resource files
 back as they were sent."""
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import pytest
@@ -108,10 +110,12 @@ def evaluate(world, tier, run_id, ledger_path, tasks, **overrides):
             engine_config(
                 run_id,
                 tier.price_per_node_hour,
-                startup_timeout=30.0,
-                vm_boot_timeout=30.0,
-                stuck_after=10.0,
-                **overrides,
+                **{
+                    "startup_timeout": 30.0,
+                    "vm_boot_timeout": 30.0,
+                    "stuck_after": 10.0,
+                    **overrides,
+                },
             ),
             handle_signals=False,
         ).run()
@@ -158,6 +162,51 @@ def test_every_task_boots_the_vm_from_the_start_tasks_copy_of_the_image(world, t
     nodes = list(client.compute_node.list("golden"))
     assert {n.state for n in nodes} <= {"idle", "running"}
     assert all(n.start_task_info.result == "success" for n in nodes)
+
+
+def test_a_vm_hanging_at_boot_is_caught_within_the_boot_limit_and_its_tasks_run_elsewhere(
+    world, azure, tmp_path
+):
+    url = container(world, "hang", reader=world.identity.properties["principalId"])
+    world.make_pool("hang", 2, start_task=start_task(world, url))
+    world.wait_steady("hang")
+    azure.admin("POST", "ml/faults", {"fault": "boot_hang", "job": "-0001$"})
+    ledger_path = tmp_path / "ledger.sqlite3"
+    tasks = TASKS[:6]
+    limit, poll = 6.0, 0.2
+    # The worker itself would wait as long as WAA does: the engine's limit is what ends it.
+    tier = world.tier(
+        "batch-hang",
+        pool="hang",
+        golden_image_dir=GOLDEN_DIR,
+        job_environment={"WAA_VM_BOOT_TIMEOUT": "0"},
+    )
+    try:
+        result = evaluate(
+            world,
+            tier,
+            "batch-hang",
+            ledger_path,
+            tasks,
+            workers=2,
+            vm_boot_timeout=limit,
+            poll_interval=poll,
+        )
+    finally:
+        azure.admin("DELETE", "ml/faults")
+
+    assert_every_task_once(ledger_path, tasks)
+    [retry] = result.retries
+    assert retry.code == "VmBootTimeout", retry
+    with Ledger(ledger_path) as ledger:
+        [recorded] = ledger.retries()
+        results = ledger.results()
+    # Seen within the limit plus one poll, and what a loaded machine adds to reading it.
+    waited = re.search(r"(\d+)s after vm_starting", recorded["reason"])
+    assert waited and limit <= int(waited.group(1)) <= limit + poll + 2, recorded["reason"]
+    assert all(results[t].job_key != retry.job_key for t in retry.requeued_task_ids)
+    assert retry.requeued_task_ids
+    assert result.to_dict()["boot"]["jobs"][retry.job_key]["ready"] is False
 
 
 def test_the_sdks_read_the_pools_start_task_resource_files_back(world):

@@ -8,6 +8,7 @@ read-only into every worker's container.
   bootstrap downloads nothing.
 - Every job's log shows image_ready, vm_starting, vm_ready before its first task; every task is
   in the ledger once; the report has the boot time per job.
+- A VM hanging at boot is caught within the boot limit plus a poll; its tasks run elsewhere.
 - An image directory the VMs do not have stops the run at the first jobs, naming the upload step.
 - An identity without Storage Blob Data Reader fails the bootstrap with that fix.
 - The emulated VMs' ``docker run -v`` maps a path to itself only, and ``inspect`` shows it.
@@ -38,6 +39,7 @@ VMS = ["vmg-1", "vmg-2"]
 TASKS = [task_id for _, task_id in list_tasks()[:4]]
 EVENT_PREFIX = "WAA_EVENT "
 BOOT_PHASES = ["started", "image_ready", "vm_starting", "vm_ready"]
+MANIFEST = ".golden-image-manifest.json"
 FIRST_BOOT = '#!/bin/bash\ntouch "$HOME/.vm_pool_first_boot_done"\n'
 _COPY_TASK = re.compile(r"TASK \[.*Copy the golden image onto the VM's disk.*?\n(.*?)\n\n", re.S)
 
@@ -166,7 +168,7 @@ def test_the_image_reaches_every_vm_once_and_every_job_boots_from_it(pool, emula
         copied = vm_home(world, name) / "waa-storage"
         for source in GOLDEN.iterdir():
             assert (copied / source.name).read_bytes() == source.read_bytes(), source.name
-        manifest = json.loads((copied / ".golden-image-manifest.json").read_text())
+        manifest = json.loads((copied / MANIFEST).read_text())
         assert set(manifest["files"]) == {p.name for p in GOLDEN.iterdir()}
         assert not list(copied.glob(".*.part"))
 
@@ -200,6 +202,41 @@ def test_the_image_reaches_every_vm_once_and_every_job_boots_from_it(pool, emula
     boot = report["boot"]
     assert set(boot["jobs"]) == set(jobs)
     assert all(j["ready"] and j["boot_s"] is not None for j in boot["jobs"].values()), boot
+
+
+def test_a_vm_hanging_at_boot_is_caught_within_the_boot_limit_and_its_tasks_run_elsewhere(
+    pool, emulator, tmp_path
+):
+    world, inventory, options = pool
+    if not all((vm_home(world, n) / "waa-storage" / MANIFEST).exists() for n in VMS):
+        assert bootstrap(emulator, world, inventory, tmp_path / "bootstrap").returncode == 0
+    emulator.admin("POST", "ml/faults", {"fault": "boot_hang", "job": "-0001$"})
+    limit = 8
+    try:
+        output = finish(
+            play(
+                emulator,
+                tmp_path / "run",
+                {**options, "golden_image_dir": "~/waa-storage"},
+                eval_vm_boot_timeout=limit,
+            )
+        )
+    finally:
+        emulator.admin("DELETE", "ml/faults")
+
+    assert "failed=0" in output, output[-4000:]
+    with ledger_of(tmp_path / "run") as ledger:
+        assert sorted(ledger.results()) == sorted(TASKS)
+        [retry] = ledger.retries()
+        results = ledger.results()
+    assert retry["code"] == "VmBootTimeout", retry
+    # eval_run gives the worker the same limit: whichever of the two speaks first, the boot is
+    # given up at the limit (plus one poll, and what a loaded machine adds to reading it).
+    waited = re.search(r"(\d+)s after vm_starting|within (\d+)s of the VM's start", retry["reason"])
+    assert waited, retry["reason"]
+    assert limit <= int(waited.group(1) or waited.group(2)) <= limit + 3, retry["reason"]
+    requeued = retry["requeued_task_ids"]
+    assert requeued and all(results[t].job_key != retry["job_key"] for t in requeued)
 
 
 def test_an_image_the_vms_do_not_have_stops_at_the_first_jobs_naming_the_upload_step(
