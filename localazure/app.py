@@ -118,10 +118,10 @@ class LocalAzure:
         if client_request_id:
             response.headers["x-ms-client-request-id"] = client_request_id
         if request.url.path != REQUEST_LOG_PATH:  # reading the log does not grow it
-            self._log(request, host, response, started, request_id, principal, fault_id)
+            self._log(request, host, response.status_code, started, request_id, principal, fault_id)
         await response(scope, receive, send)
 
-    def _log(self, request, host, response, started, request_id, principal, fault_id) -> None:
+    def _log(self, request, host, status, started, request_id, principal, fault_id) -> None:
         self.ctx.store.log_request(
             {
                 "ts": time.time(),
@@ -129,7 +129,7 @@ class LocalAzure:
                 "host": host,
                 "path": request.url.path,
                 "query": _redacted_query(request),
-                "status": response.status_code,
+                "status": status,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                 "request_id": request_id,
                 "principal": str(principal) if principal else None,
@@ -196,12 +196,20 @@ class LocalAzure:
             return {"type": "http.request", "body": body, "more_body": False}
 
         request = Request(scope, receive)
+        started = time.perf_counter()
         try:
             response = await self._route(request, "")
         except AzureError as err:
-            return err.status, dict(err.headers), err.body()
-        payload = json.loads(response.body) if response.body else None
-        return response.status_code, {}, payload
+            status, headers, payload = err.status, dict(err.headers), err.body()
+        else:
+            status, headers = response.status_code, {}
+            payload = json.loads(response.body) if response.body else None
+        # Logged as a request of its own (before the envelope's POST /batch): a write inside a
+        # batch is a write.
+        caller = getattr(request.state, "caller", None)
+        host = (outer.headers.get("host") or "").split(":")[0].lower()
+        self._log(request, host, status, started, str(uuid.uuid4()), caller, None)
+        return status, headers, payload
 
     async def _lifespan(self, receive, send) -> None:
         while True:

@@ -116,6 +116,7 @@ def test_batch_endpoint_runs_each_request(azure, resources):
     resources.resource_groups.create_or_update("rg-batch", {"location": "eastus"})
     token = azure.credential().get_token(azure.endpoint + "/.default").token
     sub = azure.subscription_id
+    before = azure.requests()[-1]["seq"]
     response = requests.post(
         f"{azure.endpoint}/batch",
         params={"api-version": "2015-11-01"},
@@ -132,13 +133,35 @@ def test_batch_endpoint_runs_each_request(azure, resources):
                     "url": f"/subscriptions/{sub}/resourcegroups/nope?api-version=2022-09-01",
                     "name": "b",
                 },
+                {
+                    "httpMethod": "PUT",
+                    "url": f"/subscriptions/{sub}/resourcegroups/rg-inner?api-version=2022-09-01",
+                    "content": {"location": "eastus"},
+                    "name": "c",
+                },
             ]
         },
         timeout=10,
     ).json()["responses"]
-    assert [(r["name"], r["httpStatusCode"]) for r in response] == [("a", 200), ("b", 404)]
+    assert [(r["name"], r["httpStatusCode"]) for r in response] == [
+        ("a", 200),
+        ("b", 404),
+        ("c", 201),
+    ]
     assert response[0]["content"]["name"] == "rg-batch"
     assert response[1]["content"]["error"]["code"] == "ResourceGroupNotFound"
+    # Each request inside the batch is in the request log on its own, then the envelope.
+    logged = [
+        (r["method"], r["path"].rsplit("/", 1)[-1], r["status"])
+        for r in azure.requests(since=before)
+        if "/oauth2/" not in r["path"]
+    ]
+    assert logged == [
+        ("GET", "rg-batch", 200),
+        ("GET", "nope", 404),
+        ("PUT", "rg-inner", 201),
+        ("POST", "batch", 200),
+    ]
 
 
 def test_request_log_never_holds_credentials(azure):
