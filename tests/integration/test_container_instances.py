@@ -21,6 +21,7 @@ RG = "aci"
 ACCOUNT = "aciwork"
 IMAGE = "mcr.microsoft.com/azurelinux/base/python:3.12"
 ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
+CREATE_TIMEOUT_S = 120
 
 
 class Aci:
@@ -65,7 +66,13 @@ class Aci:
             "volumes": list(volumes),
             **extra,
         }
-        return self.client.container_groups.begin_create_or_update(RG, name, body).result()
+        poller = self.client.container_groups.begin_create_or_update(RG, name, body)
+        # Bounded: a create that never ends fails here, not at the suite's 600 s timeout.
+        poller.wait(CREATE_TIMEOUT_S)
+        assert poller.done(), (
+            f"creating {name} did not end in {CREATE_TIMEOUT_S}s: {poller.status()}"
+        )
+        return poller.result()
 
     def wait_state(self, name: str, states: tuple[str, ...], timeout: float = 30.0):
         deadline = time.monotonic() + timeout
