@@ -93,7 +93,8 @@ def test_a_node_that_becomes_unusable_costs_a_retry(world, azure, tmp_path):
     evaluate(world, "batch-unusable", tmp_path / "ledger.sqlite3", workers=2, tier=tier)
     assert_every_task_once(tmp_path / "ledger.sqlite3", SOME)
     found = retries(tmp_path / "ledger.sqlite3")
-    assert any("became unusable" in r for r in found), found
+    # Seen unusable, or (on a loaded machine, a poll later) already removed from the pool.
+    assert any("became unusable" in r or "node was removed" in r for r in found), found
 
 
 def test_a_preempted_low_priority_node_costs_a_retry(azure, tmp_path):
