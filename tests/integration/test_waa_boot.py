@@ -173,8 +173,9 @@ def test_a_vm_hanging_at_boot_is_caught_within_the_boot_limit_and_its_tasks_run_
     assert (retry.job_key, retry.code) == (hung, "VmBootTimeout")
     log = phases(world.std_log(hung))
     assert [e["event"] for e in log] == BOOT_PHASES[:3]
-    # Seen within the limit plus one poll (and the time a loaded machine takes to read it).
-    assert limit <= retry.at - log[2]["ts"] <= limit + poll + 2.0
+    # Seen within the limit plus one poll, and what a loaded machine adds to reading it (up to
+    # 2.8 s seen in CI with four suites side by side on two cores).
+    assert limit <= retry.at - log[2]["ts"] <= limit + poll + 4.0
     assert all(rows[t].job_key != hung for t in ledger_jobs(ledger_path)[hung].task_ids)
     statuses = assert_nothing_left_running(world)
     assert statuses.pop(hung) == "Canceled"
