@@ -79,7 +79,7 @@ class LocalAzure:
         request_id = str(uuid.uuid4())
         fault_id = None
         principal = None
-        host = (request.headers.get("host") or "").split(":")[0].lower()
+        host = _host_of(request)
         try:
             if not request.url.path.startswith(ADMIN_PREFIX):
                 fault = faults.take(self.ctx.store, request.method, host, request.url.path)
@@ -207,8 +207,7 @@ class LocalAzure:
         # Logged as a request of its own (before the envelope's POST /batch): a write inside a
         # batch is a write.
         caller = getattr(request.state, "caller", None)
-        host = (outer.headers.get("host") or "").split(":")[0].lower()
-        self._log(request, host, status, started, str(uuid.uuid4()), caller, None)
+        self._log(request, _host_of(outer), status, started, str(uuid.uuid4()), caller, None)
         return status, headers, payload
 
     async def _lifespan(self, receive, send) -> None:
@@ -226,6 +225,10 @@ class LocalAzure:
 
 
 _SECRET_PARAMS = ("secret", "password", "sig", "token", "key", "code")
+
+
+def _host_of(request: Request) -> str:
+    return (request.headers.get("host") or "").split(":")[0].lower()
 
 
 def _redacted_query(request: Request) -> str:

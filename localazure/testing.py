@@ -184,4 +184,14 @@ class RunningEmulator:
         return self.admin("POST", "faults", spec)
 
     def requests(self, since: int = 0) -> list[dict[str, Any]]:
-        return self.admin("GET", f"requests?since={since}")["value"]
+        """Every request logged after ``since``: the admin API answers a page at a time."""
+        found: list[dict[str, Any]] = []
+        while page := self.admin("GET", f"requests?since={since}")["value"]:
+            found += page
+            since = page[-1]["seq"]
+        return found
+
+    def request_seq(self) -> int:
+        """The sequence number of the last logged request (0: none)."""
+        logged = self.requests()
+        return logged[-1]["seq"] if logged else 0

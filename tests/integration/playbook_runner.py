@@ -224,21 +224,11 @@ class Playground:
             for a in found
         )
 
-    def request_seq(self) -> int:
-        """The sequence number of the emulator's last logged request (0: none)."""
-        seq, page = 0, self.emulator.requests()
-        while page:
-            seq = page[-1]["seq"]
-            page = self.emulator.requests(since=seq)
-        return seq
-
     def requests_since(self, seq: int) -> list[dict]:
         """Every request the emulator logged after ``seq``, its admin API left out."""
-        found, page = [], self.emulator.requests(since=seq)
-        while page:
-            found += page
-            page = self.emulator.requests(since=page[-1]["seq"])
-        return [r for r in found if not r["path"].startswith("/_localazure")]
+        return [
+            r for r in self.emulator.requests(since=seq) if not r["path"].startswith("/_localazure")
+        ]
 
     def writes(self) -> list[str]:
         return [

@@ -331,7 +331,7 @@ def _metadata_and_token_requests(requests: list[dict]) -> tuple[int, int]:
 def test_second_run_changes_nothing_and_submits_no_job(playground, site_run):
     jobs_before = {job.name for job in playground.jobs()}
     nodes_before = playground.cluster_nodes()["nodes"]
-    seq_before = playground.request_seq()
+    seq_before = playground.emulator.request_seq()
 
     run = playground.play("-e", "tier=aml", "-e", f"aml_cluster_idle_seconds={IDLE_SECONDS}")
 

@@ -147,25 +147,11 @@ def worker_logs(emulator) -> dict[str, list[dict]]:
     return logs
 
 
-def requests_after(emulator, since: int) -> list[dict]:
-    """Every request logged after ``since``: the log answers at most 10000 a read."""
-    found, page = [], emulator.requests(since)
-    while page:
-        found += page
-        page = emulator.requests(page[-1]["seq"])
-    return found
-
-
-def last_seq(emulator) -> int:
-    found = requests_after(emulator, 0)
-    return found[-1]["seq"] if found else 0
-
-
 def blob_downloads(emulator, since: int, principal: str) -> list[dict]:
     """Blob reads (not listings) by ``principal`` since request ``since``."""
     return [
         r
-        for r in requests_after(emulator, since)
+        for r in emulator.requests(since)
         if r["method"] == "GET"
         and r["host"].endswith(".blob.core.windows.net")
         and r["principal"] == principal
@@ -175,7 +161,7 @@ def blob_downloads(emulator, since: int, principal: str) -> list[dict]:
 
 def test_the_image_reaches_every_vm_once_and_every_job_boots_from_it(pool, emulator, tmp_path):
     world, inventory, options = pool
-    start = last_seq(emulator)
+    start = emulator.request_seq()
     first = bootstrap(emulator, world, inventory, tmp_path / "first")
     assert first.returncode == 0, first.tail()
     assert copy_results(first.stdout) == {name: "changed" for name in VMS}
@@ -190,7 +176,7 @@ def test_the_image_reaches_every_vm_once_and_every_job_boots_from_it(pool, emula
     # Each VM read each file once (an empty one needs no read).
     files = [p for p in GOLDEN.iterdir() if p.stat().st_size]
     assert len(blob_downloads(emulator, start, world.identity_principal)) == len(VMS) * len(files)
-    mark = last_seq(emulator)
+    mark = emulator.request_seq()
     second = bootstrap(emulator, world, inventory, tmp_path / "second")
     assert second.returncode == 0, second.tail()
     assert copy_results(second.stdout) == {name: "ok" for name in VMS}
