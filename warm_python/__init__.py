@@ -6,7 +6,8 @@ on every task (a 130-task ``site.yml`` spends most of its CPU there). ``warm-pyt
 that cost without changing what runs:
 
 - ``warm-python`` (a shell launcher installed next to the venv's ``python``) is set as
-  ``ansible_python_interpreter``. A module script named ``AnsiballZ_azure_rm_*.py`` goes to
+  ``ansible_python_interpreter``. The script of an Azure module that calls Azure and exits
+  (``AnsiballZ_azure_rm_*.py`` and this collection's own, listed in the launcher) goes to
   :mod:`warm_python.client`; anything else is ``exec``'d by the real interpreter unchanged.
 - :mod:`warm_python.server` is a Python started with the client's exact environment that has
   imported the SDKs (then forgotten Ansible's own modules, so that each module imports them

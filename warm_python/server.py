@@ -94,15 +94,15 @@ def _run_child(conn: socket.socket, listener: socket.socket) -> None:
         os._exit(status)
 
 
-def _reap() -> int:
-    """Collect ended children; returns how many are still running."""
+def _reap() -> bool:
+    """Collect ended children; True while some still run."""
     while True:
         try:
             pid, _status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return 0
+            return False
         if pid == 0:
-            return 1
+            return True
 
 
 def serve(path: Path) -> None:
