@@ -52,6 +52,7 @@ sys.path[:0] = [str(ROOT / "collections"), str(ROOT), str(ROOT / "benchmarks")]
 from scheduling import (  # noqa: E402
     COMPUTE,
     ENVIRONMENT,
+    NO_VM_BOOT,
     RESOURCE_GROUP,
     WORKSPACE,
     set_up,
@@ -231,6 +232,7 @@ def run_config(
     env = {
         "image": config.image,
         "job": {
+            **NO_VM_BOOT,
             "WAA_STANDIN_TIME_SCALE": str(args.time_scale),
             "HEARTBEAT_INTERVAL": str(max(0.2, args.time_scale)),
         },

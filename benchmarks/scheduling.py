@@ -78,7 +78,6 @@ TARGET_RATIO_SMALL = 1.05
 TARGET_RATIO_LARGE = 1.10
 DEFAULT_TIME_SCALE = 0.3  # s of stand-in sleep per simulated WAA minute: ~40-65 s per run
 EVENT_PREFIX = "WAA_EVENT "
-LOG_PAGE = 10000  # rows per page of GET /_localazure/requests
 
 RESOURCE_GROUP = "rg-bench"
 REGISTRY = "benchacr"
@@ -289,24 +288,9 @@ def set_up(emulator: RunningEmulator, workers: int) -> None:
     )
 
 
-# -- the request log --------------------------------------------------------------------------
-
-
-def request_log(emulator: RunningEmulator, since: int) -> list[dict[str, Any]]:
-    """Every logged request after ``since``. The log pages by 10,000 rows, and each admin call
-    that reads it is itself logged, so stop at the first short page, never at an empty one."""
-    rows: list[dict[str, Any]] = []
-    while True:
-        page = emulator.requests(since)
-        rows.extend(page)
-        if len(page) < LOG_PAGE:
-            return rows
-        since = page[-1]["seq"]
-
-
-def last_seq(emulator: RunningEmulator) -> int:
-    rows = request_log(emulator, 0)
-    return rows[-1]["seq"] if rows else 0
+# The benchmarks measure the engine's scheduling, not WAA's VM boot: their clusters mount no
+# golden image, so their workers skip the boot (as test_aml_evaluation's do).
+NO_VM_BOOT = {"WAA_VM_BOOT": "0"}
 
 
 def classify(row: dict[str, Any], emulator_host: str) -> str | None:
@@ -468,6 +452,7 @@ def run_strategy(
         worker_script=(ROOT / "worker" / "waa_worker.py").read_text(),
         run_name=run_id,
         job_environment={
+            **NO_VM_BOOT,
             "WAA_STANDIN_TIME_SCALE": repr(args.time_scale),
             "WAA_STANDIN_SEED": str(args.seed),
             "WAA_TEST_ALL_META": str(test_all),
@@ -499,13 +484,13 @@ def run_strategy(
         **variant.engine,
     )
     ledger_path = workdir / f"{run_id}.sqlite3"
-    seq = last_seq(emulator)  # the window: engine.run() only, the tier's setup is before it
+    seq = emulator.request_seq()  # the window: engine.run() only, the tier's setup is before it
     print(f"running {label} ({run_id}) ...", file=sys.stderr, flush=True)
     cpu_before = time.process_time()
     result = EvaluationEngine(tier, tasks, ledger_path, config).run()
     cpu_s = time.process_time() - cpu_before
     time.sleep(0.5)  # let the server finish logging the last responses
-    rows = [r for r in request_log(emulator, seq) if r["ts"] <= result.finished_at + 0.5]
+    rows = [r for r in emulator.requests(seq) if r["ts"] <= result.finished_at + 0.5]
     host = (urlsplit(emulator.endpoint).hostname or "").lower()  # logged without the port
     requests, paths = count_requests(rows, host, run_id)
     jobs = job_traces(ledger_path, tier)

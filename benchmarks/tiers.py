@@ -48,6 +48,7 @@ sys.path[:0] = [
 from scheduling import (  # noqa: E402
     COMPUTE,
     ENVIRONMENT,
+    NO_VM_BOOT,
     RESOURCE_GROUP,
     WORKSPACE,
     set_up,
@@ -78,6 +79,7 @@ WORKER_SCRIPT = ROOT / "worker" / "waa_worker.py"
 
 def job_env(args) -> dict[str, str]:
     return {
+        **NO_VM_BOOT,
         "WAA_STANDIN_TIME_SCALE": str(args.time_scale),
         "HEARTBEAT_INTERVAL": "1",
         "WAA_CLIENT_BATCH": "1",
