@@ -176,17 +176,21 @@ def register(router: Router, ctx: Context) -> None:
                 "lastRetryTime": iso(start["lastRetryTime"]),
                 "result": start["result"],
             }
-        if node["run_id"]:
-            task = ctx.store.get(jobs.TASK_KIND, node["run_id"])
-            if task:
-                body["recentTasks"] = [
-                    {
-                        "taskUrl": f"{base}/jobs/{task['job_id']}/tasks/{task['id']}",
-                        "jobId": task["job_id"],
-                        "taskId": task["id"],
-                        "taskState": task["state"],
-                    }
-                ]
+        # Batch lists the tasks whose state changed on the node lately: the running one, and
+        # those that ended or were requeued off it (how a client learns where a task last ran).
+        keys = info["recent_tasks"] + ([node["run_id"]] if node["run_id"] else [])
+        recent = [ctx.store.get(jobs.TASK_KIND, key) for key in dict.fromkeys(keys)]
+        if any(recent):
+            body["recentTasks"] = [
+                {
+                    "taskUrl": f"{base}/jobs/{task['job_id']}/tasks/{task['id']}",
+                    "jobId": task["job_id"],
+                    "taskId": task["id"],
+                    "taskState": task["state"],
+                }
+                for task in recent
+                if task
+            ]
         return body
 
     async def list_nodes(request: Request, login_host: str, pool: str) -> Response:

@@ -31,6 +31,7 @@ from localazure.nodes.containers import ContainerRuntime
 
 log = logging.getLogger("localazure.batch")
 TERMINATE_GRACE_S = 2.0
+RECENT_TASKS = 10
 
 
 def _failure(code: str, message: str, category: str = "userError") -> dict[str, Any]:
@@ -191,7 +192,6 @@ class BatchRunner:
 
     def _watch(self, task: dict, job: dict, pool: dict, node: dict, now: float) -> None:
         key, fault = task["key"], task["fault"] or {}
-        elapsed = now - task["attempt_started"]
         wall_s = pool_model.duration_s(
             task["constraints"]["maxWallClockTime"], jobs.MAX_DURATION, "maxWallClockTime"
         )
@@ -212,10 +212,18 @@ class BatchRunner:
                 ),
             )
             return
-        if fault.get("fault") == "preempt" and elapsed >= fault["after_s"]:
+        due = workload_faults.fault_due(
+            fault,
+            task,
+            task["attempt_started"],
+            now,
+            lambda pattern: self.runtime.output_matches(key, pattern),
+        )
+        if fault.get("fault") == "preempt" and due:
             self.runtime.forget(key)
             node_pool.release(self.ctx, node, now, "preempted")
             nodes.set_state(node, "preempted", now)
+            _note_recent_task(node["batch"], task)
             node_pool.save(self.ctx, node)
             self._requeue(task, now)
             return
@@ -223,12 +231,12 @@ class BatchRunner:
             if fault.get("fault") != "never_starts":
                 self._requeue(task, now)
             return
-        if fault.get("fault") == "crash" and elapsed >= fault["after_s"]:
+        if fault.get("fault") == "crash" and due:
             self.runtime.kill(key)
         if (
             workload_faults.freezes_process(task["fault"], task["commandLine"])
             and not task["frozen"]
-            and elapsed >= fault["after_s"]
+            and due
         ):
             self.runtime.signal(key, signal.SIGSTOP)
             task["frozen"] = True
@@ -243,7 +251,7 @@ class BatchRunner:
         if code != 0 and (retries == -1 or info["retryCount"] < retries):
             info["retryCount"] += 1
             self._release_node(task, node, now, succeeded=False)
-            task.update(node_id=None, fault=None, frozen=False)
+            task.update(node_id=None, fault=None, fault_armed_at=None, frozen=False)
             jobs.set_task_state(task, "active", now)
             return
         self._complete(task, node, now, code, None if code == 0 else EXIT_FAILURE)
@@ -271,7 +279,7 @@ class BatchRunner:
         info = node["batch"]
         info["tasks_run"] += 1
         info["tasks_succeeded"] += int(succeeded)
-        info["recent_tasks"] = (info["recent_tasks"] + [task["key"]])[-10:]
+        _note_recent_task(info, task)
         node_pool.save(self.ctx, node)
         if node["released_at"] is None and node["run_id"] == task["key"]:
             node_pool.finish(self.ctx, node["id"], now)
@@ -285,13 +293,17 @@ class BatchRunner:
         info = task["executionInfo"]
         info["requeueCount"] += 1
         info["lastRequeueTime"] = now
-        task.update(node_id=None, fault=None, frozen=False, pending_failure=None)
+        task.update(
+            node_id=None, fault=None, fault_armed_at=None, frozen=False, pending_failure=None
+        )
         jobs.set_task_state(task, "active", now)
 
     def _node_lost(self, task: dict, node: dict | None, now: float) -> None:
         removal = (node or {}).get("batch", {}).get("removal")
-        if node is not None and node["run_id"] == task["key"] and node["released_at"] is None:
-            node["run_id"] = None
+        if node is not None and "batch" in node:
+            _note_recent_task(node["batch"], task)
+            if node["run_id"] == task["key"] and node["released_at"] is None:
+                node["run_id"] = None
             node_pool.save(self.ctx, node)
         if removal == "terminate":
             self.runtime.forget(task["key"])
@@ -360,6 +372,12 @@ class BatchRunner:
             workdir,
             out_dir / "stdout.txt",
         )
+
+
+def _note_recent_task(node_info: dict[str, Any], task: dict[str, Any]) -> None:
+    """The node's ``recentTasks``: the last ten tasks that ended or were requeued on it."""
+    recent = [key for key in node_info["recent_tasks"] if key != task["key"]]
+    node_info["recent_tasks"] = (recent + [task["key"]])[-RECENT_TASKS:]
 
 
 def terminate_job(ctx: Context, job: dict[str, Any], now: float) -> None:

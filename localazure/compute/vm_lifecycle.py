@@ -217,13 +217,20 @@ class VmLifecycle:
         if c["status"] == "created" and now >= c["start_at"]:
             self._start(record, vm, c, now)
         elif c["status"] == "running" and self.runtime.has(key):
-            fault, elapsed = c["fault"] or {}, now - (c["started_at"] or now)
-            if fault.get("fault") == "crash" and elapsed >= fault["after_s"]:
+            fault = c["fault"] or {}
+            due = workload_faults.fault_due(
+                fault,
+                c,
+                c["started_at"] or now,
+                now,
+                lambda pattern: self.runtime.output_matches(key, pattern),
+            )
+            if fault.get("fault") == "crash" and due:
                 self.runtime.kill(key)
             if (
                 workload_faults.freezes_process(c["fault"], c["command"])
                 and not c["frozen"]
-                and elapsed >= fault["after_s"]
+                and due
             ):
                 self.runtime.signal(key, signal.SIGSTOP)
                 c["frozen"] = True

@@ -221,7 +221,14 @@ class JobRunner:
             jobs.note(ctx, run, "Job terminated: limits.timeout reached")
             node_pool.finish(ctx, run["node_id"], now)
             return
-        if fault.get("fault") == "preempt" and elapsed >= fault["after_s"]:
+        due = workload_faults.fault_due(
+            fault,
+            run,
+            run["start_time"],
+            now,
+            lambda pattern: self.runtime.output_matches(key, pattern),
+        )
+        if fault.get("fault") == "preempt" and due:
             self._stop_process(run)
             node = node_pool.get(ctx, run["node_id"])
             if node is not None:
@@ -242,12 +249,12 @@ class JobRunner:
                 jobs.fail(run, now, "SystemError", "NodeLost", "The job's container was lost.")
                 node_pool.finish(ctx, run["node_id"], now)
             return
-        if fault.get("fault") == "crash" and elapsed >= fault["after_s"]:
+        if fault.get("fault") == "crash" and due:
             self.runtime.kill(key)
         if (
             workload_faults.freezes_process(run["fault"], self._command(run))
             and not run["frozen"]
-            and elapsed >= fault["after_s"]
+            and due
         ):
             self.runtime.signal(key, signal.SIGSTOP)
             run["frozen"] = True

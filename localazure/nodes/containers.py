@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -135,6 +136,8 @@ class ContainerRuntime:
 
     def __init__(self) -> None:
         self._processes: dict[str, subprocess.Popen] = {}
+        # Each process's log and where its own output begins (logs are appended to).
+        self._logs: dict[str, tuple[Path, int]] = {}
         self._lock = threading.Lock()
 
     def start(
@@ -143,6 +146,7 @@ class ContainerRuntime:
         workdir.mkdir(parents=True, exist_ok=True)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
+            log_start = log.tell()
             process = subprocess.Popen(
                 ["bash", "-c", command],
                 cwd=workdir,
@@ -154,7 +158,22 @@ class ContainerRuntime:
             )
         with self._lock:
             self._processes[key] = process
+            self._logs[key] = (log_path, log_start)
         return process.pid
+
+    def output_matches(self, key: str, pattern: str) -> bool:
+        """Whether the process's output so far has a line matching ``pattern``."""
+        with self._lock:
+            log_path, start = self._logs.get(key, (None, 0))
+        if log_path is None:
+            return False
+        try:
+            with open(log_path, "rb") as log:
+                log.seek(start)
+                text = log.read().decode("utf-8", "replace")
+        except OSError:
+            return False
+        return re.search(pattern, text, re.MULTILINE) is not None
 
     def has(self, key: str) -> bool:
         with self._lock:
@@ -192,6 +211,7 @@ class ContainerRuntime:
     def forget(self, key: str) -> None:
         with self._lock:
             process = self._processes.pop(key, None)
+            self._logs.pop(key, None)
         if process is not None and process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)

@@ -16,12 +16,18 @@ its ``job`` regex when it gets a node:
 - ``overload``: from ``after_s`` on, the workload drives its node's ``metric`` (``cpu``,
   ``memory`` or ``disk``; default ``cpu``) to 99% in Azure Monitor's figures
   (``localazure.monitor.figures``) for as long as it holds the node
+
+``after_output`` (a regular expression) starts the ``after_s`` clock of ``crash``, ``preempt``
+and a freezing ``stuck`` at the first line of the workload's output that matches it instead of
+at its start: a test strikes mid-task (``"WAA_EVENT .*task_started"``) however slowly a loaded
+machine starts the worker.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from localazure.core.context import Context
@@ -61,6 +67,8 @@ def add_fault(ctx: Context, spec: dict[str, Any]) -> dict[str, Any]:
         "delay_s": seconds_option(spec, "delay_s", DEFAULT_DELAY_S),
         "hits": 0,
     }
+    if "after_output" in spec:
+        fault["after_output"] = regex_option(spec, "after_output")
     if kind == "overload":
         metric = spec.get("metric", "cpu")
         if metric not in OVERLOAD_METRICS:
@@ -135,6 +143,27 @@ def fault_environment(fault: dict[str, Any] | None, command: str) -> dict[str, s
             "WAA_STANDIN_VM_FAULT_AFTER_S": f"{fault['after_s']:g}",
         }
     return {}
+
+
+def fault_due(
+    fault: dict[str, Any] | None,
+    record: dict[str, Any],
+    started_at: float,
+    now: float,
+    output_matches: Callable[[str], bool],
+) -> bool:
+    """Whether a timed fault strikes now: ``after_s`` after the workload started, or after its
+    output first matched ``after_output`` (remembered in ``record["fault_armed_at"]``)."""
+    if not fault:
+        return False
+    pattern = fault.get("after_output")
+    if pattern:
+        if record.get("fault_armed_at") is None:
+            if not output_matches(pattern):
+                return False
+            record["fault_armed_at"] = now
+        started_at = record["fault_armed_at"]
+    return now - started_at >= fault["after_s"]
 
 
 def freezes_process(fault: dict[str, Any] | None, command: str) -> bool:

@@ -574,13 +574,20 @@ def test_quota_lowered_under_the_cluster_runs_on_the_nodes_it_allows(azure, tmp_
 
 def test_preempted_low_priority_node_its_tasks_rerun_each_recorded_once(azure, tmp_path):
     world = build(azure, cluster=dict(max_nodes=3, priority="LowPriority"))
+    # The first job's one task takes 1.4 s: it is mid-task when its node goes, 0.4 s in.
     azure.admin(
-        "POST", "ml/faults", {"fault": "preempt", "job": "^preempt-.*-0001$", "after_s": 0.6}
+        "POST",
+        "ml/faults",
+        {
+            "fault": "preempt",
+            "job": "^preempt-.*-0001$",
+            "after_output": "WAA_EVENT .*task_started",
+            "after_s": 0.4,
+        },
     )
     tasks = TASKS[:6]
     ledger_path = tmp_path / "ledger.db"
 
-    # The first job's one task takes 1.4 s: it is mid-task when its node goes, 0.6 s in.
     result = run_engine(
         world, "preempt", tasks, ledger_path, job_environment={"WAA_STANDIN_TIME_SCALE": "0.15"}
     )

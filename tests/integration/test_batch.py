@@ -431,6 +431,16 @@ def test_low_priority_preemption_requeues_the_running_task(batch):
     wait_for(lambda: batch.client.task.get("run1", "long").state == "running", what="running")
     batch.emulator.admin("POST", "batch/faults", {"fault": "preempt", "pool": "waa", "after_s": 0})
     batch.wait_nodes("preempted")
+    # Where the task last ran stays known after the requeue: the node's recentTasks name it.
+    wait_for(
+        lambda: [
+            node
+            for node in batch.nodes("waa")
+            if node.state == "preempted"
+            and ("run1", "long") in {(t.job_id, t.task_id) for t in node.recent_tasks or []}
+        ],
+        what="the preempted node naming the task it ran",
+    )
     task = batch.wait_task("long", timeout=90)
     assert task.execution_info.requeue_count >= 1
     assert task.execution_info.exit_code == 0
@@ -466,6 +476,22 @@ def test_shared_workload_faults_strike_tasks_by_job_and_task_id(batch):
     task = batch.wait_task("crashes")
     assert task.execution_info.exit_code == 137
     assert task.execution_info.failure_info.code == "FailureExitCode"
+
+
+def test_a_fault_after_output_strikes_once_the_output_matches(batch):
+    batch.grant_pull()
+    batch.pool()
+    batch.wait_nodes("idle")
+    fault = {"fault": "crash", "job": "^run1/late$", "after_output": "^ready$", "after_s": 0}
+    batch.emulator.admin("POST", "ml/faults", fault)
+    batch.job()
+    # Killed after "ready", never before it, and never after "done" is reached.
+    batch.task("late", "echo starting; sleep 1.5; echo ready; sleep 30; echo done")
+    task = batch.wait_task("late")
+    assert task.execution_info.exit_code == 137
+    assert (
+        1.5 <= (task.execution_info.end_time - task.execution_info.start_time).total_seconds() < 30
+    )
 
 
 def test_deleting_pool_and_account_releases_nodes_and_drops_jobs(batch):

@@ -113,7 +113,9 @@ def test_sigkill_of_the_playbooks_process_group_leaves_nothing_running(tmp_path)
 
 def test_a_second_controller_on_the_same_run_refuses_at_once_and_touches_nothing(tmp_path):
     state_dir = tmp_path / "state"
-    first = play(state_dir, "-e", "eval_local_time_scale=0.5", "-e", "eval_local_max_tasks=6")
+    # Six tasks of about 5 s each on two workers: the first run still works while the second
+    # starts up, even when a loaded machine takes 20 s to start ansible-playbook.
+    first = play(state_dir, "-e", "eval_local_time_scale=2", "-e", "eval_local_max_tasks=6")
     try:
         wait_for(lambda: running_workers(state_dir) >= 1, 120, "the first run's workers")
         holder = json.loads((state_dir / RUN / "ledger.sqlite3.lock").read_text())
@@ -125,6 +127,7 @@ def test_a_second_controller_on_the_same_run_refuses_at_once_and_touches_nothing
         output, _ = second.communicate(timeout=120)
         seconds = time.monotonic() - started
 
+        assert first.poll() is None, "the first run ended before the second one started"
         assert second.returncode != 0, output
         assert f"in use by another controller (pid {holder['pid']} on host" in output, output
         assert "nothing was started or cancelled" in output

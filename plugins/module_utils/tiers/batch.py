@@ -427,25 +427,36 @@ class BatchTier(BaseTier):
         """Batch put the task back in the queue because its node went: end it and say why, so
         that the engine retries its tasks (and counts the retry) instead of Batch re-running
         the worker behind the engine's back."""
-        from azure.batch.models import BatchErrorException
-
         code, message = "NodeLost", "the task's node was removed from the pool"
-        if followed.node_id:
-            try:
-                node = self.client.compute_node.get(self.pool_id, followed.node_id)
-                if _value(node.state) == "preempted":
-                    code, message = "NodePreempted", f"node {node.id} was preempted (low priority)"
-                elif _value(node.state) == "unusable":
-                    errors = "; ".join(f"{e.code}: {e.message}" for e in node.errors or [])
-                    code = "NodeUnusable"
-                    message = f"node {node.id} became unusable" + (f" ({errors})" if errors else "")
-            except BatchErrorException:
-                pass
+        node = self._lost_node(handle, followed.node_id)
+        if node is not None and _value(node.state) == "preempted":
+            code, message = "NodePreempted", f"node {node.id} was preempted (low priority)"
+        elif node is not None and _value(node.state) == "unusable":
+            errors = "; ".join(f"{e.code}: {e.message}" for e in node.errors or [])
+            code = "NodeUnusable"
+            message = f"node {node.id} became unusable" + (f" ({errors})" if errors else "")
         self.cancel(handle)
         followed.failure = JobStatus(
             JobState.FAILED, code, message, node_started_at=start, node_released_at=time.time()
         )
         return followed.failure
+
+    def _lost_node(self, handle: str, node_id: str | None) -> Any:
+        """The node a requeued task was lost on: the one it was seen on, else a preempted or
+        unusable node whose ``recentTasks`` name it (a poll may have missed it running)."""
+        from azure.batch.models import BatchErrorException
+
+        try:
+            if node_id:
+                return self.client.compute_node.get(self.pool_id, node_id)
+            for node in self.client.compute_node.list(self.pool_id):
+                recent = {(t.job_id, t.task_id) for t in node.recent_tasks or []}
+                lost = _value(node.state) in ("preempted", "unusable")
+                if lost and (self.job_id, handle) in recent:
+                    return node
+        except BatchErrorException:
+            pass
+        return None
 
     def _pool_problem_now(self) -> tuple[str, str] | None:
         """A pool that cannot run a queued task: every node broken, or none after a resize
