@@ -69,12 +69,32 @@ author:
 """
 
 EXAMPLES = r"""
+- name: Start a container group (billed per second while it runs)
+  azure.azcollection.azure_rm_containerinstance:
+    resource_group: openadapt-agents
+    name: waa-run-1
+    os_type: linux
+    restart_policy: never
+    ip_address: none
+    containers:
+      - name: main
+        image: mcr.microsoft.com/azurelinux/base/python:3.12
+        cpu: 1
+        memory: 1.5
+        commands: ["python3", "-c", "print('hello from ACI')"]
+
 - name: Stream the output until the container exits
   openadapt.azure_eval.aci_follow:
-    resource_group: eval-rg
+    resource_group: openadapt-agents
     name: waa-run-1
     timeout: 3600
   register: aci_run_result
+
+- name: Leave nothing running
+  azure.azcollection.azure_rm_containerinstance:
+    resource_group: openadapt-agents
+    name: waa-run-1
+    state: absent
 """
 
 RETURN = r"""

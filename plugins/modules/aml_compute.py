@@ -86,6 +86,15 @@ notes:
 """
 
 EXAMPLES = r"""
+- name: Read the registry's pull identity (made by the registry layer)
+  azure.azcollection.azure_rm_resource_info:
+    resource_group: openadapt-agents
+    provider: ManagedIdentity
+    resource_type: userAssignedIdentities
+    resource_name: openadaptevals-pull
+    api_version: "2023-01-31"
+  register: pull_identity
+
 - name: A cluster of up to 10 nested-virtualization nodes that scales to zero
   openadapt.azure_eval.aml_compute:
     resource_group: openadapt-agents
@@ -95,7 +104,7 @@ EXAMPLES = r"""
     max_instances: 10
     idle_time_before_scale_down: 600
     identity_ids:
-      - /subscriptions/.../resourceGroups/openadapt-agents/providers/Microsoft.ManagedIdentity/userAssignedIdentities/openadaptevals-pull
+      - "{{ pull_identity.response[0].id }}"
 """
 
 RETURN = r"""

@@ -42,17 +42,17 @@ author:
 """
 
 EXAMPLES = r"""
-- name: Test the staged image
+- name: Test the evaluation image with command jobs, recorded for cleanup on failure
   openadapt.azure_eval.aml_job_set:
-    resource_group: ml
-    workspace: ci
-    compute: cpu
+    resource_group: openadapt-agents
+    workspace: openadapt-ml
+    compute: waa-cluster
     experiment_name: image-tests-20260101
     run_info_file: ./release/run_information.txt
     jobs:
-      - name: base-cpu-1-single
+      - name: winarena-latest-python
         command: python -c "import sys; print(sys.version)"
-        environment: azureml:base-cpu:1
+        environment: azureml:waa:1
 """
 
 RETURN = r"""

@@ -85,12 +85,14 @@ notes:
 """
 
 EXAMPLES = r"""
-- name: Upload WAA's prepared image (the folder --prepare-image filled)
+# waa_prepared_image: the folder WAA's --prepare-image filled
+# (WindowsAgentArena/src/win-arena-container/vm/storage).
+- name: Upload WAA's prepared image
   openadapt.azure_eval.blob_upload:
     resource_group: openadapt-agents
     storage_account_name: openadaptwaaimages
     container: waa-golden-image
-    src: ~/WindowsAgentArena/src/win-arena-container/vm/storage
+    src: "{{ waa_prepared_image }}"
     prefix: storage/
     progress_file: .state/waa_image/progress.jsonl
 """

@@ -153,6 +153,8 @@ EXAMPLES = r"""
       workspace: openadapt-ml
       compute: waa-cluster
       environment: azureml:waa:1
+      # WAA's golden image, uploaded by playbooks/waa_image.yml (role waa_image)
+      golden_image: azureml://datastores/waa_golden_image/paths/storage
   register: evaluation
 """
 

@@ -29,14 +29,37 @@ author:
 """
 
 EXAMPLES = r"""
+- name: A storage account for the runs' files
+  azure.azcollection.azure_rm_storageaccount:
+    resource_group: openadapt-agents
+    name: openadaptaciwork
+    type: Standard_LRS
+    kind: StorageV2
+
+- name: Its file share
+  azure.azcollection.azure_rm_storageshare:
+    resource_group: openadapt-agents
+    account_name: openadaptaciwork
+    name: work
+    quota: 5
+
 - name: Send the code
   openadapt.azure_eval.file_share_transfer:
-    storage_account_name: acistore
-    resource_group: aci
+    storage_account_name: openadaptaciwork
+    resource_group: openadapt-agents
     share: work
     direction: upload
-    local_path: ./code
+    local_path: "{{ playbook_dir }}/code"
     remote_path: in
+
+- name: Bring it back
+  openadapt.azure_eval.file_share_transfer:
+    storage_account_name: openadaptaciwork
+    resource_group: openadapt-agents
+    share: work
+    direction: download
+    remote_path: in
+    local_path: "{{ playbook_dir }}/code-from-share"
 """
 
 RETURN = r"""

@@ -147,6 +147,7 @@ class Playground:
         env: dict[str, str] | None = None,
         timeout: float = 600,
         endpoint_args: bool = True,
+        cwd: Path = REPO,
     ) -> Run:
         """``endpoint_args=False`` leaves the emulator's port and state directory to the
         inventory (and so to LOCALAZURE_PORT/LOCALAZURE_STATE_DIR in ``env``)."""
@@ -167,7 +168,7 @@ class Playground:
         started = time.monotonic()
         done = subprocess.run(
             argv,
-            cwd=REPO,
+            cwd=cwd,
             env=self.env(env),
             capture_output=True,
             text=True,

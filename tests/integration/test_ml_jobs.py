@@ -21,6 +21,7 @@ from azure.mgmt.authorization import AuthorizationManagementClient
 from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 from azure.mgmt.core import ARMPipelineClient
 from azure.mgmt.resource import ResourceManagementClient
+from monitor_helpers import wait_for
 
 from localazure.workload.task_model import list_tasks
 
@@ -448,23 +449,29 @@ def test_a_second_node_is_added_up_to_the_maximum_and_quota_blocks_more(aml):
     aml.emulator.admin("PUT", "ml/quota", {"families": {"standardDv3Family": 8}})
     aml.cluster("wide", max_instances=2, idle_time_before_scale_down=1)
     aml.cluster("narrow", max_instances=1)
-    names = [aml.submit("sleep 1", compute="wide") for _ in range(2)]
+    # The wide cluster's jobs hold their nodes until they are cancelled below.
+    names = [aml.submit("sleep 300", compute="wide") for _ in range(2)]
     for name in names:
         aml.wait(name, ("Running",))
     assert len(aml.list_nodes("wide")) == 2
     blocked = aml.submit("echo later", compute="narrow")
-    time.sleep(0.5)
-    assert aml.status(blocked) == "Queued"
     narrow = f"{aml.workspace_id}/computes/narrow"
-    resource = aml.resources.resources.get_by_id(narrow, COMPUTE_API)
-    (error,) = resource.properties["properties"]["errors"]
+
+    def quota_errors():
+        resource = aml.resources.resources.get_by_id(narrow, COMPUTE_API)
+        return resource.properties["properties"]["errors"]
+
+    (error,) = wait_for(quota_errors, 60, "the narrow cluster's quota error")
+    assert aml.status(blocked) == "Queued"
     assert error["error"]["code"] == "QuotaExceeded"
     assert (
         "Maximum allowed: 8, Current in use: 8, Additional requested: 4"
         in (error["error"]["message"])
     )
     # Once the wide cluster scales down, the narrow one can scale up.
-    assert aml.wait(blocked, timeout=20) == "Completed"
+    for name in names:
+        aml.client.jobs.begin_cancel(name).result()
+    assert aml.wait(blocked, timeout=60) == "Completed"
     assert (
         aml.resources.resources.get_by_id(narrow, COMPUTE_API).properties["properties"]["errors"]
         is None

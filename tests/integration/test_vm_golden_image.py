@@ -30,7 +30,8 @@ from tests.integration.playbook_runner import Playground, Run
 from tests.integration.test_vm_tier import finish, ledger_of, play
 from tests.integration.vm_setup import fresh_pool, key_file, run, tier_hosts, wait_for
 
-pytestmark = pytest.mark.integration
+# Two bootstraps of two VMs over SSH and an evaluation: 2 minutes alone, 10 on a loaded CI machine.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = Path(__file__).resolve().parent / "playbooks" / "vm_golden_image.yml"

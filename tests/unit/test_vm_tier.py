@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -114,3 +116,48 @@ def test_a_golden_image_dir_docker_cannot_mount_is_refused(path):
         vm.check_image_dir(path)
     assert vm.check_image_dir("~/waa-storage") == "~/waa-storage"
     assert vm.check_image_dir("") == ""
+
+
+class _SlowDockerVm:
+    """A VM's shell whose ``docker run`` takes a while: the containers it has, by name."""
+
+    name = "vm-1"
+
+    def __init__(self) -> None:
+        self.containers: set[str] = set()
+        self.run_entered = threading.Event()
+        self.release_run = threading.Event()
+
+    def run(self, command: str, stdin: bytes = b"", timeout: float = 0) -> tuple[int, str, str]:
+        words = shlex.split(command.split("docker ", 1)[1]) if "docker " in command else []
+        if words[:1] == ["run"]:
+            self.run_entered.set()
+            self.release_run.wait(10)
+            self.containers.add(words[words.index("--name") + 1])
+        elif words[:2] == ["rm", "-f"]:
+            self.containers.discard(words[2])
+        return 0, "", ""
+
+
+def test_a_cancel_while_docker_run_is_in_flight_leaves_no_container():
+    ssh = _SlowDockerVm()
+    tier = vm.VmTier(
+        hosts=[vm._Host(ssh=ssh, vm_id="/subscriptions/s/resourceGroups/g/providers/x/vm-1")],
+        image="reg.azurecr.io/winarena:latest",
+        worker_script="print('worker')",
+        compute=None,
+        reconnect_interval=0.01,
+    )
+    submit = threading.Thread(target=tier.submit, args=("run-0001", ["t1"]))
+    submit.start()
+    assert ssh.run_entered.wait(10)
+
+    cancel = threading.Thread(target=tier.cancel, args=("run-0001",))
+    cancel.start()
+    time.sleep(0.2)  # the cancel has reached its wait for the docker run
+    ssh.release_run.set()
+    submit.join(10)
+    cancel.join(10)
+
+    assert ssh.containers == set()
+    assert tier.status("run-0001").state.value == "CANCELED"

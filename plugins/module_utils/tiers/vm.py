@@ -80,6 +80,8 @@ FAILURE_CODES: dict[str, str] = {
 }
 # Power states in which a VM holds its hardware (and is billed).
 _UNBILLED = ("deallocated", "deallocating")
+# How long a cancel waits for a docker run in flight (its own timeout is 300 s).
+CANCEL_WAITS_FOR_START_S = 120.0
 _CONTAINER_NAME = re.compile(r"[^a-zA-Z0-9_.-]")
 _VM_ID = re.compile(
     r"/resourceGroups/([^/]+)/providers/Microsoft\.Compute/virtualMachines/([^/]+)$", re.I
@@ -184,6 +186,9 @@ class _Job:
     cancelled: bool = False
     reaped: bool = False
     tail: str = ""  # the container's last lines with its stderr, when it failed
+    # Set once no ``docker run`` of the job is in flight: a cancel waits for it, or its
+    # ``docker rm -f`` could run before the container exists and leave it running.
+    settled: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -296,7 +301,9 @@ class VmTier(BaseTier):
                 self._queue = [k for k in self._queue if k != handle]
                 job.ended, job.released_at = True, time.time()
                 return
+        job.settled.wait(CANCEL_WAITS_FOR_START_S)
         self._remove_container(host, job.container)
+        self._remove_stale_copies(job)
 
     def close(self) -> None:
         self._closed = True
@@ -380,7 +387,11 @@ class VmTier(BaseTier):
             if not self._start(job, host):
                 with self._lock:
                     job.host, host.job = None, None
-                    self._queue.insert(0, key)
+                    if job.cancelled:
+                        job.ended, job.released_at = True, time.time()
+                    else:
+                        self._queue.insert(0, key)
+            job.settled.set()
 
     def _free_host(self) -> _Host | None:
         now = time.time()
@@ -418,10 +429,20 @@ class VmTier(BaseTier):
             code, out, err = host.ssh.run(command, stdin=env_file(environment), timeout=300)
         except SSH_ERRORS as exc:
             self._unhealthy(host, f"SSH to {host.name} failed: {exc}")
+            # The VM may have started it before the connection failed: removed when the VM
+            # answers again, before the job runs anywhere else.
+            host.stale.add(job.container)
             return False
         now = time.time()
         with self._lock:
             job.started_at = now
+            cancelled = job.cancelled
+        if cancelled:  # while docker run was in flight
+            self._remove_container(host, job.container)
+            with self._lock:
+                job.ended, job.released_at = True, time.time()
+                host.job = None
+            return True
         if code != 0 and "is already in use" not in err:
             with self._lock:
                 job.error = ("DockerRunFailed", f"docker run on {host.name}: {err.strip()}")
@@ -543,7 +564,22 @@ class VmTier(BaseTier):
             return
         job.reaped = True
         host, container = job.host, job.container
-        threading.Thread(target=self._remove_container, args=(host, container), daemon=True).start()
+
+        def reap() -> None:
+            self._remove_container(host, container)
+            self._remove_stale_copies(job)
+
+        threading.Thread(target=reap, daemon=True).start()
+
+    def _remove_stale_copies(self, job: _Job) -> None:
+        """The job's container on VMs where a ``docker run`` seemed to fail (best effort)."""
+        for host in self.hosts:
+            if host is not job.host and job.container in host.stale:
+                try:
+                    host.ssh.run(f"docker rm -f {shlex.quote(job.container)}", timeout=30)
+                    host.stale.discard(job.container)
+                except SSH_ERRORS:
+                    pass
 
     def _remove_container(self, host: _Host, container: str) -> None:
         try:
@@ -567,6 +603,7 @@ class VmTier(BaseTier):
             if state is None:
                 continue
             job = _Job(handle, name, [], time.time(), host=host, started_at=time.time())
+            job.settled.set()
             with self._lock:
                 self._jobs[handle] = job
                 host.job = handle
