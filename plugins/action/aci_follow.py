@@ -133,7 +133,7 @@ class ActionModule(ActionBase):
                     client,
                     rg,
                     group,
-                    args["container"] or group,
+                    args["container"],
                     show,
                     poll_interval=args["poll_interval"],
                     timeout=args["timeout"],

@@ -13,6 +13,7 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 # Linux, East US, pay-as-you-go: https://azure.microsoft.com/pricing/details/container-instances/
 VCPU_SECOND_USD = 0.0000135
@@ -83,11 +84,28 @@ def _failure(group, container) -> str | None:
     return None
 
 
+def _container_of(group: Any, name: str, container_name: str | None) -> Any:
+    """The container to follow: the one named, or the group's only one."""
+    containers = list(group.containers or [])
+    names = ", ".join(c.name for c in containers) or "none"
+    if container_name is None:
+        if len(containers) == 1:
+            return containers[0]
+        raise GroupFailed(
+            f"container group '{name}' has {len(containers)} containers ({names}): name the "
+            "one to follow with 'container'"
+        )
+    for container in containers:
+        if container.name == container_name:
+            return container
+    raise GroupFailed(f"container group '{name}' has no container '{container_name}' ({names})")
+
+
 def follow(
     client,
     resource_group: str,
     name: str,
-    container_name: str,
+    container_name: str | None,
     show: Callable[[str], None],
     poll_interval: float = 1.0,
     timeout: float | None = None,
@@ -102,7 +120,8 @@ def follow(
     deadline = time.monotonic() + timeout if timeout else None
     while True:
         group = client.container_groups.get(resource_group, name)
-        container = next(c for c in group.containers if c.name == container_name)
+        container = _container_of(group, name, container_name)
+        container_name = container.name
         reason = _failure(group, container)
         if reason:
             raise GroupFailed(reason)

@@ -26,7 +26,7 @@ options:
     type: str
     required: true
   container:
-    description: The container to follow (default the group's name).
+    description: The container to follow (default the group's only container).
     type: str
   poll_interval:
     description: Seconds between reads of the container's state and logs.

@@ -203,7 +203,8 @@ def test_every_modules_examples_run_on_the_emulator(playground, project):
     uploaded = {blob.name for blob in blobs.list_blobs(name_starts_with="storage/")}
     assert {f"storage/{path.name}" for path in GOLDEN.iterdir()} <= uploaded
     assert (project / ".state" / "runs").is_dir()  # eval_run's ledger and status
-    assert (project / "release").is_dir()  # discover's output and aml_job_set's run information
+    # Relative paths are the playbook's: discover's output, aml_job_set's run information.
+    assert (project / "playbooks" / "release" / "run_information.txt").is_file()
 
 
 def test_every_roles_readme_example_runs_on_the_emulator(playground, project):
