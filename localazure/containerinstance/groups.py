@@ -163,7 +163,7 @@ def register(router: Router, ctx: Context, group_runner: runner.GroupRunner) -> 
     @operations.on_complete(OPERATION_KIND)
     def _created(ctx: Context, params: dict[str, Any]) -> Any:
         """The pull is over: the containers start now (if the runner has not started them)."""
-        with runner.LOCK:
+        with ctx.store.transaction():
             group = ctx.store.get_resource(params["id"])
             if group is None:
                 return None
@@ -187,7 +187,7 @@ def register(router: Router, ctx: Context, group_runner: runner.GroupRunner) -> 
         rid = group_id(ctx, rg, name)
         location = check_location(body.get("location"), GROUP_TYPE)
         props, secrets = spec.parse(body)
-        with runner.LOCK:
+        with ctx.store.transaction():
             existing = ctx.store.get_resource(rid)
             identity = _identity(ctx, rid, name, body.get("identity"), existing)
             images = _resolve_images(ctx, name, props, identity, secrets)
@@ -231,7 +231,7 @@ def register(router: Router, ctx: Context, group_runner: runner.GroupRunner) -> 
     async def patch_group(request: Request, sub: str, rg: str, name: str) -> Response:
         require_api_version(request)
         body = await json_body(request)
-        with runner.LOCK:
+        with ctx.store.transaction():
             group = load(rg, name)
             if "tags" in body:
                 group["tags"] = body["tags"] or {}
@@ -241,7 +241,7 @@ def register(router: Router, ctx: Context, group_runner: runner.GroupRunner) -> 
 
     async def delete_group(request: Request, sub: str, rg: str, name: str) -> Response:
         require_api_version(request)
-        with runner.LOCK:
+        with ctx.store.transaction():
             group = ctx.store.get_resource(group_id(ctx, rg, name))
             if group is None:
                 return empty(204)
@@ -260,7 +260,7 @@ def register(router: Router, ctx: Context, group_runner: runner.GroupRunner) -> 
 
     async def stop_group(request: Request, sub: str, rg: str, name: str) -> Response:
         require_api_version(request)
-        with runner.LOCK:
+        with ctx.store.transaction():
             group = load(rg, name)
             runner.stop(ctx, runtime, group, ctx.clock())
             ctx.store.put_resource(group)
@@ -268,7 +268,7 @@ def register(router: Router, ctx: Context, group_runner: runner.GroupRunner) -> 
 
     def _restart(request: Request, rg: str, name: str, status: int) -> Response:
         api_version = require_api_version(request)
-        with runner.LOCK:
+        with ctx.store.transaction():
             group = load(rg, name)
             now = ctx.clock()
             runner.stop(ctx, runtime, group, now)

@@ -11,7 +11,9 @@ code 0) or ``Failed``, and billing stops. ``stop`` kills the processes (state ``
 Billing (``USAGE_KIND``): intervals from the start of the pull to the end of the last container,
 priced by the group's CPU and memory requests (``pricing``); kept after the group is deleted.
 
-Records are changed under ``LOCK`` by this runner and by the request handlers alike.
+Records are changed in a store transaction by this runner and by the request handlers alike: the
+store's lock is the one lock (a lock of its own, taken in the other order by a completing
+operation, deadlocked the server).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import shlex
-import threading
 from typing import Any
 
 from localazure.containerinstance import SECRETS_KIND, USAGE_KIND, pricing, sandbox, spec
@@ -30,7 +31,6 @@ from localazure.nodes.containers import ContainerRuntime
 from localazure.settings import REDIRECTED_SUFFIXES
 
 log = logging.getLogger("localazure.containerinstance")
-LOCK = threading.RLock()
 STATE_KIND = "aci-state"
 STOP_EXIT_CODE = 137
 
@@ -182,7 +182,7 @@ class GroupRunner:
     def recover(self, stopped_at: float) -> None:
         """Containers that ran when the emulator stopped are Terminated (137) then, and their
         restart policy applies on the next tick."""
-        with LOCK:
+        with self.ctx.store.transaction():
             for gid, state in self.ctx.store.items(STATE_KIND):
                 group = self.ctx.store.get_resource(gid)
                 if group is None or state["phase"] != "running":
@@ -195,7 +195,7 @@ class GroupRunner:
 
     def tick(self, now: float) -> None:
         for gid, _ in self.ctx.store.items(STATE_KIND):
-            with LOCK:
+            with self.ctx.store.transaction():
                 group = self.ctx.store.get_resource(gid)
                 current = self.ctx.store.get(STATE_KIND, gid)
                 if group is None or current is None:
@@ -212,7 +212,7 @@ class GroupRunner:
 
     def start_if_due(self, group: dict[str, Any], now: float) -> bool:
         """Start the group's containers once its pull is over; True when they were started
-        (or failed to) now. The caller holds ``LOCK`` and saves the group."""
+        (or failed to) now. The caller holds a store transaction and saves the group."""
         current = self.ctx.store.get(STATE_KIND, group["id"].lower()) or {}
         if current.get("phase") != "pulling" or now < current["start_at"]:
             return False

@@ -35,7 +35,7 @@ class ContainerInstanceService(BaseService):
 
     def on_delete(self, ctx: Context, resource_id: str) -> None:
         target = resource_id.rstrip("/").lower()
-        with runner.LOCK:
+        with ctx.store.transaction():
             for group in ctx.store.list_resources(type=GROUP_TYPE):
                 key = group["id"].lower()
                 if key == target or key.startswith(target + "/"):

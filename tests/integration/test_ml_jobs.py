@@ -410,12 +410,13 @@ def test_preempt_releases_the_low_priority_node_and_fails_the_job(aml):
 
 
 def test_slow_start_lengthens_preparing(aml):
-    aml.fault(fault="slow_start", delay_s=1.5)
+    # 8 s longer: still Preparing a second after it was first seen, however slow the polls.
+    aml.fault(fault="slow_start", delay_s=8)
     name = aml.submit("echo hi")
     aml.wait(name, ("Preparing",))
     time.sleep(1)
     assert aml.status(name) == "Preparing"
-    assert aml.wait(name, timeout=10) == "Completed"
+    assert aml.wait(name, timeout=40) == "Completed"
 
 
 # -- nodes ----------------------------------------------------------------------------------------
