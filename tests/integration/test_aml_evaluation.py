@@ -492,7 +492,10 @@ def test_a_storm_on_one_jobs_reads_stalls_no_other_job_and_judges_none_stuck(azu
         for a, b in zip(reads, reads[1:], strict=False)
         if any(start <= a and b <= end for start, end in active)
     ]
-    assert len(gaps) >= 5 and max(gaps) < 2.0
+    # Polled behind the throttled job, the others would be read once per throttled call at best
+    # (a retry_after each) and wait out the storm's 10 s at worst; a loaded machine stretches a
+    # normal gap to a few seconds.
+    assert len(gaps) >= 2 * len(faulted) and max(gaps) < 6.0, gaps
 
 
 def test_a_job_that_never_starts_under_a_storm_is_caught_at_the_first_read_past_the_limit(
@@ -554,11 +557,13 @@ def test_quota_lowered_under_the_cluster_runs_on_the_nodes_it_allows(azure, tmp_
         return original_status(handle)
 
     tier.status = status_watching_the_cluster
+    # A queued job's 5 s to get a node is short on a loaded machine: scale-up and preparation
+    # are slower there, and a startup timeout would be a retry.
     result = EvaluationEngine(
         tier,
         tasks,
         ledger_path,
-        engine_config("quota", tier.price_per_node_hour),
+        engine_config("quota", tier.price_per_node_hour, startup_timeout=30.0),
         handle_signals=False,
     ).run()
 
