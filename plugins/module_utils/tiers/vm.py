@@ -575,11 +575,8 @@ class VmTier(BaseTier):
         """The job's container on VMs where a ``docker run`` seemed to fail (best effort)."""
         for host in self.hosts:
             if host is not job.host and job.container in host.stale:
-                try:
-                    host.ssh.run(f"docker rm -f {shlex.quote(job.container)}", timeout=30)
-                    host.stale.discard(job.container)
-                except SSH_ERRORS:
-                    pass
+                host.stale.discard(job.container)
+                self._remove_container(host, job.container)  # stale again if it fails
 
     def _remove_container(self, host: _Host, container: str) -> None:
         try:
