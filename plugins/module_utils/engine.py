@@ -595,26 +595,37 @@ class EvaluationEngine:
             self._submit_pool.submit(self._call_submit, key, chunk)
             for key, chunk in zip(keys, chunks, strict=True)
         ]
+        errors: list[Exception] = []
         try:
             futures.wait(calls)
+            for key, chunk, future in zip(keys, chunks, calls, strict=True):
+                try:
+                    self._end_submit(key, chunk, future.result)
+                except Exception as exc:
+                    errors.append(exc)
         except BaseException:
-            # Interrupted while submitting: any of them may have been accepted already.
+            # Interrupted while submitting or recording: any of them may have been accepted.
             futures.wait(calls, timeout=60)
-            for key in keys:
-                self._cancel_by_key(key, "interrupted while submitting")
+            self._cancel_unrecorded(keys)
             raise
-        errors: list[BaseException] = []
-        for key, chunk, future in zip(keys, chunks, calls, strict=True):
-            try:
-                self._end_submit(key, chunk, future.result)
-            except BaseException as exc:
-                errors.append(exc)
         if errors:
             raise errors[0]
 
     def _submit(self, chunk: list[str], now: float) -> None:
         job_key = self._begin_submit(chunk, now)
-        self._end_submit(job_key, chunk, lambda: self._call_submit(job_key, chunk))
+        try:
+            self._end_submit(job_key, chunk, lambda: self._call_submit(job_key, chunk))
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                self._cancel_unrecorded([job_key])
+            raise
+
+    def _cancel_unrecorded(self, job_keys: list[str]) -> None:
+        """After an interrupt inside a submit: cancel the jobs the tier may have accepted that
+        are not active jobs yet (the active ones are cancelled with the rest of the run)."""
+        for key in job_keys:
+            if key not in self._book.active:
+                self._cancel_by_key(key, "interrupted while submitting")
 
     def _begin_submit(self, chunk: list[str], now: float) -> str:
         if self.ledger is None:
@@ -666,9 +677,7 @@ class EvaluationEngine:
         except BaseException as exc:
             self._record_submit_retries(job_key)
             if not isinstance(exc, Exception):
-                # Interrupted inside the submit: the tier may have accepted the job already.
-                self._cancel_by_key(job_key, "interrupted while submitting")
-                raise
+                raise  # interrupted inside the submit: the caller cancels it by its key
             failure = self._classify_exception(exc)
             self.ledger.update_job(
                 job_key,
@@ -683,9 +692,7 @@ class EvaluationEngine:
                 raise PermanentFailure(failure) from exc
             self._note_transient(job_key, None, failure, self._clock(), tuple(chunk))
             return
-        self._record_submit_retries(job_key)
-        self._jobs_submitted += 1
-        self.ledger.update_job(job_key, handle=handle, state=JobState.QUEUED)
+        # An active job first: an interrupt from here on cancels it with the rest of the run.
         # The startup clock starts when the tier accepted the job, after any submit retries
         # (not when the round's other submits were done).
         self._book.add(
@@ -698,6 +705,9 @@ class EvaluationEngine:
                 sent_at=sent_at,
             )
         )
+        self._record_submit_retries(job_key)
+        self._jobs_submitted += 1
+        self.ledger.update_job(job_key, handle=handle, state=JobState.QUEUED)
         log.info("submitted %s (%s) with %d task(s)", job_key, handle, len(chunk))
 
     def _record_submit_retries(self, job_key: str) -> None:

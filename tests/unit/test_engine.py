@@ -552,6 +552,25 @@ def test_keyboard_interrupt_cancels_running_jobs_and_reraises(tmp_path):
     assert all(j.state == "CANCELED" and "run cancelled" in j.reason for j in jobs)
 
 
+def test_an_interrupt_while_recording_an_accepted_job_cancels_that_job(tmp_path, monkeypatch):
+    # Ctrl-C lands just after the tier accepted the job, while the ledger records it.
+    engine, tier, _ = make_engine(tmp_path, lambda k, i, n: worker_plan(k, i, task_s=500))
+    record = Ledger.update_job
+
+    def update_job(ledger, job_key, **fields):
+        record(ledger, job_key, **fields)
+        if fields.get("state") is JobState.QUEUED:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Ledger, "update_job", update_job)
+    with pytest.raises(KeyboardInterrupt):
+        engine.run()
+    assert tier.cancelled == ["h-1"]
+    _, jobs, _, meta = ledger_rows(tmp_path)
+    assert meta.status == "cancelled"
+    assert [(j.handle, j.state) for j in jobs] == [("h-1", "CANCELED")]
+
+
 def test_sigterm_cancels_running_jobs_and_raises_run_cancelled(tmp_path):
     engine, tier, clock = make_engine(tmp_path, lambda k, i, n: worker_plan(k, i, task_s=500))
     engine._handle_signals = True
