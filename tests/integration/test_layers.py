@@ -5,21 +5,39 @@
 - ``playbooks/aml.yml`` alone (it runs the registry layer's checks and the layer itself first):
   the Azure ML layer and a small evaluation;
 - the emulator's port and state directory come from LOCALAZURE_PORT/LOCALAZURE_STATE_DIR;
-- the Azure inventory never starts the emulator.
+- the Azure inventory never starts the emulator;
+- then every module's ``EXAMPLES`` and every role README's example play run as a user copies
+  them (examples.py), on what ``playbooks/aml.yml`` made (registry, pull identity, workspace,
+  cluster, environment): every example task runs (none is skipped) and leaves what it says.
 """
 
 from __future__ import annotations
 
 import socket
 import uuid
+from pathlib import Path
 
 import pytest
+from azure.core.exceptions import ResourceNotFoundError
+from azure.mgmt.containerinstance import ContainerInstanceManagementClient
+from azure.storage.blob import BlobServiceClient
+from examples import (
+    GOLDEN,
+    MODULE_ORDER,
+    MODULES,
+    assert_every_task_ran,
+    module_examples,
+    release_repository,
+    role_example_plays,
+    run_examples,
+    user_project,
+)
 from playbook_runner import CLUSTER, PLAYBOOKS, PULL_IDENTITY, REGISTRY, RG, running_playground
 
 from localazure.testing import free_port
 
 # Whole ansible-playbook runs: minutes each on a loaded 2-core machine.
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 
 BOGUS_SUBSCRIPTION = str(uuid.uuid4())
 # What a shell logged in to real Azure carries: none of it may reach the emulator run.
@@ -109,3 +127,88 @@ def test_the_azure_inventory_never_starts_the_emulator(playground, tmp_path):
     assert not state_dir.exists()
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+# -- the examples, on what the layers made ---------------------------------------------------------
+
+
+@pytest.fixture
+def layers(playground):
+    """The emulator with what playbooks/aml.yml makes: made by the Azure ML layer's test above,
+    or here when that test did not run first."""
+    try:
+        playground.ml.compute.get(CLUSTER)
+    except ResourceNotFoundError:
+        setup = playground.play("-e", "eval_max_tasks=1", playbook=PLAYBOOKS / "aml.yml")
+        assert setup.returncode == 0, setup.tail()
+    return playground
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    return user_project(tmp_path)
+
+
+def test_every_module_has_examples_in_the_order():
+    modules = {path.stem for path in MODULES.glob("*.py") if path.stem != "__init__"}
+    assert set(MODULE_ORDER) == modules, "add the new module's examples to MODULE_ORDER"
+    for name in MODULE_ORDER:
+        examples = module_examples(name)
+        assert examples and all(task.get("name") for task in examples), name
+
+
+def test_every_modules_examples_run_on_the_emulator(layers, project):
+    plays, names = [], []
+    for module in MODULE_ORDER:
+        tasks = module_examples(module)
+        plays.append({"name": f"Examples of {module}", "hosts": "localhost", "tasks": tasks})
+        names += [task["name"] for task in tasks]
+    code = project / "playbooks" / "code"
+    code.mkdir()
+    (code / "main.py").write_text("print('evaluated')\n")
+
+    playground = layers
+    run = run_examples(
+        playground,
+        project,
+        plays,
+        "-e",
+        f"waa_prepared_image={GOLDEN}",
+        "-e",
+        f"release_repo={release_repository(project)}",
+        "-e",
+        "release_build_number=20260101.1",
+    )
+
+    assert_every_task_ran(run, names)
+    ml = playground.ml
+    assert ml.jobs.get("waa-smoke-1").status in ("Completed", "Canceled")
+    assert ml.compute.get(CLUSTER).max_instances == 10
+    assert (project / "playbooks" / "code-from-share" / "main.py").read_text() == (
+        "print('evaluated')\n"
+    )
+    aci = playground.client(ContainerInstanceManagementClient)
+    assert [group.name for group in aci.container_groups.list_by_resource_group(RG)] == []
+    blobs = BlobServiceClient(
+        "https://openadaptwaaimages.blob.core.windows.net",
+        credential=playground.emulator.credential(),
+    ).get_container_client("waa-golden-image")
+    uploaded = {blob.name for blob in blobs.list_blobs(name_starts_with="storage/")}
+    assert {f"storage/{path.name}" for path in GOLDEN.iterdir()} <= uploaded
+    assert (project / ".state" / "runs").is_dir()  # eval_run's ledger and status
+    # Relative paths are the playbook's: discover's output, aml_job_set's run information.
+    assert (project / "playbooks" / "release" / "run_information.txt").is_file()
+
+
+def test_every_roles_readme_example_runs_on_the_emulator(layers, project):
+    examples = role_example_plays()
+    assert set(examples) >= {"acr", "vm_pool"}, examples
+    plays = [play for role in sorted(examples) for play in examples[role]]
+
+    playground = layers
+    run = run_examples(playground, project, plays)
+
+    assert run.returncode == 0, run.tail(120)
+    assert run.recap()["failed"] == 0
+    names = {registry.name for registry in playground.registries.registries.list()}
+    assert "myevals" in names
