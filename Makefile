@@ -23,10 +23,8 @@ $(STAMP): pyproject.toml requirements.lock.txt warm_python/warm-python
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# the locked set (ansible, azure.azcollection's requirements, the SDKs, the tools), as is;
-	# not byte-compiled up front (53 s instead of 172 s here): Python compiles what it imports
-	# on first use, a small part of Ansible's collections and the SDKs
-	$(BIN)/pip install --quiet --no-compile --no-deps -r requirements.lock.txt
+	# the locked set (ansible, azure.azcollection's requirements, the SDKs, the tools), as is
+	$(BIN)/pip install --quiet --no-deps -r requirements.lock.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	$(BIN)/pip check
 	# interpreter start-up hook: see localazure/client_hook.py and docs/emulator.md
