@@ -350,7 +350,9 @@ class Ledger:
                 )
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # A Ctrl-C can land after the COMMIT ran: then there is nothing to roll back.
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
         return inserted
 

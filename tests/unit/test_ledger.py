@@ -112,3 +112,30 @@ def test_survives_a_writer_killed_mid_stream(tmp_path):
         assert ledger.pending([f"t{i}" for i in range(count + 5)]) == [
             f"t{i}" for i in range(count, count + 5)
         ]
+
+
+class _InterruptAfterCommit:
+    """The ledger's connection, with a Ctrl-C arriving just after a COMMIT ran."""
+
+    def __init__(self, db):
+        self._db = db
+
+    def execute(self, sql, *args):
+        cursor = self._db.execute(sql, *args)
+        if sql == "COMMIT":
+            raise KeyboardInterrupt
+        return cursor
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+
+def test_a_ctrl_c_just_after_a_result_was_committed_stays_a_ctrl_c(tmp_path):
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        ledger.init_run("run", "", 1.0)
+        db = ledger._db
+        ledger._db = _InterruptAfterCommit(db)
+        with pytest.raises(KeyboardInterrupt):
+            ledger.record_result("t1", "success", 1.0, job_key="j1")
+        ledger._db = db
+        assert list(ledger.results()) == ["t1"]
