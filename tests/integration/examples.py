@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import ast
 import re
-import subprocess
 from pathlib import Path
 
 import yaml
-from playbook_runner import REPO, Run
+from playbook_runner import REPO, Run, git
 
 MODULES = REPO / "plugins" / "modules"
 ROLES = REPO / "roles"
@@ -87,29 +86,13 @@ def release_repository(root: Path) -> Path:
     image.mkdir(parents=True)
     (repo / "README.md").write_text("images\n")
 
-    def git(*args: str) -> None:
-        subprocess.run(
-            [
-                "git",
-                "-C",
-                str(repo),
-                "-c",
-                "user.email=ci@example.com",
-                "-c",
-                "user.name=ci",
-                *args,
-            ],
-            check=True,
-            capture_output=True,
-        )
-
-    git("init", "-q", "-b", "main")
-    git("add", "-A")
-    git("commit", "-qm", "start")
-    git("update-ref", "refs/remotes/origin/main", "HEAD")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "start")
+    git(repo, "update-ref", "refs/remotes/origin/main", "HEAD")
     (image / "Dockerfile").write_text("FROM mcr.microsoft.com/azurelinux/base/python:3.12\n")
-    git("add", "-A")
-    git("commit", "-qm", "cpu image")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "cpu image")
     return repo
 
 

@@ -47,6 +47,15 @@ _RECAP = re.compile(
 )
 
 
+def git(repo: Path, *args: str) -> None:
+    """``git -C repo ...`` as a CI user, for the repositories the image release tests make."""
+    subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.email=ci@example.com", "-c", "user.name=ci", *args],
+        check=True,
+        capture_output=True,
+    )
+
+
 # -- running ansible-playbook ---------------------------------------------------------------------
 
 

@@ -17,20 +17,13 @@ import pytest
 from azure.containerregistry import ContainerRegistryClient
 from azure.core.exceptions import ResourceNotFoundError
 from azure.mgmt.containerregistry import ContainerRegistryManagementClient
+from playbook_runner import git
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = REPO / "playbooks" / "image_release.yml"
 ROOT = "base_images/docker/public"
 STAGING, PRODUCTION = "imgstaging", "imgprod"
 SECRET_URI = "https://releasevault.vault.azure.net/secrets/staging-reader"
-
-
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(
-        ["git", "-C", str(repo), "-c", "user.email=ci@example.com", "-c", "user.name=ci", *args],
-        check=True,
-        capture_output=True,
-    )
 
 
 def image_repo(tmp_path: Path, test_command: str) -> Path:
