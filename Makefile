@@ -88,8 +88,9 @@ browser:
 integration: $(STAMP)
 	@$(MAKE) --no-print-directory browser
 	# Four workers, each with its own emulators; a file's tests stay together (they share
-	# fixtures). Most of a test's time is simulated Azure waiting, so four fit on two cores.
-	$(BIN)/pytest tests/integration -q -n 4 --dist loadfile --durations=30
+	# fixtures), the longest files first (tests/integration/conftest.py). Most of a test's time
+	# is simulated Azure waiting, so four fit on two cores.
+	$(BIN)/pytest tests/integration -q -n 4 --dist loadfile --no-loadscope-reorder --durations=30
 
 # One target a scenario, so that `make -j` runs them side by side: each has an emulator on a port
 # and a state directory of its own (its molecule.yml). Molecule keeps a scenario's state

@@ -7,6 +7,33 @@ import pytest
 
 from localazure.testing import RunningEmulator
 
+# The files whose tests take minutes, longest first (test durations of a CI run). The Makefile's
+# xdist hands whole files to its workers in collection order (--no-loadscope-reorder, instead of
+# xdist's most-tests-first): these start first, so that none of them is left to end the run
+# alone on one worker while the others are idle.
+LONGEST_FIRST = (
+    "test_playbooks.py",
+    "test_layers.py",
+    "test_vm_golden_image.py",
+    "test_waa_image.py",
+    "test_aml_evaluation.py",
+    "test_aci_playbook.py",
+    "test_playbook_bad_input.py",
+    "test_auto_playbook.py",
+    "test_vm_site.py",
+    "test_vm_tier.py",
+    "test_secret_canary.py",
+    "test_image_release.py",
+    "test_batch_site.py",
+    "test_vm_playbook.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
+    # Stable: a file's own tests keep their order (their module fixtures rely on it).
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 @pytest.fixture(scope="session")
 def emulator(tmp_path_factory):
