@@ -21,7 +21,15 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from aml_setup import FAST_JOB_ENV, GOLDEN_IMAGE_URI, RG, TERMINAL, WORKSPACE, build
+from aml_setup import (
+    FAST_JOB_ENV,
+    GOLDEN_IMAGE_URI,
+    RG,
+    TERMINAL,
+    WORKSPACE,
+    build,
+    most_nodes_at_once,
+)
 
 from ansible_collections.openadapt.azure_eval.plugins.module_utils import azure_ml
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.engine import (
@@ -190,7 +198,9 @@ def test_twelve_tasks_on_three_workers_each_once_with_node_seconds_as_the_emulat
 
     report = world.wait_scaled_down()
     [cluster] = report["computes"]
-    assert 1 <= cluster["nodes"] <= 3
+    # Never more than three nodes at once. Over the run there may be more: a node idle for its
+    # second scales down, and a later job gets a new one.
+    assert 1 <= most_nodes_at_once(report["value"]) <= 3
     measured = result.cost.node_hours * 3600
     assert measured == pytest.approx(cluster["node_seconds"], rel=0.10)
 

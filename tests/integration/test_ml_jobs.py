@@ -424,7 +424,8 @@ def test_slow_start_lengthens_preparing(aml):
 
 def test_nodes_scale_up_are_reused_and_scale_down_after_the_idle_time(aml):
     aml.cluster("pool", max_instances=1, idle_time_before_scale_down=1)
-    first = aml.submit("sleep 1", compute="pool")
+    # Long enough that the second job is still queued when it is looked at, however loaded.
+    first = aml.submit("sleep 5", compute="pool")
     second = aml.submit("echo second", compute="pool")
     aml.wait(first, ("Running",))
     assert aml.status(second) == "Queued"
