@@ -185,23 +185,23 @@ def test_heartbeats_report_the_task_and_how_long_the_client_is_silent(tmp_path):
         text=True,
     )
     beats = []
+
+    def silences() -> list[float]:
+        return [b.get("client_idle_s") for b in beats if b.get("client_idle_s") is not None]
+
     try:
         deadline = time.time() + 20
-        # The stuck client stopped talking: its silence keeps growing in the heartbeats.
-        while (
-            not beats
-            or beats[-1].get("client_idle_s") is None
-            or (beats[-1].get("client_idle_s") < 0.5)
-        ):
+        # The stuck client stopped talking: its silence keeps growing in the heartbeats. Counted
+        # in readings, not in time: a loaded machine may space the heartbeats out.
+        while len(silences()) < 3 or silences()[-1] < 0.5:
             assert time.time() < deadline, beats[-3:]
             beats += [e for e in parse_lines([proc.stdout.readline()]) if e.event == "heartbeat"]
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
-    assert len(beats) >= 5
     assert all(b.task_id == ids[0] for b in beats)
-    idle = [b.get("client_idle_s") for b in beats if b.get("client_idle_s") is not None]
-    assert idle[-1] > idle[0]
+    idle = silences()
+    assert idle == sorted(idle) and idle[-1] > idle[0]
 
 
 def test_sigterm_kills_the_client_prints_nothing_more_and_exits_143(tmp_path):
