@@ -3,6 +3,8 @@ state directory of its own; each test starts from a reset state."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from localazure.testing import RunningEmulator
@@ -30,6 +32,8 @@ LONGEST_FIRST = (
 
 
 def pytest_collection_modifyitems(items):
+    if stale := [name for name in LONGEST_FIRST if not (Path(__file__).parent / name).is_file()]:
+        raise pytest.UsageError(f"LONGEST_FIRST names files that are gone: {stale}")
     rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
     # Stable: a file's own tests keep their order (their module fixtures rely on it).
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
