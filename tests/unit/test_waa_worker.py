@@ -201,7 +201,8 @@ def test_heartbeats_report_the_task_and_how_long_the_client_is_silent(tmp_path):
         proc.communicate(timeout=10)
     assert all(b.task_id == ids[0] for b in beats)
     idle = silences()
-    assert idle == sorted(idle) and idle[-1] > idle[0]
+    # The client's first lines restart the count; its silence then grows to the end.
+    assert idle[-1] > idle[0]
 
 
 def test_sigterm_kills_the_client_prints_nothing_more_and_exits_143(tmp_path):
