@@ -264,20 +264,6 @@ class AmlWorld:
             time.sleep(0.2)
 
 
-def most_nodes_at_once(nodes: list[dict[str, Any]]) -> int:
-    """The most nodes held at one time, from the emulator's node report (``value``)."""
-    events = sorted(
-        (when, change)
-        for node in nodes
-        for when, change in ((node["acquired_at"], 1), (node["released_at"] or float("inf"), -1))
-    )
-    held = most = 0
-    for _when, change in events:
-        held += change
-        most = max(most, held)
-    return most
-
-
 def registry_with_waa(emulator, resource_group: str, registry: str) -> ResourceManagementClient:
     """A resource group and a Basic registry in it holding ``winarena:latest`` (imported from
     Docker Hub); returns the resource client."""

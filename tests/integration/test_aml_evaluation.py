@@ -21,15 +21,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from aml_setup import (
-    FAST_JOB_ENV,
-    GOLDEN_IMAGE_URI,
-    RG,
-    TERMINAL,
-    WORKSPACE,
-    build,
-    most_nodes_at_once,
-)
+from aml_setup import FAST_JOB_ENV, GOLDEN_IMAGE_URI, RG, TERMINAL, WORKSPACE, build
 
 from ansible_collections.openadapt.azure_eval.plugins.module_utils import azure_ml
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.engine import (
@@ -172,7 +164,9 @@ def assert_nothing_left_running(world, timeout: float = 20.0) -> dict[str, str]:
 
 
 def test_twelve_tasks_on_three_workers_each_once_with_node_seconds_as_the_emulator(azure, tmp_path):
-    world = build(azure, cluster=dict(max_nodes=3, idle_s=1))
+    # Nodes idle for 3 s before they scale down: a loaded controller's gap between a job's end
+    # and the next job's start does not cost a node (at most three nodes over the run).
+    world = build(azure, cluster=dict(max_nodes=3, idle_s=3))
     tasks = TASKS[:12]
     ledger_path = tmp_path / "ledger.db"
 
@@ -198,9 +192,7 @@ def test_twelve_tasks_on_three_workers_each_once_with_node_seconds_as_the_emulat
 
     report = world.wait_scaled_down()
     [cluster] = report["computes"]
-    # Never more than three nodes at once. Over the run there may be more: a node idle for its
-    # second scales down, and a later job gets a new one.
-    assert 1 <= most_nodes_at_once(report["value"]) <= 3
+    assert 1 <= cluster["nodes"] <= 3
     measured = result.cost.node_hours * 3600
     assert measured == pytest.approx(cluster["node_seconds"], rel=0.10)
 

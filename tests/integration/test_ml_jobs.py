@@ -425,7 +425,8 @@ def test_slow_start_lengthens_preparing(aml):
 def test_nodes_scale_up_are_reused_and_scale_down_after_the_idle_time(aml):
     aml.cluster("pool", max_instances=1, idle_time_before_scale_down=1)
     # Long enough that the second job is still queued when it is looked at, however loaded.
-    first = aml.submit("sleep 5", compute="pool")
+    first_job_s = 5
+    first = aml.submit(f"sleep {first_job_s}", compute="pool")
     second = aml.submit("echo second", compute="pool")
     aml.wait(first, ("Running",))
     assert aml.status(second) == "Queued"
@@ -440,7 +441,7 @@ def test_nodes_scale_up_are_reused_and_scale_down_after_the_idle_time(aml):
     (node,) = aml.nodes("pool")["value"]
     assert node["jobs"] == [first, second] and node["release_reason"] == "idle"
     busy = node["released_at"] - node["acquired_at"]
-    assert busy >= 1 and node["node_seconds"] == pytest.approx(busy, abs=0.01)
+    assert busy >= first_job_s and node["node_seconds"] == pytest.approx(busy, abs=0.01)
     assert node["cost_usd"] == pytest.approx(node["node_seconds"] / 3600 * 0.192, rel=1e-3)
     (total,) = aml.nodes("pool")["computes"]
     assert total["nodes"] == 1 and total["active_nodes"] == 0

@@ -191,14 +191,15 @@ def test_heartbeats_report_the_task_and_how_long_the_client_is_silent(tmp_path):
 
     try:
         deadline = time.time() + 20
-        # The stuck client stopped talking: its silence keeps growing in the heartbeats. Counted
-        # in readings, not in time: a loaded machine may space the heartbeats out.
-        while len(silences()) < 3 or silences()[-1] < 0.5:
+        # The stuck client stopped talking: its silence keeps growing in the heartbeats. Read
+        # until both hold, however a loaded machine spaces the heartbeats out.
+        while len(beats) < 5 or not silences() or silences()[-1] < 0.5:
             assert time.time() < deadline, beats[-3:]
             beats += [e for e in parse_lines([proc.stdout.readline()]) if e.event == "heartbeat"]
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
+    assert len(beats) >= 5
     assert all(b.task_id == ids[0] for b in beats)
     idle = silences()
     # The client's first lines restart the count; its silence then grows to the end.
