@@ -8,6 +8,7 @@ its worker's script starts then; until then the job is QUEUED. Fake clock, no pr
 from __future__ import annotations
 
 import threading
+import time
 
 from test_engine import IDS, Plan, ScriptedTier, make_engine, worker_plan
 
@@ -190,3 +191,31 @@ def test_concurrent_submits_record_every_job_once(tmp_path):
     assert result.succeeded == len(TASKS)
     assert sorted(tier.tasks_submitted()) == sorted(t for _, t in TASKS)
     assert len({key for key, _, _ in tier.submits}) == result.jobs_submitted == len(TASKS)
+
+
+class SlowFirstSubmitTier(NodeQueueTier):
+    """The earlier a job is handed out, the longer its submit takes: concurrent submits would
+    reach the queue in reverse."""
+
+    def submit(self, job_key, task_ids):
+        time.sleep(0.03 * max(0, 9 - int(job_key.rsplit("-", 1)[1])))
+        return super().submit(job_key, task_ids)
+
+
+def test_jobs_queued_ahead_reach_the_queue_in_the_order_they_were_handed_out(tmp_path):
+    engine, _, clock = queue_engine(
+        tmp_path,
+        lambda key, ids, n: worker_plan(key, ids, start=5.0),
+        nodes=4,
+        workers=4,
+        submit_concurrency=4,
+        max_chunk=1,
+    )
+    tier = SlowFirstSubmitTier(clock, engine.tier.planner, 4)
+    engine.tier = engine._book.tier = tier
+    result = engine.run()
+    assert result.succeeded == len(TASKS)
+    arrived = [int(key.rsplit("-", 1)[1]) for key, _, _ in tier.submits]
+    # The four for the free nodes, in any order; then the four queued ahead, as handed out.
+    assert sorted(arrived[:4]) == [1, 2, 3, 4]
+    assert arrived[4:8] == [5, 6, 7, 8]
