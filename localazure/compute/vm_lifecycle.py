@@ -26,6 +26,7 @@ from localazure.core.context import Context
 from localazure.identity.routes import bind_workload_identity
 from localazure.network.security import inbound_allowed
 from localazure.nodes import containers, workload_faults
+from localazure.nodes import pool as node_pool
 from localazure.nodes.containers import ContainerRuntime
 
 log = logging.getLogger("localazure.compute")
@@ -135,6 +136,26 @@ class VmLifecycle:
         self._custom_data(record, vm)
         for container in docker_engine.vm_containers(ctx, vm["id"]):
             self._container(record, vm, container, now)
+        self._mark_node(record, now)
+
+    def _mark_node(self, record: dict[str, Any], now: float) -> None:
+        """The VM's node is busy while a container runs on it, and an ``overload`` fault of
+        that container marks it: Azure Monitor's figures of the VM read both."""
+        node = node_pool.get(self.ctx, record["node_id"]) if record.get("node_id") else None
+        if node is None or node["released_at"] is not None:
+            return
+        running = [
+            c
+            for c in docker_engine.vm_containers(self.ctx, record["id"])
+            if c["status"] == "running"
+        ]
+        workload = running[0]["name"] if running else None
+        if node["run_id"] == workload and node["state"] in ("running", "idle"):
+            return
+        node.update(run_id=workload, state="running" if workload else "idle")
+        if running:
+            workload_faults.mark_overload(node, running[0]["fault"], workload, now)
+        node_pool.save(self.ctx, node)
 
     def _strike(self, record: dict[str, Any], vm: dict[str, Any], fault: dict[str, Any]) -> None:
         ctx = self.ctx

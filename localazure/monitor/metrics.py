@@ -8,7 +8,12 @@ cluster's ``Active Nodes``. ``timespan`` is ``start/end`` (ISO 8601) or a durati
 ``interval`` any ISO 8601 duration from one second (Azure's smallest grain is PT1M: tests use
 seconds because the emulator's runs are short); ``aggregation`` any of Average, Minimum,
 Maximum, Total, Count; ``$filter`` the ``Dim eq 'value'`` / ``Dim eq '*'`` clauses joined by
-``and`` (a ``*`` splits the series by that dimension).
+``and`` (a ``*``, or an ``or`` of one dimension's values, splits the series by that dimension).
+
+A VM publishes ``Percentage CPU`` and ``Available Memory Percentage`` on itself. At subscription
+scope (``/subscriptions/{id}/providers/Microsoft.Insights/metrics`` with ``region`` and
+``metricnamespace``, what ``metrics.list_at_subscription_scope`` sends) one query reads every
+resource of that namespace in the region, split by ``Microsoft.ResourceId``.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from starlette.requests import Request
@@ -29,6 +34,9 @@ from localazure.core.router import Router
 from localazure.monitor.figures import NodeFigures, Sample
 
 WORKSPACE_TYPE = "Microsoft.MachineLearningServices/workspaces"
+VM_TYPE = "Microsoft.Compute/virtualMachines"
+# The dimension a multi-resource query (at subscription scope) splits its series by.
+RESOURCE_ID_DIM = "Microsoft.ResourceId"
 AGGREGATIONS = ("Average", "Minimum", "Maximum", "Total", "Count")
 READ = "Microsoft.Insights/metrics/read"
 DEFINITIONS_READ = "Microsoft.Insights/metricDefinitions/read"
@@ -51,6 +59,7 @@ _DIM_VALUE: dict[str, Callable[[Sample], str | None]] = {
     "computename": lambda s: s.compute,
     "clustername": lambda s: s.compute,
     "scenario": lambda s: "Compute",
+    RESOURCE_ID_DIM.lower(): lambda s: s.compute_id,
 }
 
 DEFINITIONS: dict[str, tuple[MetricDefinition, ...]] = {
@@ -92,6 +101,24 @@ DEFINITIONS: dict[str, tuple[MetricDefinition, ...]] = {
             "Total",
         ),
     ),
+    # A VM's host metrics: no dimension of their own, and no disk-space figure (that needs the
+    # guest's Azure Monitor Agent, which the emulator does not have).
+    VM_TYPE.lower(): (
+        MetricDefinition(
+            "Percentage CPU",
+            "Percent",
+            "The percentage of allocated compute units that are currently in use by the VM",
+            (),
+            lambda s: s.cpu,
+        ),
+        MetricDefinition(
+            "Available Memory Percentage",
+            "Percent",
+            "Amount of physical memory, in percentage, immediately available for allocation",
+            (),
+            lambda s: round(100.0 - s.memory, 2),
+        ),
+    ),
 }
 
 _DURATION = re.compile(
@@ -99,7 +126,8 @@ _DURATION = re.compile(
     r"(?:(?P<s>\d+(?:\.\d+)?)S)?)?$",
     re.IGNORECASE,
 )
-_CLAUSE = re.compile(r"^\s*(?P<dim>[\w ]+?)\s+eq\s+'(?P<value>[^']*)'\s*$", re.IGNORECASE)
+_SUBSCRIPTION = re.compile(r"^/?subscriptions/[^/]+$", re.IGNORECASE)
+_CLAUSE = re.compile(r"^\s*(?P<dim>[\w. ]+?)\s+eq\s+'(?P<value>[^']*)'\s*$", re.IGNORECASE)
 
 
 def parse_duration(text: str, name: str) -> float:
@@ -129,21 +157,47 @@ def parse_timespan(text: str | None, now: float) -> tuple[float, float]:
     return now - parse_duration(text, "timespan"), now
 
 
-def parse_filter(text: str | None) -> dict[str, str]:
-    """``Dim eq 'v' and Dim2 eq '*'`` as {dim (lower case): value}."""
+def parse_filter(text: str | None) -> tuple[dict[str, str], dict[str, set[str]]]:
+    """``Dim eq 'v' and Dim2 eq '*' and (Dim3 eq 'a' or Dim3 eq 'b')`` as {dim (lower case):
+    value}, where an ``or`` of one dimension's values splits by it ('*'), and the values each
+    such dimension is limited to (lower case)."""
     if not text:
-        return {}
-    found = {}
-    for clause in re.split(r"\s+and\s+", text.strip(), flags=re.IGNORECASE):
-        m = _CLAUSE.match(clause.strip("() "))
-        if not m:
+        return {}, {}
+    found: dict[str, str] = {}
+    only: dict[str, set[str]] = {}
+    for group in re.split(r"\s+and\s+", text.strip(), flags=re.IGNORECASE):
+        alternatives = [_clause(c) for c in re.split(r"\s+or\s+", group, flags=re.IGNORECASE)]
+        dims = {dim for dim, _value in alternatives}
+        if len(dims) > 1:
             raise bad_request(
-                "BadRequest",
-                f"Unsupported $filter clause '{clause}': localazure takes `Dimension eq 'value'` "
-                "clauses joined by `and`.",
+                "BadRequest", f"An `or` in $filter must name one dimension: '{group}'."
             )
-        found[m.group("dim").strip().lower()] = m.group("value")
-    return found
+        dim = dims.pop()
+        if len(alternatives) == 1:
+            found[dim] = alternatives[0][1]
+        else:
+            found[dim] = "*"
+            only[dim] = {value.lower() for _dim, value in alternatives}
+    return found, only
+
+
+def _top(text: str | None) -> int:
+    if text is None:
+        return 10
+    if not text.isdigit() or int(text) < 1:
+        raise bad_request("BadRequest", f"top must be a positive whole number, not '{text}'.")
+    return int(text)
+
+
+def _clause(text: str) -> tuple[str, str]:
+    m = _CLAUSE.match(text.strip("() "))
+    if not m:
+        raise bad_request(
+            "BadRequest",
+            f"Unsupported $filter clause '{text}': localazure takes `Dimension eq 'value'` "
+            "clauses joined by `and`, and one dimension's clauses joined by `or`.",
+        )
+    return m.group("dim").strip().lower(), m.group("value")
 
 
 def aggregate(values: list[float], how: str) -> float:
@@ -163,9 +217,14 @@ def definitions_for(resource: dict[str, Any]) -> tuple[MetricDefinition, ...]:
 
 
 def samples_of(figures: NodeFigures, resource: dict[str, Any], start: float, end: float):
-    """The samples that belong to a resource (a workspace: the nodes of its computes)."""
-    prefix = resource["id"].lower() + "/"
-    return [s for s in figures.samples(start, end) if s.compute_id.lower().startswith(prefix)]
+    """The samples that belong to a resource (a workspace: the nodes of its computes; a VM:
+    its own node)."""
+    own = resource["id"].lower()
+    return [
+        s
+        for s in figures.samples(start, end)
+        if s.compute_id.lower() == own or s.compute_id.lower().startswith(own + "/")
+    ]
 
 
 def series(
@@ -255,8 +314,11 @@ def register(router: Router, ctx: Context, figures: NodeFigures) -> None:
 
     async def metrics(request: Request, scope: str) -> Response:
         require_api_version(request)
-        resource = resource_of(scope)
         q = request.query_params
+        subscription = _SUBSCRIPTION.match(scope)
+        resource = (
+            _namespace_scope(q, "/" + scope.strip("/")) if subscription else resource_of(scope)
+        )
         now = ctx.clock()
         start, end = parse_timespan(q.get("timespan"), now)
         grain = parse_duration(q.get("interval") or "PT1M", "interval")
@@ -267,6 +329,10 @@ def register(router: Router, ctx: Context, figures: NodeFigures) -> None:
             if how not in AGGREGATIONS:
                 raise bad_request("BadRequest", f"Invalid aggregation '{how}'.")
         known = {d.name.lower(): d for d in definitions_for(resource)}
+        if subscription:
+            known = {
+                k: replace(d, dimensions=(RESOURCE_ID_DIM, *d.dimensions)) for k, d in known.items()
+            }
         names = [n.strip() for n in (q.get("metricnames") or "").split(",") if n.strip()]
         chosen = []
         for name in names or [d.name for d in known.values()][:1]:
@@ -279,8 +345,18 @@ def register(router: Router, ctx: Context, figures: NodeFigures) -> None:
                     + ",".join(d.name for d in known.values()),
                 )
             chosen.append(definition)
-        dims = parse_filter(q.get("$filter"))
-        samples = samples_of(figures, resource, start, end)
+        dims, only = parse_filter(q.get("$filter"))
+        # As Azure: a filtered query answers at most ``top`` series (default 10).
+        top = _top(q.get("top")) if q.get("$filter") else None
+        if subscription:
+            samples = _in_region(figures.samples(start, end), resource)
+        else:
+            samples = samples_of(figures, resource, start, end)
+        samples = [
+            s
+            for s in samples
+            if all((_DIM_VALUE[d](s) or "").lower() in values for d, values in only.items())
+        ]
         value = []
         for definition in chosen:
             how = hows[0] if len(hows) == 1 else definition.primary
@@ -292,7 +368,7 @@ def register(router: Router, ctx: Context, figures: NodeFigures) -> None:
                     "displayDescription": definition.description,
                     "unit": definition.unit,
                     "errorCode": "Success",
-                    "timeseries": series(samples, definition, dims, start, end, grain, how),
+                    "timeseries": series(samples, definition, dims, start, end, grain, how)[:top],
                 }
             )
         return json_response(
@@ -305,6 +381,41 @@ def register(router: Router, ctx: Context, figures: NodeFigures) -> None:
                 "value": value,
             }
         )
+
+    def _namespace_scope(q: Any, subscription_id: str) -> dict[str, Any]:
+        """A multi-resource query: every resource of ``metricnamespace`` in ``region`` of the
+        subscription, its series split by ``Microsoft.ResourceId``."""
+        namespace, region = q.get("metricnamespace"), q.get("region")
+        if not namespace or not region:
+            raise bad_request(
+                "BadRequest",
+                "A metrics query at subscription scope needs the region and metricnamespace "
+                "parameters.",
+            )
+        if namespace.lower() not in DEFINITIONS:
+            raise bad_request(
+                "BadRequest", f"Metric namespace '{namespace}' is not supported at this scope."
+            )
+        return {"id": subscription_id, "type": namespace, "location": region.lower()}
+
+    def _in_region(samples: list[Sample], scope: dict[str, Any]) -> list[Sample]:
+        prefix = scope["id"].lower() + "/"
+        kept, resources = [], {}
+        for sample in samples:
+            key = sample.compute_id.lower()
+            if key not in resources:
+                found = ctx.store.get_resource(sample.compute_id)
+                resources[key] = (
+                    found is not None
+                    and key.startswith(prefix)
+                    and (
+                        found["type"].lower() == scope["type"].lower()
+                        and found["location"].lower().replace(" ", "") == scope["location"]
+                    )
+                )
+            if resources[key]:
+                kept.append(sample)
+        return kept
 
     base = "{scope:path}/providers/Microsoft.Insights"
     router.add(

@@ -10,16 +10,26 @@ import ipaddress
 import json
 import shlex
 import time
+from datetime import timedelta
 
 import paramiko
 import pytest
 from azure.core.exceptions import HttpResponseError
+from azure.mgmt.monitor import MonitorManagementClient
 
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.common import (
     worker_command,
 )
 from tests.integration.aml_setup import FAST_JOB_ENV, WORKER_SCRIPT
-from tests.integration.vm_setup import RG, build, docker_login_with_identity, new_key, run, wait_for
+from tests.integration.vm_setup import (
+    LOCATION,
+    RG,
+    build,
+    docker_login_with_identity,
+    new_key,
+    run,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -266,3 +276,51 @@ def _refused(world, name: str) -> bool:
     except (OSError, EOFError, paramiko.SSHException):
         return False
     return False
+
+
+def test_vm_host_metrics_through_azure_monitor(world, azure):
+    # Per VM (metrics.list on its id) and for the pool in one multi-resource query at
+    # subscription scope, split by Microsoft.ResourceId, limited by the filter and by top.
+    ids = [world.vm(name).id for name in ("m1", "m2", "m3")]
+    for name in ("m1", "m2", "m3"):
+        wait_for(lambda name=name: world.power_state(name) == "running", f"{name} running")
+    monitor = azure.mgmt_client(MonitorManagementClient)
+    names = {d.name.value for d in monitor.metric_definitions.list(ids[0])}
+    assert names == {"Percentage CPU", "Available Memory Percentage"}
+
+    def points(result):
+        return {
+            next(m.value for m in s.metadatavalues if m.name.value == "Microsoft.ResourceId"): [
+                p.average for p in s.data if p.average is not None
+            ]
+            for m in result.value
+            for s in m.timeseries
+        }
+
+    def pool(**extra):
+        return monitor.metrics.list_at_subscription_scope(
+            LOCATION,
+            metricnamespace="Microsoft.Compute/virtualMachines",
+            timespan="PT5M",
+            interval=timedelta(seconds=1),
+            metricnames="Percentage CPU",
+            aggregation="Average",
+            **extra,
+        )
+
+    either = " or ".join(f"Microsoft.ResourceId eq '{i}'" for i in ids[:2])
+    split = wait_for(
+        lambda: (found := points(pool(filter=either))) and all(found.values()) and found,
+        "a CPU point for each of two VMs",
+    )
+    assert {k.lower() for k in split} == {i.lower() for i in ids[:2]}
+    assert all(0 <= v <= 100 for series in split.values() for v in series)
+    assert len(points(pool(filter="Microsoft.ResourceId eq '*'", top=1))) == 1
+    own = monitor.metrics.list(
+        ids[2], timespan="PT5M", interval=timedelta(seconds=1), metricnames="Percentage CPU"
+    )
+    assert [len(m.timeseries) for m in own.value] == [1]
+    with pytest.raises(HttpResponseError, match="region and metricnamespace"):
+        monitor.metrics.list_at_subscription_scope(LOCATION, metricnames="Percentage CPU")
+    with pytest.raises(HttpResponseError, match="one dimension"):
+        pool(filter=f"Microsoft.ResourceId eq '{ids[0]}' or Foo eq 'x'")
