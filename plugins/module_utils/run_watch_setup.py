@@ -67,12 +67,13 @@ def run_watch_for(args: Mapping[str, Any], tier: Any, tasks: list, display: Any)
     )
     reader = None
     source = getattr(tier, "metrics_source", None)
-    if args.get("metrics", True) and callable(source):
+    source = source() if args.get("metrics", True) and callable(source) else None
+    if source is not None:
         interval = float(args.get("metrics_interval") or 60)
         grain = float(args.get("metrics_grain") or 60)
         # The window holds the unhealthy-node limit and a read's worth more.
         window = max(evaluator.thresholds.node_unhealthy_for_s + 2 * interval, grain)
-        reader = MetricsReader(source(), interval_s=interval, grain_s=grain, window_s=window)
+        reader = MetricsReader(source, interval_s=interval, grain_s=grain, window_s=window)
     return RunWatch(evaluator, reader)
 
 

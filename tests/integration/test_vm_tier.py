@@ -174,6 +174,46 @@ def test_a_stuck_worker_is_cancelled_and_its_task_rerun(pool, emulator, tmp_path
     assert containers_left(emulator) == []
 
 
+def test_a_vm_over_95_percent_cpu_raises_node_unhealthy_and_its_job_moves(
+    pool, emulator, tmp_path
+):
+    # The engine reads the VMs' host metrics from Azure Monitor (one query for the pool) every
+    # second; the faulted job's VM is at 99% CPU from its start, unhealthy after 2 s of it.
+    _, options = pool
+    emulator.admin(
+        "POST", "ml/faults", {"fault": "overload", "metric": "cpu", "job": "-0001$", "after_s": 0}
+    )
+    requests_before = emulator.request_seq()
+    output = finish(
+        play(
+            emulator,
+            tmp_path,
+            options,
+            eval_vm_time_scale="2",
+            eval_vm_metrics_interval=1,
+            eval_vm_alert_thresholds={"node_unhealthy_for": 2},
+        )
+    )
+
+    assert "failed=0" in output, output[-3000:]
+    assert_every_task_once(tmp_path)
+    with ledger_of(tmp_path) as ledger:
+        codes = {job.job_key[-4:]: job.failure_code for job in ledger.jobs() if job.failure_code}
+    assert codes == {"0001": "NodeUnhealthy"}, codes
+    status = json.loads((tmp_path / "waa-vm" / "status.json").read_text())
+    unhealthy = [a for a in status["alerts"]["history"] if a["rule"] == "compute_node_unhealthy"]
+    assert len(unhealthy) == 1, status["alerts"]
+    assert "/virtualMachines/vmt-" in unhealthy[0]["subject"] and "cpu" in unhealthy[0]["message"]
+    reads = [
+        r
+        for r in emulator.requests(since=requests_before)
+        if r["path"].endswith("/providers/Microsoft.Insights/metrics")
+    ]
+    # one multi-resource query per read, at the subscription's scope
+    assert reads and {r["path"].split("/")[3] for r in reads} == {"providers"}, reads
+    assert containers_left(emulator) == []
+
+
 def test_ctrl_c_leaves_no_container_running_on_any_vm(pool, emulator, tmp_path):
     _, options = pool
     controller = play(emulator, tmp_path, options, eval_vm_time_scale="5")

@@ -27,10 +27,10 @@ _KEEP_POINTS = 240
 class MetricsSource:
     """Where a tier's node figures live in Azure Monitor.
 
-    ``metric_names`` maps the figures (cpu, memory, disk, or disk_used + disk_available in
-    megabytes, turned into a percentage) to the resource's metric names; ``filter`` selects
-    the tier's nodes and splits the series by ``node_dimension`` (and ``run_dimension``, the
-    job a node runs, when the resource has one)."""
+    ``metric_names`` maps the figures (cpu, memory or memory_available, disk, or disk_used +
+    disk_available in megabytes, turned into percentages) to the resource's metric names;
+    ``filter`` selects the tier's nodes and splits the series by ``node_dimension`` (and
+    ``run_dimension``, the job a node runs, when the resource has one)."""
 
     client_factory: Callable[[], Any]
     resource_id: str
@@ -38,6 +38,15 @@ class MetricsSource:
     filter: str | None
     node_dimension: str
     run_dimension: str | None = None
+    # A multi-resource query (``metrics.list_at_subscription_scope``): every resource of
+    # ``namespace`` in ``region`` of the client's subscription, as many VMs in one request;
+    # ``resource_id`` is then the subscription's id.
+    region: str | None = None
+    namespace: str | None = None
+    # Without a run dimension: the tier's handle of the job on a node (None: no job).
+    run_of: Callable[[str], str | None] | None = None
+    # Azure answers at most ``top`` series for a filtered query (10 unless asked).
+    top: int = 100
 
 
 @dataclass
@@ -138,14 +147,19 @@ class MetricsReader:
         self.requests += 1
         self.first_read_at = self.first_read_at or now
         self.last_read_at = now
-        return self._client.metrics.list(
-            self.source.resource_id,
+        query = dict(
             timespan=f"{_iso(start)}/{_iso(end)}",
             interval=timedelta(seconds=self.grain_s),
             metricnames=",".join(self.source.metric_names.values()),
             aggregation="Average",
             filter=self.source.filter,
+            top=self.source.top,
         )
+        if self.source.region:
+            return self._client.metrics.list_at_subscription_scope(
+                self.source.region, metricnamespace=self.source.namespace, **query
+            )
+        return self._client.metrics.list(self.source.resource_id, **query)
 
     def _take(self, response: Any) -> None:
         by_metric = {name.lower(): figure for figure, name in self.source.metric_names.items()}
@@ -174,6 +188,8 @@ class MetricsReader:
             seen.add(node_id)
             health = self.nodes.setdefault(node_id, NodeHealth(node_id))
             health.run_id = runs.get(node_id)
+            if self.source.run_of is not None:
+                health.run_id = self.source.run_of(node_id)
             for figure, points in _percentages(figures).items():
                 merged = dict(health.series.get(figure, []))
                 merged.update(points)
@@ -196,6 +212,8 @@ class MetricsReader:
 
 def _percentages(figures: dict[str, dict[float, float]]) -> dict[str, dict[float, float]]:
     out = {f: v for f, v in figures.items() if f in FIGURES}
+    if "memory_available" in figures and "memory" not in out:
+        out["memory"] = {t: 100.0 - v for t, v in figures["memory_available"].items()}
     used, free = figures.get("disk_used"), figures.get("disk_available")
     if used and free and "disk" not in out:
         out["disk"] = {

@@ -27,13 +27,16 @@ import re
 import shlex
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.openadapt.azure_eval.plugins.module_utils import vm_sizes
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.alerts.metrics import (
+    MetricsSource,
+)
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.cost import (
     NodeInterval,
     NodeUsage,
@@ -86,6 +89,7 @@ _CONTAINER_NAME = re.compile(r"[^a-zA-Z0-9_.-]")
 _VM_ID = re.compile(
     r"/resourceGroups/([^/]+)/providers/Microsoft\.Compute/virtualMachines/([^/]+)$", re.I
 )
+_VM_ID_SUBSCRIPTION = re.compile(r"^/subscriptions/([^/]+)/", re.I)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -208,6 +212,9 @@ class VmTier(BaseTier):
     retry_unhealthy_after: float = 30.0
     reconnect_interval: float = 1.0
     node_sample_interval: float = 5.0
+    # The pool's region and a factory of its azure-mgmt-monitor client: the VMs' host metrics.
+    region: str = ""
+    monitor_factory: Callable[[], Any] | None = None
     name: str = "vm"
     queues_jobs: ClassVar[bool] = False
     failure_codes: ClassVar[Mapping[str, str]] = FAILURE_CODES
@@ -238,6 +245,33 @@ class VmTier(BaseTier):
 
     def handle_for(self, job_key: str) -> str:
         return job_key
+
+    def metrics_source(self) -> MetricsSource | None:
+        """The VMs' host metrics: one multi-resource query for the pool's region, filtered to
+        its VMs and split by their resource ids (a VM has no job dimension: the tier names the
+        job each VM runs)."""
+        if self.monitor_factory is None:
+            return None
+        by_vm = {h.vm_id.lower(): h for h in self.hosts}
+
+        def job_on(vm_id: str) -> str | None:
+            host = by_vm.get(vm_id.lower())
+            return host.job if host is not None else None
+
+        return MetricsSource(
+            client_factory=self.monitor_factory,
+            resource_id="/subscriptions/" + _VM_ID_SUBSCRIPTION.search(self.hosts[0].vm_id)[1],
+            metric_names={
+                "cpu": "Percentage CPU",
+                "memory_available": "Available Memory Percentage",
+            },
+            filter=" or ".join(f"Microsoft.ResourceId eq '{h.vm_id}'" for h in self.hosts),
+            node_dimension="Microsoft.ResourceId",
+            region=self.region,
+            namespace="Microsoft.Compute/virtualMachines",
+            run_of=job_on,
+            top=max(10, len(self.hosts)),
+        )
 
     # -- the Tier contract -------------------------------------------------------------------
 
@@ -636,11 +670,10 @@ def _arm_base_url(cloud_environment: str | None) -> str:
     return cloud.endpoints.resource_manager.rstrip("/")
 
 
-def compute_client(env: Mapping[str, str]):
-    from azure.mgmt.compute import ComputeManagementClient
-
+def arm_client(client_class: Any, env: Mapping[str, str]) -> Any:
+    """An azure-mgmt client of the environment's cloud, subscription and credential."""
     base = _arm_base_url(env.get("AZURE_CLOUD_ENVIRONMENT"))
-    return ComputeManagementClient(
+    return client_class(
         credential_from_env(env),
         subscription_from_env(env),
         base_url=base,
@@ -648,26 +681,42 @@ def compute_client(env: Mapping[str, str]):
     )
 
 
-def _price(compute: Any, hosts: list[_Host], override: float | None) -> tuple[str, float]:
-    """The pool's VM size and its hourly price (all VMs of a pool have one size)."""
-    sizes = set()
+def compute_client(env: Mapping[str, str]):
+    from azure.mgmt.compute import ComputeManagementClient
+
+    return arm_client(ComputeManagementClient, env)
+
+
+def monitor_client(env: Mapping[str, str]):
+    from azure.mgmt.monitor import MonitorManagementClient
+
+    return arm_client(MonitorManagementClient, env)
+
+
+def _price(compute: Any, hosts: list[_Host], override: float | None) -> tuple[str, float, str]:
+    """The pool's VM size, its hourly price and its region (a pool's VMs have one of each)."""
+    sizes, regions = set(), set()
     for host in hosts:
         group, name = _parse_vm_id(host.vm_id)
         vm = compute.virtual_machines.get(group, name)
         spot = (vm.priority or "").lower() in ("spot", "low")
         sizes.add((vm.hardware_profile.vm_size, spot))
+        regions.add((vm.location or "").lower().replace(" ", ""))
     if len(sizes) != 1:
         raise SetupError(f"the pool's VMs must have one size and priority; found {sorted(sizes)}")
+    if len(regions) != 1:
+        raise SetupError(f"the pool's VMs must be in one region; found {sorted(regions)}")
     size, spot = sizes.pop()
+    region = regions.pop()
     if override is not None:
-        return size, override
+        return size, override, region
     price = vm_sizes.vm_prices({"name": size}).get("low_priority" if spot else "dedicated")
     if price is None:
         raise UnknownPrice(
             f"no price known for {size}{' (Spot)' if spot else ''}; set tier_options "
             "price_per_node_hour to account the run's cost"
         )
-    return size, price
+    return size, price, region
 
 
 ARGUMENT_SPEC = dict(
@@ -722,7 +771,7 @@ def build(context: TierContext) -> VmTier:
     env_file(environment)  # a bad variable is an error now, not at the first job
     image_dir = check_image_dir(options.get("golden_image_dir") or "")
     compute = compute_client(context.environment)
-    size, price = _price(compute, hosts, options.get("price_per_node_hour"))
+    size, price, region = _price(compute, hosts, options.get("price_per_node_hour"))
     return VmTier(
         hosts=hosts,
         image=options["image"],
@@ -734,6 +783,8 @@ def build(context: TierContext) -> VmTier:
         price_per_node_hour=price,
         vm_size=size,
         unreachable_after=options["unreachable_after"],
+        region=region,
+        monitor_factory=lambda: monitor_client(context.environment),
     )
 
 
