@@ -36,6 +36,11 @@ class Sample:
     cpu: float
     memory: float
     disk_used_mb: float
+    # What the node counts of a Batch account read: its state as Batch spells it
+    # (``idle``, ``running``, ``starttaskfailed``...), priority and cores.
+    state: str = ""
+    low_priority: bool = False
+    vcpus: int = 0
 
     @property
     def disk_available_mb(self) -> float:
@@ -108,6 +113,9 @@ class NodeFigures:
             round(max(0.0, min(100.0, cpu)), 2),
             round(max(0.0, min(100.0, memory)), 2),
             round(disk, 1),
+            (node.get("batch") or {}).get("state", node["state"]).lower(),
+            node.get("priority") == "LowPriority",
+            int(node.get("vcpus") or 0),
         )
 
     def samples(self, start: float, end: float) -> list[Sample]:

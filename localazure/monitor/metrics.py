@@ -35,6 +35,7 @@ from localazure.monitor.figures import NodeFigures, Sample
 
 WORKSPACE_TYPE = "Microsoft.MachineLearningServices/workspaces"
 VM_TYPE = "Microsoft.Compute/virtualMachines"
+BATCH_TYPE = "Microsoft.Batch/batchAccounts"
 # The dimension a multi-resource query (at subscription scope) splits its series by.
 RESOURCE_ID_DIM = "Microsoft.ResourceId"
 AGGREGATIONS = ("Average", "Minimum", "Maximum", "Total", "Count")
@@ -50,9 +51,22 @@ class MetricDefinition:
     dimensions: tuple[str, ...]
     value: Callable[[Sample], float]
     primary: str = "Average"
+    # A count of nodes (or their cores): summed over the nodes at each sampling instant, and
+    # emitted once a minute as Azure's are, so a one-minute Total is the count itself.
+    count: bool = False
 
 
 _NODE_DIMS = ("RunId", "InstanceId", "ComputeName")
+
+
+def _batch_count(name: str, description: str, value: Callable[[Sample], float]):
+    return MetricDefinition(name, "Count", description, (), value, "Total", count=True)
+
+
+def _in_state(state: str) -> Callable[[Sample], float]:
+    return lambda s: 1.0 if s.state == state else 0.0
+
+
 _DIM_VALUE: dict[str, Callable[[Sample], str | None]] = {
     "runid": lambda s: s.run_id or "",
     "instanceid": lambda s: s.node_id,
@@ -99,6 +113,7 @@ DEFINITIONS: dict[str, tuple[MetricDefinition, ...]] = {
             ("Scenario", "ClusterName"),
             lambda s: 1.0 if s.run_id else 0.0,
             "Total",
+            count=True,
         ),
     ),
     # A VM's host metrics: no dimension of their own, and no disk-space figure (that needs the
@@ -117,6 +132,44 @@ DEFINITIONS: dict[str, tuple[MetricDefinition, ...]] = {
             "Amount of physical memory, in percentage, immediately available for allocation",
             (),
             lambda s: round(100.0 - s.memory, 2),
+        ),
+    ),
+    # A Batch account's node counts over all its pools, with no dimension (as Azure's): Batch
+    # publishes no per-node CPU, memory or disk to Azure Monitor.
+    BATCH_TYPE.lower(): (
+        _batch_count(
+            "CoreCount",
+            "Total number of dedicated cores in the batch account",
+            lambda s: 0.0 if s.low_priority else float(s.vcpus),
+        ),
+        _batch_count(
+            "LowPriorityCoreCount",
+            "Total number of Spot/low-priority cores in the batch account",
+            lambda s: float(s.vcpus) if s.low_priority else 0.0,
+        ),
+        _batch_count(
+            "TotalNodeCount",
+            "Total number of dedicated nodes in the batch account",
+            lambda s: 0.0 if s.low_priority else 1.0,
+        ),
+        _batch_count(
+            "TotalLowPriorityNodeCount",
+            "Total number of Spot/low-priority nodes in the batch account",
+            lambda s: 1.0 if s.low_priority else 0.0,
+        ),
+        *(
+            _batch_count(f"{name}NodeCount", description, _in_state(name.lower()))
+            for name, description in (
+                ("Creating", "Number of nodes being created"),
+                ("Starting", "Number of nodes starting"),
+                ("WaitingForStartTask", "Number of nodes waiting for the Start Task to complete"),
+                ("StartTaskFailed", "Number of nodes where the Start Task has failed"),
+                ("Idle", "Number of idle nodes"),
+                ("Running", "Number of running nodes"),
+                ("Rebooting", "Number of rebooting nodes"),
+                ("Unusable", "Number of unusable nodes"),
+                ("LeavingPool", "Number of nodes leaving the Pool"),
+            )
         ),
     ),
 }
@@ -212,6 +265,13 @@ def aggregate(values: list[float], how: str) -> float:
     return float(len(values))
 
 
+def _aggregate(values: list[float], how: str, minutes: float | None) -> float:
+    if minutes is not None and how in ("Total", "Count"):
+        # Azure emits a count once a minute: the bucket's latest count stands for each emission
+        return (values[-1] if how == "Total" else 1.0) * minutes
+    return aggregate(values, how)
+
+
 def definitions_for(resource: dict[str, Any]) -> tuple[MetricDefinition, ...]:
     return DEFINITIONS.get(resource["type"].lower(), ())
 
@@ -247,12 +307,21 @@ def series(
     split = [d for d, v in dims.items() if v == "*"]
     fixed = {d: v for d, v in dims.items() if v != "*"}
     groups: dict[tuple[str, ...], dict[float, list[float]]] = {}
+    instants: dict[tuple[tuple[str, ...], float], float] = {}
     for s in samples:
         if any((_DIM_VALUE[d](s) or "").lower() != v.lower() for d, v in fixed.items()):
             continue
         key = tuple(_DIM_VALUE[d](s) or "" for d in split)
+        if definition.count:
+            instants[key, s.at] = instants.get((key, s.at), 0.0) + definition.value(s)
+            continue
         bucket = start + ((s.at - start) // grain) * grain
         groups.setdefault(key, {}).setdefault(bucket, []).append(definition.value(s))
+    for (key, at), total in instants.items():
+        bucket = start + ((at - start) // grain) * grain
+        groups.setdefault(key, {}).setdefault(bucket, []).append(total)
+    # A count's Total over a grain is its emissions' sum: one a minute, at least one.
+    minutes = max(1.0, grain / 60.0) if definition.count else None
     names = {d.lower(): d for d in definition.dimensions}
     out = []
     for key, buckets in sorted(groups.items()):
@@ -264,7 +333,7 @@ def series(
                     for d, v in [*fixed.items(), *zip(split, key, strict=True)]
                 ],
                 "data": [
-                    {"timeStamp": _iso(t), how.lower(): round(aggregate(v, how), 4)}
+                    {"timeStamp": _iso(t), how.lower(): round(_aggregate(v, how, minutes), 4)}
                     for t, v in sorted(buckets.items())
                 ],
             }

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.mgmt.authorization import AuthorizationManagementClient
 from azure.mgmt.batch import BatchManagementClient
 from azure.mgmt.containerregistry import ContainerRegistryManagementClient
+from azure.mgmt.monitor import MonitorManagementClient
 from azure.mgmt.resource import ResourceManagementClient
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -452,6 +454,45 @@ def test_node_unusable_fault_takes_the_node_out_of_scheduling(batch):
     batch.wait_nodes("idle")
     batch.emulator.admin("POST", "batch/faults", {"fault": "unusable", "pool": "waa", "after_s": 0})
     batch.wait_nodes("unusable")
+
+
+def test_node_counts_in_azure_monitor_follow_the_nodes_states(batch):
+    # Batch publishes account-wide node and core counts (no dimension, Total over a minute),
+    # not per-node CPU: an unusable node shows as UnusableNodeCount.
+    batch.grant_pull()
+    batch.pool(dedicated=2, size="Standard_D4s_v5")
+    batch.wait_nodes("idle", count=2)
+    monitor = batch.emulator.mgmt_client(MonitorManagementClient)
+    account = batch.account.id
+    names = {d.name.value for d in monitor.metric_definitions.list(account)}
+    assert {"CoreCount", "TotalNodeCount", "IdleNodeCount", "UnusableNodeCount"} <= names
+
+    def latest() -> dict[str, float]:
+        result = monitor.metrics.list(
+            account,
+            timespan="PT5M",
+            interval=timedelta(minutes=1),
+            metricnames="TotalNodeCount,IdleNodeCount,UnusableNodeCount,CoreCount",
+            aggregation="Total",
+        )
+        return {
+            m.name.value: next((p.total for p in reversed(s.data) if p.total is not None), None)
+            for m in result.value
+            for s in m.timeseries
+        }
+
+    counts = wait_for(lambda: (c := latest()).get("IdleNodeCount") == 2 and c, what="2 idle")
+    assert counts == {
+        "TotalNodeCount": 2,
+        "IdleNodeCount": 2,
+        "UnusableNodeCount": 0,
+        "CoreCount": 8,
+    }
+    batch.emulator.admin("POST", "batch/faults", {"fault": "unusable", "pool": "waa", "after_s": 0})
+    batch.wait_nodes("unusable")
+    counts = wait_for(lambda: (c := latest())["UnusableNodeCount"] >= 1 and c, what="unusable")
+    assert counts["TotalNodeCount"] == 2
+    assert counts["IdleNodeCount"] + counts["UnusableNodeCount"] == 2
 
 
 def test_entra_token_for_the_batch_audience_is_accepted(batch):
