@@ -174,9 +174,7 @@ def test_a_stuck_worker_is_cancelled_and_its_task_rerun(pool, emulator, tmp_path
     assert containers_left(emulator) == []
 
 
-def test_a_vm_over_95_percent_cpu_raises_node_unhealthy_and_its_job_moves(
-    pool, emulator, tmp_path
-):
+def test_a_vm_over_95_percent_cpu_raises_node_unhealthy_and_its_job_moves(pool, emulator, tmp_path):
     # The engine reads the VMs' host metrics from Azure Monitor (one query for the pool) every
     # second; the faulted job's VM is at 99% CPU from its start, unhealthy after 2 s of it.
     _, options = pool
