@@ -91,9 +91,9 @@ class NodeQueueTier(ScriptedTier):
             self._free[node] = min(self._free[node], self.clock())
 
 
-def queue_engine(tmp_path, planner, nodes=2, **config):
+def queue_engine(tmp_path, planner, nodes=2, tier_class=None, **config):
     engine, scripted, clock = make_engine(tmp_path, planner, tasks=TASKS, **config)
-    tier = NodeQueueTier(clock, planner, nodes)
+    tier = (tier_class or NodeQueueTier)(clock, planner, nodes)
     engine.tier = tier
     engine._book.tier = tier
     engine._slots = engine._workers * (1 + engine.config.queue_ahead)
@@ -203,16 +203,15 @@ class SlowFirstSubmitTier(NodeQueueTier):
 
 
 def test_jobs_queued_ahead_reach_the_queue_in_the_order_they_were_handed_out(tmp_path):
-    engine, _, clock = queue_engine(
+    engine, tier, _ = queue_engine(
         tmp_path,
         lambda key, ids, n: worker_plan(key, ids, start=5.0),
         nodes=4,
+        tier_class=SlowFirstSubmitTier,
         workers=4,
         submit_concurrency=4,
         max_chunk=1,
     )
-    tier = SlowFirstSubmitTier(clock, engine.tier.planner, 4)
-    engine.tier = engine._book.tier = tier
     result = engine.run()
     assert result.succeeded == len(TASKS)
     arrived = [int(key.rsplit("-", 1)[1]) for key, _, _ in tier.submits]
