@@ -8,17 +8,16 @@ Starts its own localazure, sets up the Azure ML resources (benchmarks/scheduling
 ``set_up``) and runs the 154-task synthetic WAA set through the real engine:
 
 1. **clean**: Azure ML alone, ``--workers`` workers;
-2. **fallback**: a pool [aml, local] in fallback mode; once half the tasks have a result every
+2. **fallback**: a pool [aml, batch] in fallback mode; once half the tasks have a result every
    Azure ML container crashes (a workload fault through the admin API), the Azure ML breaker
    opens and the rest moves to the next tier. Printed: makespan over the clean run's (the seed's
    bound: under 1.10), every task once, which tier ran how many;
 3. **quota**: Azure ML alone at ``--quota`` workers (its core quota), against
 4. **spread**: the same AML quota plus two more tiers of ``--quota`` workers each, spread mode.
 
-The next tier and the spread tiers are the local tier (worker processes of this controller)
-until the Batch and VM tiers land: they start a worker without node provisioning or an image
-pull, which flatters them against Azure ML; the fallback figure still measures the engine's own
-cost of moving (detecting the failing tier, requeueing, refilling the workers).
+The next tier is an Azure Batch pool of ``--workers`` nodes, ready before the run (``--next
+local``: worker processes of this controller). The spread tiers are the local tier: they start a
+worker without node provisioning or an image pull, which flatters the spread against Azure ML.
 """
 
 from __future__ import annotations
