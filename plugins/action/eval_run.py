@@ -230,7 +230,7 @@ class ActionModule(ActionBase):
                     f"eval_run: worker count ({args['workers_choice']}): {choice.arithmetic}"
                 )
             display.display(
-                f"eval_run: {len(tasks)} tasks on {workers} {args['tier']} workers "
+                f"eval_run: {len(tasks)} tasks on {engine.workers} {args['tier']} workers "
                 f"({args['scheduling']} scheduling); ledger {run_dir / 'ledger.sqlite3'}"
                 + (
                     f"; the engine starts {since_command:.1f}s after the command"

@@ -305,6 +305,11 @@ class EvaluationEngine:
 
     # public ----------------------------------------------------------------------------------
 
+    @property
+    def workers(self) -> int:
+        """The workers the run uses: those asked for, at most a fixed pool's hosts."""
+        return self._workers
+
     def run(self) -> RunResult:
         """Run every task without a final result in the ledger; return when all have one.
 

@@ -4,13 +4,17 @@ against one emulator of this module's own."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import Ledger
 from localazure.testing import RunningEmulator
 
 pytestmark = pytest.mark.integration
@@ -137,3 +141,43 @@ def test_bad_input_is_refused_before_anything_is_created(emulator_of_module, tmp
     ]
     assert writes == [], writes
     assert emulator.admin("GET", "compute/vms")["value"] == []
+
+
+def test_a_run_on_the_pool_then_a_second_run_that_changes_nothing(emulator_of_module, tmp_path):
+    # A small pool and task set: each task once with tier vm, the report's node hours against
+    # the emulator's VM time, and a second run that changes nothing and runs no task again.
+    emulator = emulator_of_module
+    emulator.reset()
+    args = ["-e", "vm_pool_size=2", "-e", "eval_max_tasks=8"]  # eval_workers: 10
+    first = _play(emulator, tmp_path, args)
+    output = first.stdout + first.stderr
+    assert first.returncode == 0, output[-3000:]
+    assert "eval_run: 8 tasks on 2 vm workers" in output, output[-3000:]  # one per VM
+    vms = emulator.admin("GET", "compute/nodes")["vms"]
+    report = json.loads((tmp_path / "reports" / "waa-vm.json").read_text())
+    evaluation = report["evaluation"]
+    assert evaluation["tasks_by_tier"] == {"vm": 8}, evaluation["tasks_by_tier"]
+    with Ledger(tmp_path / "runs" / "waa-vm" / "ledger.sqlite3") as ledger:
+        attempts = Counter(a.task_id for a in ledger.attempts())
+        assert sorted(ledger.results()) == sorted(evaluation["tasks"])
+    # The VMs keep running after the run (vm_pool_stop.yml pauses them): their time is read
+    # just after it, so the emulator's figure is a little over the report's.
+    actual = sum(v["node_seconds"] for v in vms) / 3600
+    measured = evaluation["cost"]["node_hours"]
+    assert len(vms) == 2 and abs(measured - actual) <= 0.10 * actual, (measured, actual)
+
+    before = emulator.request_seq()
+    second = _play(emulator, tmp_path, args)
+    output = second.stdout + second.stderr
+    assert second.returncode == 0, output[-3000:]
+    recaps = re.findall(r"^\S+\s+: ok=\d+\s+changed=(\d+)", second.stdout, re.M)
+    assert recaps and set(recaps) == {"0"}, output[-3000:]
+    writes = [
+        f"{r['method']} {r['path']}"
+        for r in emulator.requests(since=before)
+        if r["method"] in ("PUT", "PATCH", "DELETE") and not r["path"].startswith("/_localazure")
+    ]
+    assert writes == [], writes
+    with Ledger(tmp_path / "runs" / "waa-vm" / "ledger.sqlite3") as ledger:
+        again = Counter(a.task_id for a in ledger.attempts())
+    assert again == attempts
