@@ -1,7 +1,9 @@
 """``ansible-playbook site.yml -e tier=batch`` as a user runs it, on an emulator of this module's
 own: the golden image layer uploads the synthetic image, the pool's identity gets Storage Blob
 Data Reader on it, the pool's start task fetches it, and every job's worker boots the VM from
-that copy before its first task; the report has each job's boot time. (The role's second run,
+that copy before its first task; the report has each job's boot time. Then the same with
+``batch_preload_images``: the custom VM image is built, the pool is made again from it (Batch
+cannot change a pool's image in place) and its nodes start without a pull. (The role's second run,
 changed=0 with the start task, is molecule scenario batch_pool's idempotence step: one site run
 here keeps the file short.)"""
 
@@ -11,6 +13,8 @@ import json
 
 import pytest
 from azure.batch import BatchServiceClient
+from azure.mgmt.batch import BatchManagementClient
+from azure.mgmt.compute import ComputeManagementClient
 from playbook_runner import Playground, running_playground
 from test_aml_evaluation import events
 
@@ -38,13 +42,14 @@ def playground(tmp_path_factory):
         yield playground
 
 
-def play(playground: Playground):
+def play(playground: Playground, **more):
     # The local azure_rm inventory of the VM tier reads this emulator too.
     env = {
         "LOCALAZURE_PORT": str(playground.emulator.settings.port),
         "LOCALAZURE_STATE_DIR": str(playground.emulator.settings.state_dir),
     }
-    run = playground.play("-e", "tier=batch", "-e", json.dumps(SETTINGS), env=env, timeout=900)
+    settings = json.dumps({**SETTINGS, **more})
+    run = playground.play("-e", "tier=batch", "-e", settings, env=env, timeout=900)
     failed = [b[:1500] for b in run.stdout.split("TASK [") if "fatal: [" in b]
     assert run.returncode == 0, "\n".join(failed) or run.stdout[-4000:] + run.stderr[-2000:]
     return run
@@ -82,3 +87,32 @@ def test_every_job_boots_the_vm_from_the_start_tasks_copy(playground, first_run)
     assert all(j["boot_s"] is not None for j in boot["jobs"].values())
     # The pool went back to zero nodes after the run.
     assert (pool.target_dedicated_nodes, pool.target_low_priority_nodes) == (0, 0)
+
+
+def test_preloading_makes_the_pool_again_from_a_custom_image_its_nodes_start_without_a_pull(
+    playground, first_run
+):
+    # The pool of the first run came from the marketplace image, and pulled the evaluation
+    # image on every node. With batch_preload_images the image build captures a VM that holds
+    # it, and the pool (Batch cannot change its image in place) is deleted and made again.
+    run = play(
+        playground, batch_preload_images=True, eval_run_name="waa-batch-preloaded", eval_max_tasks=2
+    )
+    assert "Delete the pool (microsoft-azure-batch/ubuntu-server-container" in run.stdout
+    pool = playground.client(BatchManagementClient).pool.get(
+        "openadapt-agents", "openadaptbatch", "waa"
+    )
+    image_id = pool.deployment_configuration.virtual_machine_configuration.image_reference.id
+    assert "/providers/Microsoft.Compute/images/waa-preloaded-" in image_id, image_id
+    image = playground.client(ComputeManagementClient).images.get(
+        "openadapt-agents", image_id.rsplit("/", 1)[1]
+    )
+    assert image.provisioning_state == "Succeeded"
+    with Ledger(playground.runs_dir / "waa-batch-preloaded" / "ledger.sqlite3") as ledger:
+        assert len(ledger.results()) == 2
+    nodes = playground.emulator.admin("GET", "batch/nodes?pool=waa")["value"]
+    preloaded = [n for n in nodes if any("|waa-batch-preloaded|" in j for j in n["jobs"])]
+    earlier = [n for n in nodes if any("|waa-batch|" in j for j in n["jobs"])]
+    assert preloaded and earlier
+    assert all(n["batch"]["pull_until"] == n["ready_at"] for n in preloaded), preloaded
+    assert all(n["batch"]["pull_until"] > n["ready_at"] for n in earlier), earlier
