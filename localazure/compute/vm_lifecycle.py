@@ -134,21 +134,21 @@ class VmLifecycle:
         else:
             self.hub.stop(key)
         self._custom_data(record, vm)
-        for container in docker_engine.vm_containers(ctx, vm["id"]):
+        vm_containers = docker_engine.vm_containers(ctx, vm["id"])
+        for container in vm_containers:
             self._container(record, vm, container, now)
-        self._mark_node(record, now)
+        self._mark_node(record, vm_containers, now)
 
-    def _mark_node(self, record: dict[str, Any], now: float) -> None:
+    def _mark_node(
+        self, record: dict[str, Any], vm_containers: list[dict[str, Any]], now: float
+    ) -> None:
         """The VM's node is busy while a container runs on it, and an ``overload`` fault of
-        that container marks it: Azure Monitor's figures of the VM read both."""
+        that container marks it: Azure Monitor's figures of the VM read both. ``_container``
+        updates the containers in place, so their statuses are this step's."""
         node = node_pool.get(self.ctx, record["node_id"]) if record.get("node_id") else None
         if node is None or node["released_at"] is not None:
             return
-        running = [
-            c
-            for c in docker_engine.vm_containers(self.ctx, record["id"])
-            if c["status"] == "running"
-        ]
+        running = [c for c in vm_containers if c["status"] == "running"]
         workload = running[0]["name"] if running else None
         if node["run_id"] == workload and node["state"] in ("running", "idle"):
             return
