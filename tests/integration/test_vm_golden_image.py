@@ -96,6 +96,11 @@ def pool(emulator, tmp_path_factory):
     return world, inventory, options
 
 
+@pytest.fixture(autouse=True)
+def pool_running(pool):
+    pool[0].running(VMS)
+
+
 def bootstrap(emulator, world, inventory: Path, root: Path, **extra) -> Run:
     root.mkdir(parents=True, exist_ok=True)
     variables = root / "bootstrap.json"
@@ -183,6 +188,7 @@ def test_the_image_reaches_every_vm_once_and_every_job_boots_from_it(pool, emula
     assert copy_results(second.stdout) == {name: "ok" for name in VMS}
     assert blob_downloads(emulator, mark, world.identity_principal) == []
 
+    homes = {str(vm_home(world, name)) for name in VMS}  # read now: the run deallocates the VMs
     state = tmp_path / "run"
     output = finish(play(emulator, state, {**options, "golden_image_dir": "~/waa-storage"}))
 
@@ -192,7 +198,6 @@ def test_the_image_reaches_every_vm_once_and_every_job_boots_from_it(pool, emula
         assert ledger.duplicates_ignored == 0
         jobs = [job.job_key for job in ledger.jobs()]
     logs = worker_logs(emulator)
-    homes = {str(vm_home(world, name)) for name in VMS}
     for job_key in jobs:
         events = logs[job_key]
         assert [e["event"] for e in events[:4]] == BOOT_PHASES, events[:5]

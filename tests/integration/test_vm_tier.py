@@ -49,7 +49,8 @@ def pool(emulator, tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def no_faults(emulator):
+def no_faults(emulator, pool):
+    pool[0].running(VMS)
     yield
     emulator.admin("DELETE", "compute/faults")
     emulator.admin("DELETE", "ml/faults")
@@ -213,7 +214,7 @@ def test_a_vm_over_95_percent_cpu_raises_node_unhealthy_and_its_job_moves(pool, 
 
 
 def test_ctrl_c_leaves_no_container_running_on_any_vm(pool, emulator, tmp_path):
-    _, options = pool
+    world, options = pool
     controller = play(emulator, tmp_path, options, eval_vm_time_scale="5")
     wait_for(lambda: active_workers(tmp_path) >= 2, "two workers running", timeout=180)
     assert len(containers_left(emulator)) == 2
@@ -227,6 +228,8 @@ def test_ctrl_c_leaves_no_container_running_on_any_vm(pool, emulator, tmp_path):
         assert ledger.run_meta().status == "cancelled"
         assert {job.failure_code for job in ledger.jobs()} == {"CancelledByEngine"}
     assert containers_left(emulator) == []
+    # However the run ended, its VMs are given back.
+    assert {world.power_state(name) for name in VMS} == {"deallocated"}
 
 
 def test_controller_killed_outright_then_run_again_runs_every_task_once(pool, emulator, tmp_path):

@@ -193,6 +193,16 @@ class VmWorld:
             },
         ).result()
 
+    def running(self, names: list[str]) -> None:
+        """The VMs ``names`` running and reachable over SSH: a run deallocates its pool when it
+        ends (``VmTier.release_nodes``), so a pool shared by several runs is started again."""
+        stopped = [name for name in names if self.power_state(name) != "running"]
+        pollers = [self.compute.virtual_machines.begin_start(RG, name) for name in stopped]
+        for poller in pollers:
+            poller.result()
+        for name in stopped:
+            self.ssh_ready(name).close()
+
     def power_state(self, name: str) -> str:
         view = self.compute.virtual_machines.instance_view(RG, name)
         return next(s.code for s in view.statuses if s.code.startswith("PowerState/")).split("/")[1]

@@ -16,8 +16,9 @@ once the engine has seen its end; a cancelled one at once (``docker rm -f``).
 
 Cost: the pool's VMs are billed while allocated (running or stopped, not deallocated), read
 from their ARM instance views, from the moment each was last started (provisioning and
-bootstrap included) until the run ends; the VMs keep running (and billing) after the run until
-the pool is paused (``playbooks/vm_pool_stop.yml``).
+bootstrap included) until the run ends. After the run, however it ended, the VMs are
+deallocated (``release_nodes``, and the playbook's ``always``): disks, pulled images and the
+golden image stay, and the next run with tasks left starts them again.
 """
 
 from __future__ import annotations
@@ -352,8 +353,8 @@ class VmTier(BaseTier):
     def node_usage(self, now: float, *, final: bool) -> NodeUsage:
         """The pool's allocated VMs integrated over time (sampled every
         ``node_sample_interval`` seconds), plus, in the run's first session, each VM's time from
-        its last start to the first sample. Nothing is still to come: the VMs stay up (and
-        billed) until the pool is paused."""
+        its last start to the first sample. Nothing is still to come: the VMs are deallocated
+        once the run ends."""
         meter = self._node_meter()
         first = meter.nodes == 0 and self._lead_in is None
         meter.sample(now, force=final or first)
@@ -369,6 +370,24 @@ class VmTier(BaseTier):
         self._pool_nodes()
         self._lead_in = 0.0
         return sum(max(0.0, end - max(start, t)) for t in self._allocated_since.values())
+
+    # -- scale to zero (scale_down.py) ----------------------------------------------------------
+
+    def nodes_left(self) -> int:
+        """The pool's VMs still allocated (billed)."""
+        return self._pool_nodes()[0]
+
+    def release_nodes(self) -> None:
+        """Every allocated VM of the pool deallocated after the run, all at once (the playbook
+        does the same in its ``always``); a re-run with tasks left starts them again."""
+        self._pool_nodes()
+        allocated = [h for h in self.hosts if h.vm_id in self._allocated_since]
+        pollers = [
+            self.compute.virtual_machines.begin_deallocate(*_parse_vm_id(h.vm_id))
+            for h in allocated
+        ]
+        for poller in pollers:
+            poller.result()
 
     def _node_meter(self) -> NodeMeter:
         if self._meter is None:
