@@ -4,6 +4,7 @@ POSTed to it, an SMTP server (aiosmtpd) that keeps every message, and headless C
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import tempfile
@@ -83,11 +84,24 @@ def wait_for(condition, timeout: float, what: str):
         time.sleep(0.1)
 
 
+def _wait_for_the_browser_install(timeout: float = 900.0) -> None:
+    """``make integration`` installs chromium beside the tests: wait for its exit code."""
+    status = os.environ.get("BROWSER_INSTALL_STATUS")
+    if not status:
+        return
+    rc, log = Path(status + ".rc"), Path(status + ".log")
+    wait_for(rc.exists, timeout, f"the chromium install ({log})")
+    if rc.read_text().strip() != "0":
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+        pytest.fail(f"make browser failed ({rc.read_text().strip()}):\n{tail}")
+
+
 def chromium():
     """Headless Debian Chromium through Selenium, with a fresh profile."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    _wait_for_the_browser_install()
     browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not browser or not driver:
         pytest.fail("chromium and chromium-driver are missing: `make test` installs them (as root)")
