@@ -156,7 +156,7 @@ class ActionModule(ActionBase):
                 "the evaluation cannot run as set; nothing was created: " + "; ".join(errors)
             )
         if args["check_only"]:
-            pending = _pending(Path(args["state_dir"]) / args["run_name"], tasks)
+            pending = _pending(Path(args["state_dir"]) / args["run_name"], tasks, args)
             result.update(
                 changed=False,
                 tasks=len(tasks),
@@ -166,7 +166,7 @@ class ActionModule(ActionBase):
             return result
         args["tier_options"] = _tier_options(spec, args["tier_options"])
         if self._task.check_mode:
-            pending = _pending(Path(args["state_dir"]) / args["run_name"], tasks)
+            pending = _pending(Path(args["state_dir"]) / args["run_name"], tasks, args)
             result.update(
                 changed=pending > 0,
                 skipped=False,
@@ -210,6 +210,7 @@ class ActionModule(ActionBase):
                 price_per_node_hour=tier.price_per_node_hour,
                 run_id=args["run_name"],
                 config_fingerprint=config_fingerprint(_fingerprinted(spec, args)),
+                selection_fingerprint=config_fingerprint(_selection(args)),
                 status_file=run_dir / "status.json",
                 # Ansible's worker runs in a session of its own: a SIGKILL of ansible-playbook
                 # would not reach it.
@@ -494,13 +495,17 @@ def _controller_terminal():
 
 def _fingerprinted(spec: TierSpec, args):
     """What makes a run the same run: the tasks and the tier target, not tuning knobs."""
+    return {**_selection(args), spec.name: spec.fingerprint(args["tier_options"])}
+
+
+def _selection(args):
+    """The part of the fingerprint known before any layer runs: the tier and the tasks."""
     return {
         "tier": args["tier"],
         "task_set": os.path.basename(args["task_set"]),
         "task_ids": sorted(args["task_ids"]),
         "domains": sorted(args["domains"]),
         "max_tasks": args["max_tasks"],
-        spec.name: spec.fingerprint(args["tier_options"]),
     }
 
 
@@ -571,11 +576,22 @@ def _interruptible():
         signal.signal(signal.SIGINT, previous)
 
 
-def _pending(run_dir: Path, tasks: list[tuple[str, str]]) -> int:
+def _pending(run_dir: Path, tasks: list[tuple[str, str]], args) -> int:
     """Tasks of the selection the run's ledger has no final result for (all of them before the
-    first session): a layer that holds nodes for the run (a Batch pool) needs none when 0."""
+    first session): a layer that holds nodes for the run (a Batch pool) needs none when 0.
+
+    A ledger made for other tasks is refused here, in the preflight, before any layer makes or
+    starts anything (the engine would refuse it only after)."""
     path = run_dir / "ledger.sqlite3"
     if not path.exists():
         return len(tasks)
     with Ledger(path) as ledger:
+        recorded = ledger.selection()
+        if recorded and recorded != config_fingerprint(_selection(args)):
+            raise AnsibleActionFail(
+                f"the ledger {path} is of run {args['run_name']!r} with other tasks (another "
+                "tier, task set, eval_task_ids, eval_domains or eval_max_tasks); nothing was "
+                "created. Run it again with its settings to resume it, or choose another "
+                f"eval_run_name for a different evaluation (or delete {run_dir})."
+            )
         return len(ledger.pending([task_id for _domain, task_id in tasks]))

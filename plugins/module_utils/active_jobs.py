@@ -51,6 +51,9 @@ class ActiveJob:
     poll_errors: int = 0
     # The startup clock: submission, moved on while the job waits behind a busy node of the run.
     startup_from: float = 0.0
+    # When a controller took over the job from an earlier one that died: whatever happened to it
+    # in between (a node freed for it) nobody saw, so its startup clock starts again here.
+    adopted_at: float | None = None
     next_poll_at: float = 0.0
     # When the submit that was accepted was sent: a tier may start the job before it answers.
     sent_at: float | None = None
@@ -67,14 +70,17 @@ def health_failure(
     job: ActiveJob, now: float, *, startup_timeout: float, stuck_after: float
 ) -> Failure | None:
     """Why a job that is not over must be given up on, or None while it is healthy: no worker
-    event within ``startup_timeout`` of its startup clock (submission, or the last moment it
-    waited behind a busy node of the run) or of reaching RUNNING, none for ``stuck_after``, or
+    event within ``startup_timeout`` of its startup clock (submission, its adoption after a
+    controller died, or the last moment it waited behind a busy node of the run) or of reaching
+    RUNNING, none for ``stuck_after``, or
     a WAA client silent that long on the task in flight."""
     if job.first_event_at is None:
         if job.running_since is not None:
             since, where = job.running_since, "reaching RUNNING"
-        elif job.startup_from > job.submitted_at:
+        elif job.startup_from > max(job.submitted_at, job.adopted_at or 0.0):
             since, where = job.startup_from, "a node of this run became free for it"
+        elif job.adopted_at is not None and job.adopted_at > job.submitted_at:
+            since, where = job.adopted_at, "this controller's taking it over"
         else:
             since, where = job.submitted_at, "submission"
         if now - since > startup_timeout:

@@ -180,6 +180,8 @@ class EngineConfig:
     submit_retry: RetryPolicy | None = None
     run_id: str | None = None
     config_fingerprint: str = ""
+    # The part of it that names the tasks (recorded in the ledger; see Ledger.selection).
+    selection_fingerprint: str = ""
     status_file: str | Path | None = None
     # Stop as on Ctrl-C when the process that started the engine dies (ansible-playbook).
     watch_parent: bool = False
@@ -420,7 +422,9 @@ class EvaluationEngine:
         run_id = self.config.run_id or (
             existing.run_id if existing else _new_run_id(now, self._rng)
         )
-        meta = ledger.init_run(run_id, self.config.config_fingerprint, now)
+        meta = ledger.init_run(
+            run_id, self.config.config_fingerprint, now, self.config.selection_fingerprint
+        )
         self.run_id = meta.run_id
         self._instance = meta.instance
         self._session = meta.sessions
@@ -1140,6 +1144,7 @@ class EvaluationEngine:
                 handle=handle,
                 node_started_at=row.node_started_at,
                 reported=taken | {t for t in row.task_ids if t in self._final},
+                adopted_at=self._clock(),
             )
             try:
                 status = self.tier.status(handle)

@@ -213,8 +213,13 @@ class Ledger:
 
     # run metadata -------------------------------------------------------------------------
 
-    def init_run(self, run_id: str, config_fingerprint: str, started_at: float) -> RunMeta:
+    def init_run(
+        self, run_id: str, config_fingerprint: str, started_at: float, selection: str = ""
+    ) -> RunMeta:
         """Create the run, or resume it (counting a new session) if it already exists.
+        ``selection`` (the fingerprint of the tasks chosen, a part of the configuration's) is
+        recorded so that a run of other tasks is refused before its infrastructure is made
+        (``selection``).
 
         Raises LedgerMismatch when the ledger records a different run or configuration.
         """
@@ -230,6 +235,7 @@ class Ledger:
                     ("sessions", "1"),
                     ("status", RunStatus.RUNNING.value),
                     ("instance", uuid.uuid4().hex[:6]),
+                    ("selection", selection),
                 ],
             )
             self._db.execute("COMMIT")
@@ -265,6 +271,11 @@ class Ledger:
             status=rows.get("status", RunStatus.RUNNING.value),
             instance=rows.get("instance", ""),
         )
+
+    def selection(self) -> str:
+        """The fingerprint of the tasks the run was made for ("" when not recorded)."""
+        row = self._db.execute("SELECT value FROM run_meta WHERE key = 'selection'").fetchone()
+        return row[0] if row else ""
 
     def record_node_seconds(self, session: int, seconds: float) -> None:
         """The node time a session measured on its tier (committed at once)."""

@@ -14,12 +14,15 @@ credentials.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
 from playbook_runner import HELPER_PLAYBOOKS, NOTHING_LEFT, Run, running_playground
+
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import Ledger
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
@@ -41,6 +44,7 @@ class BadInput:
 
 
 WRONG_SECRET = f"wrong-secret-{uuid.uuid4().hex}"
+OTHER_TASKS_RUN = "waa-other-tasks"
 BAD_INPUTS = {
     "invalid-registry-name": BadInput(
         ("-e", "acr_name=bad-name!"),
@@ -93,6 +97,11 @@ BAD_INPUTS = {
         ("-e", "azure_use_emulator=false"),
         ("Invalid client secret provided", "is the client secret value"),
     ),
+    # A ledger (made below) of an earlier run of the same name with other tasks.
+    "ledger-of-other-tasks": BadInput(
+        ("-e", f"eval_run_name={OTHER_TASKS_RUN}", "-e", "eval_max_tasks=3"),
+        ("with other tasks", "Run it again with its settings to resume it", "nothing was created"),
+    ),
 }
 
 
@@ -105,6 +114,10 @@ class BadInputRuns:
 @pytest.fixture(scope="module")
 def bad_input_runs(playground):
     playground.reset()
+    ledger_path = playground.runs_dir / OTHER_TASKS_RUN / "ledger.sqlite3"
+    ledger_path.parent.mkdir(parents=True, exist_ok=True)
+    with Ledger(ledger_path) as ledger:
+        ledger.init_run(OTHER_TASKS_RUN, "earlier", time.time(), selection="of-other-tasks")
     # The wrong credentials come from the caller's environment (see the module docstring).
     wrong_credentials = {
         **playground.emulator.env,

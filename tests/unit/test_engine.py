@@ -690,6 +690,29 @@ def test_resume_takes_the_orphans_results_and_adopts_the_running_ones(tmp_path):
     assert sorted(a.task_id for a in attempts) == sorted(IDS)
 
 
+def test_an_orphan_not_started_yet_gets_its_startup_limit_from_its_adoption(tmp_path):
+    # Job 2 waits for a node until 150 s after its submission; its first controller dies at
+    # 50 s and a new one takes over at 80 s. What happened in between nobody saw (a node may
+    # have freed for it): its startup clock starts at the adoption, not at the submission.
+    def plan(key, ids, n):
+        if n == 2:
+            late = worker_plan(key, ids, start=155.0)
+            late.running_at = 150.0
+            return late
+        return worker_plan(key, ids)
+
+    tier, clock = killed_midway(
+        tmp_path, plan, kill_at=50, workers=2, max_chunk=4, startup_timeout=100
+    )
+    clock.now += 30
+    result = resume(tmp_path, tier, clock, workers=2, max_chunk=4, startup_timeout=100)
+
+    assert sorted(result.tasks) == sorted(IDS) and result.retries == []
+    assert tier.cancelled == []
+    _, jobs, _, _ = ledger_rows(tmp_path)
+    assert (jobs[1].state, jobs[1].failure_code) == ("COMPLETED", None)
+
+
 def test_resume_cancels_an_orphan_that_is_stuck(tmp_path):
     def plan(key, ids, n):
         return worker_plan(key, ids, stop_after=1) if n == 1 else worker_plan(key, ids)

@@ -50,6 +50,17 @@ def test_resume_with_other_configuration_is_refused(tmp_path):
         ledger.init_run("run-1", "fp-b", 2.0)
 
 
+def test_the_selection_is_kept_from_the_first_session(tmp_path):
+    with Ledger(tmp_path / "l.db") as ledger:
+        assert ledger.selection() == ""
+        ledger.init_run("run", "cfg", 1.0, selection="tasks-a")
+        ledger.init_run("run", "cfg", 2.0, selection="tasks-b")  # a later session
+        assert ledger.selection() == "tasks-a"
+    with Ledger(tmp_path / "old.db") as ledger:
+        ledger.init_run("run", "cfg", 1.0)  # a ledger of before the selection was recorded
+        assert ledger.selection() == ""
+
+
 def test_jobs_and_attempts_are_recorded(tmp_path):
     with Ledger(tmp_path / "run.db") as ledger:
         ledger.init_run("r", "", 0.0)
