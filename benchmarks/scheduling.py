@@ -609,11 +609,35 @@ BEFORE = Variant(
 )
 
 
-def variants(chunk_factor: float | None, before: bool, static: bool = True) -> list[Variant]:
+def variants(
+    chunk_factor: float | None,
+    before: bool,
+    static: bool = True,
+    also: list[dict[str, float | int]] | None = None,
+) -> list[Variant]:
     label = "dynamic (default)" if chunk_factor is None else f"dynamic (f={chunk_factor:g})"
     dynamic = Variant("dynamic", label, engine={"chunk_factor": chunk_factor})
     first = [Variant("static", "static (WAA)")] if static else []
-    return [*first, *([BEFORE] if before else []), dynamic]
+    extra = [
+        Variant("dynamic", "dynamic (" + ",".join(f"{k}={v:g}" for k, v in s.items()) + ")", s)
+        for s in also or []
+    ]
+    return [*first, *([BEFORE] if before else []), dynamic, *extra]
+
+
+def engine_settings(text: str) -> dict[str, float | int]:
+    """``--also`` KEY=VALUE[,KEY=VALUE]: EngineConfig fields of a variant run after the default."""
+    names = set(EngineConfig.__dataclass_fields__)
+    settings = {}
+    for pair in text.split(","):
+        key, _, value = pair.partition("=")
+        if key not in names or not value:
+            raise argparse.ArgumentTypeError(f"{pair!r}: use an EngineConfig field=number")
+        number = float(value)
+        settings[key] = (
+            int(number) if EngineConfig.__dataclass_fields__[key].type == "int" else number
+        )
+    return settings
 
 
 def target_ratio(workers: int) -> float:
@@ -686,6 +710,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-static", action="store_true", help="skip the static run (to compare settings)"
     )
+    parser.add_argument(
+        "--also",
+        type=engine_settings,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE[,KEY=VALUE]",
+        help="also run the default scheduler with these EngineConfig settings (repeatable), "
+        "e.g. --also balanced_head=0.6 --also chunk_factor=1.5",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the full report here")
     args = parser.parse_args(argv)
     if min(args.workers, args.time_scale, args.poll_interval, args.chunk_factor or 1) <= 0:
@@ -714,13 +747,15 @@ def main(argv: list[str] | None = None) -> int:
             settings = emulator.admin("GET", "ml/settings")
             reports = [
                 run_strategy(emulator, variant, tasks, test_all, durations, args, workdir)
-                for variant in variants(args.chunk_factor, args.before, not args.no_static)
+                for variant in variants(
+                    args.chunk_factor, args.before, not args.no_static, args.also
+                )
             ]
         finally:
             emulator.stop()
     elapsed = time.monotonic() - began
 
-    dynamic = reports[-1]
+    dynamic = reports[len(reports) - len(args.also) - 1]  # the default, before any --also
     factor = args.chunk_factor or EngineConfig().chunk_factor_for()
     target = target_ratio(args.workers)
     print(
