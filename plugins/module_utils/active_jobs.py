@@ -77,12 +77,13 @@ def health_failure(
     if job.first_event_at is None:
         if job.running_since is not None:
             since, where = job.running_since, "reaching RUNNING"
-        elif job.startup_from > max(job.submitted_at, job.adopted_at or 0.0):
-            since, where = job.startup_from, "a node of this run became free for it"
-        elif job.adopted_at is not None and job.adopted_at > job.submitted_at:
-            since, where = job.adopted_at, "this controller's taking it over"
         else:
-            since, where = job.submitted_at, "submission"
+            # The latest of the clocks that apply (on a tie, the earliest named).
+            clocks = [(job.submitted_at, "submission")]
+            if job.adopted_at is not None:
+                clocks.append((job.adopted_at, "this controller's taking it over"))
+            clocks.append((job.startup_from, "a node of this run became free for it"))
+            since, where = max(clocks, key=lambda clock: clock[0])
         if now - since > startup_timeout:
             if job.state is JobState.QUEUED:
                 cause = "no node was given to it (the cluster did not scale up)"

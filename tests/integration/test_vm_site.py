@@ -108,6 +108,10 @@ def _play(emulator: RunningEmulator, root: Path, args: list[str]) -> subprocess.
     )
 
 
+def power_states(emulator: RunningEmulator) -> dict[str, str]:
+    return {v["name"]: v["power_state"] for v in emulator.admin("GET", "compute/vms")["value"]}
+
+
 def test_bad_input_is_refused_before_anything_is_created(emulator_of_module, tmp_path):
     emulator = emulator_of_module
     emulator.reset()
@@ -163,8 +167,7 @@ def test_a_run_on_the_pool_then_a_second_run_that_changes_nothing(emulator_of_mo
         assert sorted(ledger.results()) == sorted(evaluation["tasks"])
     # Deallocated after the run: the emulator's VM time has stopped, a little after the
     # report's end.
-    power = {v["name"]: v["power_state"] for v in emulator.admin("GET", "compute/vms")["value"]}
-    assert set(power.values()) == {"deallocated"}, power
+    assert set(power_states(emulator).values()) == {"deallocated"}, power_states(emulator)
     actual = sum(v["node_seconds"] for v in vms) / 3600
     measured = evaluation["cost"]["node_hours"]
     assert len(vms) == 2 and abs(measured - actual) <= 0.10 * actual, (measured, actual)
@@ -188,8 +191,7 @@ def test_a_run_on_the_pool_then_a_second_run_that_changes_nothing(emulator_of_mo
         and not r["path"].rsplit("/", 1)[-1].startswith("list")
     ]
     assert writes == [], writes
-    power = {v["name"]: v["power_state"] for v in emulator.admin("GET", "compute/vms")["value"]}
-    assert set(power.values()) == {"deallocated"}, power
+    assert set(power_states(emulator).values()) == {"deallocated"}, power_states(emulator)
     with Ledger(tmp_path / "runs" / "waa-vm" / "ledger.sqlite3") as ledger:
         again = Counter(a.task_id for a in ledger.attempts())
     assert again == attempts

@@ -380,11 +380,9 @@ class VmTier(BaseTier):
     def release_nodes(self) -> None:
         """Every allocated VM of the pool deallocated after the run, all at once (the playbook
         does the same in its ``always``); a re-run with tasks left starts them again."""
-        self._pool_nodes()
-        allocated = [h for h in self.hosts if h.vm_id in self._allocated_since]
         pollers = [
-            self.compute.virtual_machines.begin_deallocate(*_parse_vm_id(h.vm_id))
-            for h in allocated
+            self.compute.virtual_machines.begin_deallocate(*_parse_vm_id(vm_id))
+            for vm_id in self._allocated()
         ]
         for poller in pollers:
             poller.result()
@@ -396,15 +394,19 @@ class VmTier(BaseTier):
 
     def _pool_nodes(self) -> tuple[int, int]:
         """(allocated VMs, VMs running a job), from ARM."""
+        allocated = self._allocated_since = self._allocated()
+        with self._lock:
+            busy = sum(1 for h in self.hosts if h.job is not None)
+        return len(allocated), busy
+
+    def _allocated(self) -> dict[str, float]:
+        """The pool's VMs allocated now (billed), each with the time it was last started."""
         allocated: dict[str, float] = {}
         for host in self.hosts:
             view = self._instance_view(host)
             if view is not None and view[0] not in _UNBILLED:
                 allocated[host.vm_id] = view[1] or time.time()
-        self._allocated_since = allocated
-        with self._lock:
-            busy = sum(1 for h in self.hosts if h.job is not None)
-        return len(allocated), busy
+        return allocated
 
     def _instance_view(self, host: _Host) -> tuple[str, float | None] | None:
         """(power state, time of its last provisioning) or None when the VM is gone."""
