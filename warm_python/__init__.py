@@ -10,8 +10,9 @@ that cost without changing what runs:
   (``AnsiballZ_azure_rm_*.py`` and this collection's own, listed in the launcher) goes to
   :mod:`warm_python.client`; anything else is ``exec``'d by the real interpreter unchanged.
 - :mod:`warm_python.server` is a Python started with the client's exact environment that has
-  imported the SDKs (then forgotten Ansible's own modules, so that each module imports them
-  from its AnsiballZ payload as a fresh interpreter would). For each module it forks a child
+  imported the SDKs and ansible-core's module side (the controller's own installation, of which
+  a payload carries a copy), then forgotten every collection's code, so that each module
+  imports that from its AnsiballZ payload as a fresh interpreter would. For each module it forks a child
   that takes the client's stdin, stdout and stderr, argv, environment, working directory and
   umask, runs the script as ``__main__`` and reports its exit status. Signals sent to the
   client reach the child; a client that dies takes its child with it.

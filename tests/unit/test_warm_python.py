@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import ansible
 import psutil
 import pytest
 
@@ -33,7 +34,8 @@ report = {
     "probe_variable": os.environ.get("PROBE_VARIABLE"),
     "umask": os.umask(0),
     "warm": "azure.mgmt.compute" in sys.modules,
-    "ansible_imported": "ansible" in sys.modules,
+    "collections_imported": "ansible_collections" in sys.modules,
+    "ansible_file": getattr(sys.modules.get("ansible"), "__file__", None),
     "pid": os.getpid(),
 }
 print(json.dumps(report), flush=True)
@@ -119,7 +121,11 @@ def test_a_warm_module_sees_what_a_cold_one_sees(tmp_path, runtime):
 
     cold_report = json.loads(cold.stdout)
     assert report["warm"] and not cold_report["warm"]
-    assert not report["ansible_imported"], "Ansible's code must come from the module's payload"
+    # Collection code comes from the module's payload; ansible-core's module side is this
+    # installation's, the one a payload carries a copy of.
+    assert not report["collections_imported"], "collection code must come from the payload"
+    assert cold_report["ansible_file"] is None
+    assert report["ansible_file"] == str(Path(ansible.__file__))
     for key in ("argv", "stdin", "cwd", "probe_variable", "umask"):
         assert report[key] == cold_report[key], key
     assert report["stdin"] == "module arguments"
