@@ -61,6 +61,7 @@ class ActiveJob:
     # waits for the next poll, which reads the job's status afresh.
     confirming: bool = False
     status_seen: bool = False  # a status read of it succeeded
+    tier_says_waiting: bool = False  # its last status: queued behind a node of the run's own
 
     def unreported(self) -> list[str]:
         return [t for t in self.task_ids if t not in self.reported]
@@ -147,9 +148,12 @@ class JobBook:
         """Is this job queued behind busy nodes of the run's own (``nodes`` of them hold a job
         of ours), rather than a container that was given a node and never started? A job
         submitted before it whose status could not be read yet (throttled) counts as holding
-        one: what we could not look at is not taken as a free node."""
+        one: what we could not look at is not taken as a free node. A tier that knows (the VM
+        tier: a node still held by a cancelled job the book no longer has) says so itself."""
         if job.first_event_at is not None or job.state is not JobState.QUEUED:
             return False
+        if job.tier_says_waiting:
+            return True
         holding = sum(
             1
             for other in self.active.values()
@@ -166,6 +170,7 @@ class JobBook:
         """Take what a poll said of the job's state and node times, recording a change."""
         before = (job.state, job.node_started_at, job.node_released_at)
         job.status_seen = True
+        job.tier_says_waiting = status.state is JobState.QUEUED and status.waits_for_own_node
         if status.node_started_at is not None:
             job.node_started_at = status.node_started_at
         if status.node_released_at is not None:

@@ -165,6 +165,12 @@ def test_startup_messages_tell_waiting_for_a_node_from_never_started():
     assert book.waiting_for_node(queued, nodes=1)
     assert not book.waiting_for_node(queued, nodes=2)  # a node is free: not ours to wait for
     assert not book.waiting_for_node(running, nodes=1)
+    # The tier says the job waits for a node of ours that the book no longer counts (a
+    # cancelled job's, not given back yet): waiting, whatever the book's count.
+    book.note_status(queued, JobStatus(JobState.QUEUED, waits_for_own_node=True), 5.0)
+    assert book.waiting_for_node(queued, nodes=2)
+    book.note_status(queued, JobStatus(JobState.QUEUED), 6.0)
+    assert not book.waiting_for_node(queued, nodes=2)
 
     late = health_failure(queued, 100.0, startup_timeout=50, stuck_after=600)
     assert late is not None and late.code == STARTUP_TIMEOUT

@@ -161,3 +161,80 @@ def test_a_cancel_while_docker_run_is_in_flight_leaves_no_container():
 
     assert ssh.containers == set()
     assert tier.status("run-0001").state.value == "CANCELED"
+
+
+class _LingeringLogVm:
+    """A VM whose ``docker logs -f`` of a removed container lingers until released, as when
+    the tier's follower has not yet seen a cancelled container go."""
+
+    name = "vm-1"
+
+    def __init__(self) -> None:
+        self.containers: set[str] = set()
+        self.release_log = threading.Event()
+
+    def run(self, command: str, stdin: bytes = b"", timeout: float = 0) -> tuple[int, str, str]:
+        words = shlex.split(command.split("docker ", 1)[1]) if "docker " in command else []
+        if words[:1] == ["run"]:
+            self.containers.add(words[words.index("--name") + 1])
+        elif words[:2] == ["rm", "-f"]:
+            self.containers.discard(words[2])
+        elif words[:1] == ["inspect"]:
+            if words[1] not in self.containers:
+                return 1, "", "no such container"
+            return 0, '[{"State": {"Status": "running"}}]', ""
+        return 0, "", ""
+
+    def open(self, command: str):
+        vm_shell = self
+
+        class Channel:
+            def recv(self, size: int) -> bytes:
+                vm_shell.release_log.wait(10)
+                return b""
+
+            def recv_exit_status(self) -> int:
+                return 0
+
+            def close(self) -> None:
+                pass
+
+        return Channel()
+
+    def transport_active(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.release_log.set()
+
+
+def test_a_job_queued_behind_a_cancelled_job_still_on_its_vm_says_it_waits_for_our_vm():
+    ssh = _LingeringLogVm()
+    tier = vm.VmTier(
+        hosts=[vm._Host(ssh=ssh, vm_id="/subscriptions/s/resourceGroups/g/providers/x/vm-1")],
+        image="reg.azurecr.io/winarena:latest",
+        worker_script="print('worker')",
+        compute=None,
+        reconnect_interval=0.01,
+    )
+    tier.submit("run-0001", ["t1"])
+    tier.cancel("run-0001")  # its container is gone; its follower has not seen it yet
+    tier.submit("run-0002", ["t2"])
+    queued = tier.status("run-0002")
+    assert queued.state.value == "QUEUED" and queued.waits_for_own_node
+
+    ssh.release_log.set()  # the follower sees the container gone and gives the VM back
+    deadline = time.monotonic() + 10
+    while tier.status("run-0002").state.value == "QUEUED":
+        assert time.monotonic() < deadline, "the freed VM was not given to the queued job"
+        time.sleep(0.01)
+    tier.close()
+
+
+def test_with_every_vm_unhealthy_a_queued_job_waits_for_none_of_ours():
+    host = vm._Host(ssh=_LingeringLogVm(), vm_id="/subscriptions/s/x/vm-1", healthy=False)
+    host.retry_at = time.time() + 3600
+    tier = vm.VmTier(hosts=[host], image="i", worker_script="", compute=None)
+    tier.submit("run-0001", ["t1"])
+    status = tier.status("run-0001")
+    assert status.state.value == "QUEUED" and not status.waits_for_own_node

@@ -46,6 +46,10 @@ class JobStatus:
     node_started_at: float | None = None  # unix time the node was acquired for this job
     node_released_at: float | None = None  # unix time it was given back
     running_at: float | None = None  # unix time the job started running, if the tier knows it
+    # QUEUED only: the tier knows the job waits for a node of the run's own that an earlier job
+    # still holds (a cancelled one included, until its node is given back), so its container
+    # has had no chance to start.
+    waits_for_own_node: bool = False
 
 
 class Tier(Protocol):

@@ -292,7 +292,7 @@ class VmTier(BaseTier):
             self._dispatch()
         with self._lock:
             if job.host is None and not job.ended:
-                return JobStatus(JobState.QUEUED)
+                return JobStatus(JobState.QUEUED, waits_for_own_node=self._every_vm_held())
             if not job.ended:
                 return JobStatus(
                     JobState.RUNNING, node_started_at=job.started_at, running_at=job.started_at
@@ -459,6 +459,13 @@ class VmTier(BaseTier):
                 if self._probe(host):
                     return host
         return None
+
+    def _every_vm_held(self) -> bool:
+        """No healthy VM is free and one at least runs (or still winds down) a job of ours: a
+        queued job waits for our own VM. With every VM unhealthy it waits for none."""
+        with self._lock:
+            healthy = [h for h in self.hosts if h.healthy]
+            return bool(healthy) and all(h.job is not None for h in healthy)
 
     def _probe(self, host: _Host) -> bool:
         """Whether an unhealthy VM answers again (its stale containers are removed first)."""
