@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from azure.containerregistry import ContainerRegistryClient
 from azure.core.exceptions import ResourceNotFoundError
 from azure.mgmt.containerinstance import ContainerInstanceManagementClient
 from azure.storage.blob import BlobServiceClient
@@ -39,6 +40,7 @@ from localazure.testing import free_port
 # Whole ansible-playbook runs: minutes each on a loaded 2-core machine.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 
+ACR_AUDIENCE = "https://containerregistry.azure.net"
 BOGUS_SUBSCRIPTION = str(uuid.uuid4())
 # What a shell logged in to real Azure carries: none of it may reach the emulator run.
 AMBIENT_AZURE = {
@@ -79,6 +81,17 @@ def test_registry_layer_alone_uses_only_the_emulator_and_is_idempotent(playgroun
     second = playground.play(playbook=PLAYBOOKS / "registry.yml", env=AMBIENT_AZURE)
     assert second.returncode == 0, second.tail()
     assert second.recap()["changed"] == 0, second.tail()
+
+    # The checks' look at the registry decides whether the import runs: a tag gone since the
+    # last run is imported again.
+    tags = ContainerRegistryClient(
+        f"https://{registry.login_server}", playground.emulator.credential(), audience=ACR_AUDIENCE
+    )
+    tags.delete_tag("winarena", "latest")
+    third = playground.play(playbook=PLAYBOOKS / "registry.yml", env=AMBIENT_AZURE)
+    assert third.returncode == 0, third.tail()
+    assert "openadapt.azure_eval.acr : Import the images" in third.changed_tasks(), third.tail()
+    assert tags.get_tag_properties("winarena", "latest").digest
 
 
 def test_aml_layer_alone_runs_with_the_registry_layer_in_place(playground):
