@@ -132,6 +132,15 @@ def test_a_warm_module_sees_what_a_cold_one_sees(tmp_path, runtime):
     assert (warm.returncode, warm.stderr) == (cold.returncode, cold.stderr) == (3, "to stderr\n")
 
 
+def test_a_module_that_finds_the_server_warming_up_waits_for_it(tmp_path, runtime):
+    script = _script(tmp_path)
+    environ = _environ(runtime)
+    first = json.loads(_run(script, environ, tmp_path).stdout)  # cold; starts the server
+    assert not first["warm"] and not endpoint.socket_path(environ).exists()
+    second = json.loads(_run(script, environ, tmp_path).stdout)  # the server is still warming
+    assert second["warm"]
+
+
 def test_other_scripts_and_other_arguments_run_cold(tmp_path, runtime):
     environ = _environ(runtime)
     _warm_run(tmp_path, runtime)  # a server is up for this environment
