@@ -6,7 +6,8 @@
 
 Starts its own localazure, runs ``site.yml -e tier=aml`` once on ``--tasks`` tasks (everything
 is created and the evaluation completes), then re-runs the same command ``--repeats`` times in
-each of three ways, interleaved so that the machine's load falls on all three alike:
+each of three ways, interleaved so that the machine's load falls on all three alike (each
+"warm" run comes right after one that used warm-python):
 
 - **warm**: as a user's re-run right after the first (warm-python's server is up);
 - **first after idle**: warm-python's servers stopped first, as when the re-run comes more than
@@ -100,7 +101,8 @@ def main() -> None:
             seconds: dict[str, list[float]] = {mode: [] for mode in MODES}
             requests: dict[str, dict[str, int]] = {}
             for _ in range(args.repeats):
-                for mode in MODES:
+                # "warm" last: right after a run that used warm-python, as after the first run.
+                for mode in ("off", "first after idle", "warm"):
                     run, requests[mode] = rerun(playground, command, mode, runtime)
                     seconds[mode].append(run.seconds)
         finally:
