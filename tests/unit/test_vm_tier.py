@@ -139,15 +139,19 @@ class _SlowDockerVm:
         return 0, "", ""
 
 
-def test_a_cancel_while_docker_run_is_in_flight_leaves_no_container():
-    ssh = _SlowDockerVm()
-    tier = vm.VmTier(
+def _one_vm_tier(ssh) -> vm.VmTier:
+    return vm.VmTier(
         hosts=[vm._Host(ssh=ssh, vm_id="/subscriptions/s/resourceGroups/g/providers/x/vm-1")],
         image="reg.azurecr.io/winarena:latest",
         worker_script="print('worker')",
         compute=None,
         reconnect_interval=0.01,
     )
+
+
+def test_a_cancel_while_docker_run_is_in_flight_leaves_no_container():
+    ssh = _SlowDockerVm()
+    tier = _one_vm_tier(ssh)
     submit = threading.Thread(target=tier.submit, args=("run-0001", ["t1"]))
     submit.start()
     assert ssh.run_entered.wait(10)
@@ -210,13 +214,7 @@ class _LingeringLogVm:
 
 def test_a_job_queued_behind_a_cancelled_job_still_on_its_vm_says_it_waits_for_our_vm():
     ssh = _LingeringLogVm()
-    tier = vm.VmTier(
-        hosts=[vm._Host(ssh=ssh, vm_id="/subscriptions/s/resourceGroups/g/providers/x/vm-1")],
-        image="reg.azurecr.io/winarena:latest",
-        worker_script="print('worker')",
-        compute=None,
-        reconnect_interval=0.01,
-    )
+    tier = _one_vm_tier(ssh)
     tier.submit("run-0001", ["t1"])
     tier.cancel("run-0001")  # its container is gone; its follower has not seen it yet
     tier.submit("run-0002", ["t2"])
