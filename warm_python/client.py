@@ -2,8 +2,10 @@
 
 Falls back to the real interpreter (``exec``) whenever the module has not started in a warm
 child: no server yet (one is started for the next module), a server going away, any error. A
-module that finds a server still warming up (another module started it) waits for it: the rest
-of a warm-up is shorter than a cold start, which would also take CPU from the warm-up.
+module that finds a server still warming up (another module started it) waits for it, at most
+as long again as the warm-up has taken so far: the rest of a warm-up is usually shorter than a
+cold start (which would also take CPU from it), and on a loaded machine the wait stays within
+what a cold start costs there.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from warm_python import endpoint
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1)
 _STDIO = [0, 1, 2]
 _RETRY_FAILED_START_S = 60
-_WAIT_FOR_WARM_UP_S = 15.0
+_WAIT_FOR_WARM_UP_S = (1.0, 15.0)  # at least, at most
 
 
 def _run_cold(argv: list[str]) -> None:
@@ -71,8 +73,14 @@ def _start_server(path: Path) -> bool:
 
 
 def _wait_for_warm_up(path: Path) -> socket.socket | None:
-    """The server's connection once it is warm; None if it ends or takes too long."""
-    deadline = time.monotonic() + _WAIT_FOR_WARM_UP_S
+    """The server's connection once it is warm; None if it ends or takes longer again than
+    it has taken so far."""
+    try:
+        warming_for = time.time() - endpoint.lock_path(path).stat().st_mtime
+    except FileNotFoundError:
+        return None
+    shortest, longest = _WAIT_FOR_WARM_UP_S
+    deadline = time.monotonic() + min(longest, max(shortest, warming_for))
     while time.monotonic() < deadline:
         time.sleep(0.05)
         conn = _connect(path)

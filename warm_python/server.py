@@ -130,6 +130,7 @@ def serve(path: Path) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return
+    os.utime(lock)  # the lock's mtime: when this server began to warm up (clients read it)
     sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
     _preload()
     staging = path.with_suffix(f".{os.getpid()}")

@@ -8,6 +8,7 @@ exit status and stderr, and whether the Azure SDKs were imported before it start
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -43,6 +44,9 @@ print("to stderr", file=sys.stderr)
 if report["stdin"] == "sleep":
     import time
     time.sleep(60)
+if os.environ.get("PROBE_COLD_SECONDS") and not report["warm"]:
+    import time  # as long as an Azure module's cold imports
+    time.sleep(float(os.environ["PROBE_COLD_SECONDS"]))
 sys.exit(int(os.environ.get("PROBE_EXIT", "0")))
 """
 
@@ -133,12 +137,30 @@ def test_a_warm_module_sees_what_a_cold_one_sees(tmp_path, runtime):
 
 
 def test_a_module_that_finds_the_server_warming_up_waits_for_it(tmp_path, runtime):
+    # The first module runs cold (and as long as a cold Azure module) while the server it
+    # started warms up; the second comes before the warm-up ends and may wait as long again.
     script = _script(tmp_path)
+    environ = _environ(runtime, PROBE_COLD_SECONDS="15")
+    first = json.loads(_run(script, environ, tmp_path).stdout)
+    assert not first["warm"]
+    warmed = endpoint.socket_path(environ).exists()
+    second = json.loads(_run(script, environ, tmp_path).stdout)
+    assert second["warm"], "waited for the warm-up" if not warmed else "the server was up"
+
+
+def test_a_module_does_not_wait_longer_than_the_warm_up_has_taken(tmp_path, runtime):
+    # A server that has warmed up for 1 s (its lock held, no socket yet): a module waits about
+    # 1 s more, then runs cold.
     environ = _environ(runtime)
-    first = json.loads(_run(script, environ, tmp_path).stdout)  # cold; starts the server
-    assert not first["warm"] and not endpoint.socket_path(environ).exists()
-    second = json.loads(_run(script, environ, tmp_path).stdout)  # the server is still warming
-    assert second["warm"]
+    socket_file = endpoint.socket_path(environ)
+    with open(endpoint.lock_path(socket_file), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        os.utime(lock.fileno())
+        time.sleep(1)
+        started = time.monotonic()
+        report = json.loads(_run(_script(tmp_path), environ, tmp_path).stdout)
+        waited = time.monotonic() - started
+    assert not report["warm"] and 0.8 < waited < 10, waited
 
 
 def test_other_scripts_and_other_arguments_run_cold(tmp_path, runtime):
