@@ -35,7 +35,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "integration")]
 
-from playbook_runner import Playground, Run  # noqa: E402
+from playbook_runner import Playground, Run, metadata_and_token_requests  # noqa: E402
 
 from localazure.testing import RunningEmulator  # noqa: E402
 
@@ -52,12 +52,7 @@ def stop_warm_servers(runtime: Path) -> None:
 
 
 def request_classes(requests: list[dict]) -> dict[str, int]:
-    metadata = sum(1 for r in requests if r["path"].startswith("/metadata/endpoints"))
-    tokens = sum(
-        1
-        for r in requests
-        if r["path"].endswith(("/oauth2/v2.0/token", "/.well-known/openid-configuration"))
-    )
+    metadata, tokens = metadata_and_token_requests(requests)
     return {"metadata": metadata, "token": tokens, "other": len(requests) - metadata - tokens}
 
 

@@ -56,6 +56,18 @@ def git(repo: Path, *args: str) -> None:
     )
 
 
+def metadata_and_token_requests(requests: list[dict]) -> tuple[int, int]:
+    """Of these logged requests, the cloud metadata reads and the Entra token requests (token
+    and OpenID discovery): what every Azure module process repeats."""
+    metadata = sum(1 for r in requests if r["path"].startswith("/metadata/endpoints"))
+    tokens = sum(
+        1
+        for r in requests
+        if r["path"].endswith(("/oauth2/v2.0/token", "/.well-known/openid-configuration"))
+    )
+    return metadata, tokens
+
+
 # -- running ansible-playbook ---------------------------------------------------------------------
 
 

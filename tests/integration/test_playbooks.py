@@ -43,6 +43,7 @@ from playbook_runner import (
     WORKSPACE,
     WORKSPACE_API,
     Run,
+    metadata_and_token_requests,
     running_playground,
 )
 
@@ -318,16 +319,6 @@ NOOP_METADATA_REQUESTS = 44
 NOOP_TOKEN_REQUESTS = 52
 
 
-def _metadata_and_token_requests(requests: list[dict]) -> tuple[int, int]:
-    metadata = sum(1 for r in requests if r["path"].startswith("/metadata/endpoints"))
-    tokens = sum(
-        1
-        for r in requests
-        if r["path"].endswith(("/oauth2/v2.0/token", "/.well-known/openid-configuration"))
-    )
-    return metadata, tokens
-
-
 def test_second_run_changes_nothing_and_submits_no_job(playground, site_run):
     jobs_before = {job.name for job in playground.jobs()}
     nodes_before = playground.cluster_nodes()["nodes"]
@@ -338,7 +329,7 @@ def test_second_run_changes_nothing_and_submits_no_job(playground, site_run):
     assert run.returncode == 0, run.tail()
     recap = run.recap()
     assert (recap["changed"], recap["failed"], recap["unreachable"]) == (0, 0, 0), run.tail()
-    metadata, tokens = _metadata_and_token_requests(playground.requests_since(seq_before))
+    metadata, tokens = metadata_and_token_requests(playground.requests_since(seq_before))
     assert metadata <= NOOP_METADATA_REQUESTS and tokens <= NOOP_TOKEN_REQUESTS, (
         f"{metadata} metadata and {tokens} token requests in a no-op re-run"
     )
