@@ -274,8 +274,7 @@ class Ledger:
 
     def selection(self) -> str:
         """The fingerprint of the tasks the run was made for ("" when not recorded)."""
-        row = self._db.execute("SELECT value FROM run_meta WHERE key = 'selection'").fetchone()
-        return row[0] if row else ""
+        return self._meta("selection") or ""
 
     def record_node_seconds(self, session: int, seconds: float) -> None:
         """The node time a session measured on its tier (committed at once)."""
@@ -294,13 +293,15 @@ class Ledger:
     def last_node_sample(self, before_session: int) -> tuple[float, int] | None:
         """(when, nodes) of the latest sample of a session before this one."""
         for session in range(before_session - 1, 0, -1):
-            row = self._db.execute(
-                "SELECT value FROM run_meta WHERE key = ?", (f"node_sample.{session}",)
-            ).fetchone()
-            if row:
-                sample = json.loads(row[0])
+            value = self._meta(f"node_sample.{session}")
+            if value is not None:
+                sample = json.loads(value)
                 return float(sample["at"]), int(sample["nodes"])
         return None
+
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM run_meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
 
     def _set_meta(self, key: str, value: str) -> None:
         self._db.execute(
