@@ -16,6 +16,14 @@ exits early. Events (stdout, one line each, flushed at once):
 with events started, image_ready, vm_starting, vm_ready, task_started, heartbeat, task_result
 and finished. On SIGTERM it prints nothing more, kills the client and exits with 143.
 
+With ``WAA_TASK_FEED`` (a folder, or the https URL of a blob prefix read with the node's managed
+identity) the worker does not stop after its tasks: it runs those of the feed's entries 1, 2, ...
+(``{"task_ids": [...]}``, written by the controller while the last task runs) on the same VM,
+printing ``tasks_added`` for each, ``awaiting`` when an entry is not there yet, and
+``feed_error`` when the feed cannot be read; an empty entry, or none within
+``WAA_TASK_FEED_WAIT`` seconds (60), ends the job. A job restart (a container start and, on
+WAA, a Windows VM boot) is paid once per worker instead of once per chunk of tasks.
+
 Before the first task it does what WAA's own Azure entry does: it checks the golden image (the
 prepared Windows VM disk, ``--golden-image-path``, default ``/storage``) and prints
 ``image_ready``; starts the VM (``WAA_VM_START_CMD``, default ``/start_vm.sh``) and prints
@@ -78,6 +86,14 @@ MAX_TAIL_LINE_CHARS = 300
 SECRET_NAMES_ENV = "WAA_SECRET_NAMES"
 SECRETS_VAULT_ENV = "WAA_SECRETS_VAULT_URL"
 IDENTITY_CLIENT_ID_ENV = "WAA_IDENTITY_CLIENT_ID"
+TASK_FEED_ENV = "WAA_TASK_FEED"
+TASK_FEED_WAIT_ENV = "WAA_TASK_FEED_WAIT"
+DEFAULT_TASK_FEED_WAIT_S = 60.0
+TASK_FEED_POLL_S = 0.25
+STORAGE_RESOURCE = "https://storage.azure.com/"
+STORAGE_API_VERSION = "2021-08-06"
+# A managed identity's token is fetched again after this long (they last an hour or more).
+TOKEN_REUSE_S = 600.0
 KEY_VAULT_API_VERSION = "7.4"
 SECRETS_ROLE = "Key Vault Secrets User"
 SECRET_FAILURE_EXIT = 3
@@ -577,6 +593,77 @@ def read_secret_environment(environ: dict[str, str]) -> dict[str, str]:
     return {variable: reader.read(secret) for variable, secret in names.items()}
 
 
+class FeedError(Exception):
+    """The task feed cannot be read (no access, a malformed entry): no more tasks from it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class TaskFeed:
+    """Where the controller leaves a job's next tasks once it has run those it was started
+    with: entry ``<location>/<seq>.json`` (seq 1, 2, ...) holds ``{"task_ids": [...]}``, an
+    empty list meaning that there is no more. ``location`` is a folder on the node (tiers that
+    share a disk with the controller, or write over SSH) or the https URL of a blob prefix,
+    read with the node's managed identity (Storage Blob Data Reader on the container)."""
+
+    def __init__(self, location: str, environ: dict[str, str]) -> None:
+        self.location = location.rstrip("/")
+        self.remote = urllib.parse.urlsplit(self.location).scheme in ("https", "http")
+        self._identity = ManagedIdentity(environ) if self.remote else None
+        self._token = ""
+        self._token_at = 0.0
+
+    def read(self, seq: int) -> list[str] | None:
+        """The entry's task ids, or None while it is not there."""
+        if self.remote:
+            body = self._get_blob(f"{self.location}/{seq}.json")
+        else:
+            try:
+                body = Path(self.location, f"{seq}.json").read_bytes()
+            except FileNotFoundError:
+                return None
+            except OSError as err:
+                raise FeedError(f"cannot read {self.location}/{seq}.json: {err}") from err
+        if body is None:
+            return None
+        try:
+            task_ids = json.loads(body.decode("utf-8")).get("task_ids")
+        except (ValueError, AttributeError):
+            task_ids = None
+        if not isinstance(task_ids, list) or not all(isinstance(t, str) for t in task_ids):
+            raise FeedError(f'entry {seq} of {self.location} is not {{"task_ids": [...]}}')
+        return task_ids
+
+    def _get_blob(self, url: str) -> bytes | None:
+        headers = {"Authorization": "Bearer " + self._bearer(), "x-ms-version": STORAGE_API_VERSION}
+        try:
+            answer = _http_get(url, headers)
+        except SecretError as err:
+            raise FeedError(err.message) from err
+        if answer.status == 404:
+            return None
+        if answer.status == 200:
+            return answer.body
+        reason = answer.headers.get("x-ms-error-code") or answer.headers.get("X-Ms-Error-Code")
+        raise FeedError(
+            f"reading {url} failed with HTTP {answer.status} ({reason or 'no error code'}): the "
+            "node's managed identity needs Storage Blob Data Reader on the feed's container"
+        )
+
+    def _bearer(self) -> str:
+        if self._identity is None:
+            raise AssertionError("a local feed has no identity")
+        if not self._token or time.monotonic() - self._token_at > TOKEN_REUSE_S:
+            try:
+                self._token = self._identity.token(STORAGE_RESOURCE)
+            except SecretError as err:
+                raise FeedError(err.message) from err
+            self._token_at = time.monotonic()
+        return self._token
+
+
 class Worker:
     def __init__(
         self,
@@ -588,6 +675,8 @@ class Worker:
         client_cmd: str,
         batch: bool = False,
         boot: Callable[[EventWriter], VmBoot] | None = None,
+        feed: TaskFeed | None = None,
+        feed_wait: float = DEFAULT_TASK_FEED_WAIT_S,
     ) -> None:
         self.worker_id = worker_id
         self.task_ids = task_ids
@@ -598,6 +687,8 @@ class Worker:
         self.batch = batch
         self.events = EventWriter(worker_id, on_broken_pipe=lambda: self.terminate(141))
         self.boot = boot(self.events) if boot is not None else None
+        self.feed = feed
+        self.feed_wait = feed_wait
         self.current_task: str | None = None
         self.current_client: ClientRun | None = None
         self._stop_heartbeat = threading.Event()
@@ -636,12 +727,9 @@ class Worker:
             if self.boot is not None:
                 self.boot.check_image()
                 self.boot.start()
-            if self.batch:
-                completed = self.run_batched()
-            else:
-                for task_id in self.task_ids:
-                    self.run_task(task_id)
-                    completed += 1
+            completed = self.run_tasks(self.task_ids)
+            if self.feed is not None:
+                completed += self.follow_feed()
         except BootError as err:
             self.events.emit(
                 "failed",
@@ -658,6 +746,48 @@ class Worker:
                 self.boot.stop()
         self.events.emit("finished", completed=completed)
         return 0
+
+    def run_tasks(self, task_ids: list[str]) -> int:
+        if self.batch:
+            return self.run_batched(task_ids)
+        for task_id in task_ids:
+            self.run_task(task_id)
+        return len(task_ids)
+
+    def follow_feed(self) -> int:
+        """The tasks the controller hands this job after the first ones, entry by entry, on
+        the VM already booted, until an empty entry (or none within ``feed_wait``)."""
+        if self.feed is None:
+            return 0
+        done, seq = 0, 1
+        while True:
+            task_ids = self._await_entry(self.feed, seq)
+            if not task_ids:
+                return done
+            self.events.emit("tasks_added", seq=seq, task_ids=task_ids)
+            done += self.run_tasks(task_ids)
+            seq += 1
+
+    def _await_entry(self, feed: TaskFeed, seq: int) -> list[str]:
+        deadline = time.monotonic() + self.feed_wait
+        announced = False
+        while True:
+            try:
+                task_ids = feed.read(seq)
+            except FeedError as err:
+                self.events.emit("feed_error", seq=seq, message=err.message)
+                return []
+            if task_ids is not None:
+                return task_ids
+            if not announced:
+                # Only when the entry is not there yet: the controller usually writes it while
+                # the last task runs.
+                self.events.emit("awaiting", seq=seq)
+                announced = True
+            if time.monotonic() >= deadline:
+                _log(f"waa_worker: no entry {seq} in the task feed within {self.feed_wait:.0f}s")
+                return []
+            time.sleep(TASK_FEED_POLL_S)
 
     def run_task(self, task_id: str) -> None:
         domain = self.domains.get(task_id)
@@ -677,16 +807,16 @@ class Worker:
                 outcome = self._run_client(task_id, domain)
         self._report(task_id, started, outcome)
 
-    def run_batched(self) -> int:
-        """All tasks through as few client processes as possible (one, unless one exits
+    def run_batched(self, task_ids: list[str]) -> int:
+        """These tasks through as few client processes as possible (one, unless one exits
         early); the same events as one process per task."""
         remaining = []
-        for task_id in self.task_ids:
+        for task_id in task_ids:
             if task_id in self.domains:
                 remaining.append(task_id)
             else:
                 self.run_task(task_id)  # reported as an error without starting a client
-        done = len(self.task_ids) - len(remaining)
+        done = len(task_ids) - len(remaining)
         while remaining:
             ran, remaining = self._run_client_batch(remaining)
             done += ran
@@ -929,6 +1059,11 @@ def _vm_boot(args: argparse.Namespace) -> Callable[[EventWriter], VmBoot]:
     )
 
 
+def _task_feed() -> TaskFeed | None:
+    location = os.environ.get(TASK_FEED_ENV, "").strip()
+    return TaskFeed(location, dict(os.environ)) if location else None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
@@ -945,6 +1080,8 @@ def main(argv: list[str] | None = None) -> int:
         client_cmd=os.environ.get("WAA_CLIENT_CMD", DEFAULT_CLIENT_CMD),
         batch=_flag(os.environ.get("WAA_CLIENT_BATCH", "")),
         boot=_vm_boot(args) if _flag(os.environ.get("WAA_VM_BOOT", "1")) else None,
+        feed=_task_feed(),
+        feed_wait=float(os.environ.get(TASK_FEED_WAIT_ENV) or DEFAULT_TASK_FEED_WAIT_S),
     )
     signal.signal(signal.SIGTERM, lambda signum, frame: worker.terminate(143))
     signal.signal(signal.SIGHUP, lambda signum, frame: worker.terminate(129))

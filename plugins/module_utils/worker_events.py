@@ -28,6 +28,10 @@ EVENT_NAMES = frozenset(
         "task_result",
         "finished",
         "failed",
+        # the task feed (FeedsTasks): waiting for entry ``seq``, took it, cannot read the feed
+        "awaiting",
+        "tasks_added",
+        "feed_error",
     }
 )
 TASK_STATUSES = frozenset({"success", "fail", "error"})

@@ -373,3 +373,62 @@ def test_batch_mode_client_exiting_without_results_fails_each_task_once(tmp_path
     results = [e for e in parse_lines(proc.stdout.splitlines()) if e.event == "task_result"]
     assert [e.task_id for e in results] == ids
     assert all("wrote no result.txt" in e.get("error") for e in results)
+
+
+# -- the task feed ------------------------------------------------------------------------------
+
+
+def feed_events(tmp_path, first, entries, *, wait="5", late=None):
+    """Run the worker on ``first`` with a feed folder holding ``entries`` (seq -> task ids, or
+    raw bytes); ``late``: (seq, task ids) written once the worker says it awaits that entry."""
+    feed = tmp_path / "feed"
+    feed.mkdir()
+    for seq, entry in entries.items():
+        body = entry if isinstance(entry, bytes) else json.dumps({"task_ids": entry}).encode()
+        (feed / f"{seq}.json").write_bytes(body)
+    env = worker_env(WAA_TASK_FEED=str(feed), WAA_TASK_FEED_WAIT=wait)
+    proc = subprocess.Popen(worker_cmd(tmp_path, first), env=env, stdout=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if late and '"event":"awaiting"' in line and f'"seq":{late[0]}' in line:
+            (feed / f"{late[0]}.json").write_text(json.dumps({"task_ids": late[1]}))
+    assert proc.wait(timeout=30) == 0
+    return parse_lines(lines)
+
+
+def test_feed_entries_run_on_the_same_worker_until_an_empty_one(tmp_path):
+    ids = [t for _, t in task_model.list_tasks()[:5]]
+    events = feed_events(tmp_path, ids[:2], {1: ids[2:4], 2: [ids[4]], 3: []})
+    results = [e.task_id for e in events if e.event == "task_result"]
+    assert results == ids
+    added = [(e.get("seq"), e.get("task_ids")) for e in events if e.event == "tasks_added"]
+    assert added == [(1, ids[2:4]), (2, [ids[4]])]
+    # Every entry was there when asked for: the worker never said it was waiting.
+    assert [e for e in events if e.event == "awaiting"] == []
+    assert events[-1].event == "finished" and events[-1].get("completed") == 5
+
+
+def test_feed_entry_written_late_is_awaited_then_run(tmp_path):
+    ids = [t for _, t in task_model.list_tasks()[:3]]
+    events = feed_events(tmp_path, ids[:1], {2: []}, late=(1, ids[1:]))
+    names = [e.event for e in events]
+    assert names.index("awaiting") < names.index("tasks_added")
+    assert [e.task_id for e in events if e.event == "task_result"] == ids
+
+
+def test_feed_without_an_entry_ends_the_job_after_the_wait(tmp_path):
+    [task_id] = [t for _, t in task_model.list_tasks()[:1]]
+    started = time.monotonic()
+    events = feed_events(tmp_path, [task_id], {}, wait="0.5")
+    assert 0.5 <= time.monotonic() - started < 10
+    names = [e.event for e in events if e.event != "heartbeat"]
+    assert names[-3:] == ["task_result", "awaiting", "finished"]
+
+
+def test_malformed_feed_entry_is_a_feed_error_and_the_job_ends(tmp_path):
+    [task_id] = [t for _, t in task_model.list_tasks()[:1]]
+    events = feed_events(tmp_path, [task_id], {1: b'{"task_ids": "not a list"}'})
+    [error] = [e for e in events if e.event == "feed_error"]
+    assert error.get("seq") == 1 and "task_ids" in error.get("message")
+    assert events[-1].event == "finished" and events[-1].get("completed") == 1
