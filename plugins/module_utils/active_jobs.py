@@ -62,9 +62,26 @@ class ActiveJob:
     confirming: bool = False
     status_seen: bool = False  # a status read of it succeeded
     tier_says_waiting: bool = False  # its last status: queued behind a node of the run's own
+    # Task feed entries written for it (entry 1 first; an empty one ends the job), and how many
+    # of them the worker said it took (``tasks_added``).
+    offers: list[list[str]] = field(default_factory=list)
+    offers_taken: int = 0
 
     def unreported(self) -> list[str]:
         return [t for t in self.task_ids if t not in self.reported]
+
+    def unstarted(self) -> list[str]:
+        """Tasks it holds that it has neither reported nor started."""
+        return [t for t in self.unreported() if t != self.in_flight]
+
+    def untaken(self) -> list[str]:
+        """Tasks of feed entries written for it that its worker never said it took."""
+        return [t for entry in self.offers[self.offers_taken :] for t in entry]
+
+    @property
+    def feed_closed(self) -> bool:
+        """An empty entry was written: its worker ends after the tasks it has."""
+        return bool(self.offers) and not self.offers[-1]
 
 
 def health_failure(

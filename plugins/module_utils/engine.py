@@ -109,6 +109,7 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.task_order im
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base import (
     CachesStatus,
+    FeedsTasks,
     FixedCapacity,
     JobState,
     JobStatus,
@@ -167,6 +168,10 @@ class EngineConfig:
     # Jobs kept queued ahead per worker on a tier that queues jobs for its nodes (AML), so a
     # node that finishes a job starts the next at once instead of waiting for the controller.
     queue_ahead: int = 1
+    # On a tier with a task feed (FeedsTasks), a running job is handed its next chunk through
+    # the feed instead of a new job being started for it: one container start (and, on WAA,
+    # one Windows VM boot) per worker; nothing is then queued ahead.
+    task_feed: bool = True
     # Submissions made at once (each is a few round trips to the tier).
     submit_concurrency: int = 8
     retry_task_errors: bool = True
@@ -269,7 +274,10 @@ class EvaluationEngine:
             self._workers = tier.workers(self._workers)
         # Jobs beyond one per worker only wait in the tier's own queue when it has one; a tier
         # that starts every job at once (local processes, SSH hosts) gets one job per worker.
+        self._feeds = self.config.task_feed and isinstance(tier, FeedsTasks) and tier.feeds_tasks
         ahead = self.config.queue_ahead if getattr(tier, "queues_jobs", False) else 0
+        if self._feeds:
+            ahead = 0
         self._slots = self._workers * (1 + ahead)
         self._submit_pool: futures.ThreadPoolExecutor | None = None
         self._relaxed_polls = False
@@ -490,8 +498,8 @@ class EvaluationEngine:
         a later round, and its job is not read again meanwhile."""
         now = self._clock()
         jobs = self._book.jobs()
-        self._relaxed_polls = bool(self._scheduler.remaining) and any(
-            self._book.waiting_for_node(job, self._workers) for job in jobs
+        self._relaxed_polls = bool(self._scheduler.remaining) and (
+            self._feeds or any(self._book.waiting_for_node(job, self._workers) for job in jobs)
         )
         fresh = []
         for job in jobs:
@@ -556,11 +564,16 @@ class EvaluationEngine:
         for chunk in in_order:
             self._submit(chunk, now)
 
-    def _next_chunk(self, now: float, pending: int) -> list[str] | None:
-        """The next chunk to submit, or None: no free slot, nothing left, holding back after
-        failures, or the breaker open (a half-open breaker lets one trial job through, alone)."""
-        if self._book.busy_slots() + pending >= self._slots or not self._scheduler.remaining:
+    def _next_chunk(self, now: float, pending: int, feeding: bool = False) -> list[str] | None:
+        """The next chunk to submit (``feeding``: to hand a running job), or None: no free slot,
+        nothing left, holding back after failures, or the breaker open (a half-open breaker
+        lets one trial job through, alone)."""
+        if not self._scheduler.remaining:
             return None
+        if not feeding and self._book.busy_slots() + pending >= self._slots:
+            return None
+        if feeding and self.breaker.state is not BreakerState.CLOSED:
+            return None  # a half-open breaker's one trial is a new job's
         if now < self._hold_until:
             return None
         if pending and self.breaker.state is not BreakerState.CLOSED:
@@ -804,7 +817,7 @@ class EvaluationEngine:
                 (_WAITING_POLL_ROUNDS - 1) * self.config.poll_interval,
                 self.config.startup_timeout / 4,
             )
-        elif job.first_event_at is not None and not job.worker_finished:
+        elif job.first_event_at is not None and not job.worker_finished and not self._feed_due(job):
             wait = min(
                 (_RUNNING_POLL_ROUNDS - 1) * self.config.poll_interval, self.config.stuck_after / 4
             )
@@ -831,6 +844,18 @@ class EvaluationEngine:
             task_id = event.task_id
             if task_id in job.task_ids and task_id not in job.reported:
                 job.in_flight, job.in_flight_since, job.client_idle_s = task_id, now, 0.0
+            self._feed_ahead(job, now)
+        elif event.event == "tasks_added":
+            seq = event.get("seq")
+            if isinstance(seq, int):
+                job.offers_taken = max(job.offers_taken, seq)
+        elif event.event == "awaiting":
+            seq = event.get("seq")
+            if isinstance(seq, int):
+                self._answer_awaiting(job, seq, now)
+        elif event.event == "feed_error":
+            # The job ends after its tasks; what was written for it and not taken is requeued.
+            log.warning("job %s cannot read its task feed: %s", job.job_key, event.get("message"))
         elif event.event == "heartbeat":
             idle = event.get("client_idle_s")
             if event.task_id is not None and event.task_id == job.in_flight:
@@ -849,6 +874,58 @@ class EvaluationEngine:
             )
             if not failure.is_transient:
                 raise PermanentFailure(failure)
+
+    # the task feed ----------------------------------------------------------------------------
+
+    def _feed_due(self, job: ActiveJob) -> bool:
+        """A job of a task feed that has started every task it holds: it will ask for more
+        soon, so it is polled every round."""
+        return self._feeds and not job.feed_closed and not job.unstarted()
+
+    def _feed_ahead(self, job: ActiveJob, now: float) -> None:
+        """At a task start, write the job's next entry before its worker asks, when it has one
+        task or none left to start and no entry waiting: while plenty is left, the next chunk
+        (so the node goes on without a gap), and an empty entry once nothing is left (so it
+        stops at once). In the tail (fewer tasks left than workers) a chunk goes to the
+        worker that asks first (``awaiting``), not to one whose long task is still running."""
+        if not self._feeds or job.feed_closed or len(job.offers) > job.offers_taken:
+            return
+        left, remaining = len(job.unstarted()), self._scheduler.remaining
+        plenty_left = left <= 1 and remaining > self._workers
+        if plenty_left or (left == 0 and not remaining):
+            self._offer(job, len(job.offers) + 1, now)
+
+    def _answer_awaiting(self, job: ActiveJob, seq: int, now: float) -> None:
+        if seq == len(job.offers) + 1:
+            self._offer(job, seq, now)
+        elif seq <= len(job.offers) and job.adopted_at is not None:
+            # An earlier controller recorded the entry and may have died before writing it.
+            self._write_offer(job, seq)
+
+    def _offer(self, job: ActiveJob, seq: int, now: float) -> None:
+        """Hand a running job its next chunk through its feed (nothing left: an empty entry),
+        recorded in the ledger first so that a controller killed in between loses nothing."""
+        if self.ledger is None:
+            raise AssertionError("self.ledger is not set")
+        if self._cancelling:
+            return
+        chunk = self._next_chunk(now, pending=0, feeding=True) or []
+        self.ledger.record_offer(job.job_key, seq, chunk)
+        job.offers.append(chunk)
+        job.task_ids.extend(chunk)
+        self._write_offer(job, seq)
+        if chunk:
+            log.info("handed %s %d more task(s) (entry %d)", job.job_key, len(chunk), seq)
+
+    def _write_offer(self, job: ActiveJob, seq: int) -> None:
+        try:
+            self.tier.offer(job.handle, seq, job.offers[seq - 1])  # type: ignore[attr-defined]
+        except Exception as exc:
+            # The worker stops waiting for the entry after a while and its job completes;
+            # the tasks it never took are then requeued, free.
+            log.warning(
+                "could not write entry %d of %s's task feed: %s", seq, job.job_key, short(exc)
+            )
 
     def _on_task_result(self, job: ActiveJob, event: WorkerEvent, now: float) -> None:
         if self.ledger is None:
@@ -902,6 +979,11 @@ class EvaluationEngine:
         missing = job.unreported()
         if status.state is JobState.COMPLETED:
             self._book.close_job(job.job_key, now, cancel=False)
+            untaken = job.untaken()
+            if untaken:
+                # Written to its feed after the worker stopped waiting: never started, so free.
+                self._scheduler.requeue([t for t in untaken if t not in self._final])
+                missing = [t for t in missing if t not in untaken]
             if missing:
                 failure = Failure(
                     FailureKind.TRANSIENT,
@@ -1145,6 +1227,7 @@ class EvaluationEngine:
                 node_started_at=row.node_started_at,
                 reported=taken | {t for t in row.task_ids if t in self._final},
                 adopted_at=self._clock(),
+                offers=ledger.offers(row.job_key),
             )
             try:
                 status = self.tier.status(handle)

@@ -50,6 +50,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     failure_code TEXT,
     reason TEXT
 );
+CREATE TABLE IF NOT EXISTS job_offers (
+    job_key TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    task_ids TEXT NOT NULL,
+    PRIMARY KEY (job_key, seq)
+);
 CREATE TABLE IF NOT EXISTS attempts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     task_id TEXT NOT NULL,
@@ -414,6 +420,36 @@ class Ledger:
         assignments = ", ".join(f"{name} = ?" for name in fields)
         values = [str(v) if isinstance(v, StrEnum) else v for v in fields.values()]
         self._db.execute(f"UPDATE jobs SET {assignments} WHERE job_key = ?", (*values, job_key))
+
+    def record_offer(self, job_key: str, seq: int, task_ids: Sequence[str]) -> None:
+        """Tasks handed to a running job through its task feed (entry ``seq``): the job holds
+        them from now on (its ``task_ids`` grow), recorded before the entry is written."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            row = self._db.execute(
+                "SELECT task_ids FROM jobs WHERE job_key = ?", (job_key,)
+            ).fetchone()
+            if row is None:
+                raise KeyError(f"no job {job_key!r} in the ledger")
+            self._db.execute(
+                "INSERT INTO job_offers (job_key, seq, task_ids) VALUES (?, ?, ?)",
+                (job_key, seq, json.dumps(list(task_ids))),
+            )
+            held = json.loads(row[0]) + list(task_ids)
+            self._db.execute(
+                "UPDATE jobs SET task_ids = ? WHERE job_key = ?", (json.dumps(held), job_key)
+            )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def offers(self, job_key: str) -> list[list[str]]:
+        """The task feed entries written for a job, entry 1 first."""
+        rows = self._db.execute(
+            "SELECT task_ids FROM job_offers WHERE job_key = ? ORDER BY seq", (job_key,)
+        ).fetchall()
+        return [json.loads(row[0]) for row in rows]
 
     def jobs(self) -> list[JobRow]:
         rows = self._db.execute(

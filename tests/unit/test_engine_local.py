@@ -106,7 +106,10 @@ def test_every_task_exactly_once_with_the_modelled_outcome(tmp_path, tier_factor
     assert set(result.domains) == {d for d, _ in TASKS}
 
 
-def test_killed_controller_resumes_without_running_anything_twice(tmp_path, tier_factory):
+@pytest.mark.parametrize("task_feed", [False, True], ids=["job-per-chunk", "task-feed"])
+def test_killed_controller_resumes_without_running_anything_twice(
+    tmp_path, tier_factory, task_feed
+):
     ledger_path = tmp_path / "ledger.db"
     runner = textwrap.dedent(
         f"""
@@ -118,7 +121,8 @@ def test_killed_controller_resumes_without_running_anything_twice(tmp_path, tier
             LocalTier)
         from localazure.workload import task_model
         tier = LocalTier({str(tmp_path / "work")!r}, heartbeat_interval=0.1,
-                         extra_env={{"WAA_STANDIN_TIME_SCALE": "0.03"}})
+                         extra_env={{"WAA_STANDIN_TIME_SCALE": "0.03"}},
+                         task_feed={task_feed!r})
         EvaluationEngine(tier, task_model.list_tasks()[::13], {str(ledger_path)!r},
                          EngineConfig(workers=3, poll_interval=0.05, run_id="local")).run()
         """
@@ -140,7 +144,7 @@ def test_killed_controller_resumes_without_running_anything_twice(tmp_path, tier
     assert 3 <= len(done_before) < len(TASKS)
 
     result = EvaluationEngine(
-        tier_factory(), TASKS, ledger_path, config(), handle_signals=False
+        tier_factory(task_feed=task_feed), TASKS, ledger_path, config(), handle_signals=False
     ).run()
     with Ledger(ledger_path) as ledger:
         rows = ledger.results()
@@ -284,3 +288,56 @@ def test_dynamic_chunking_spreads_the_stragglers_static_sharding_stacks(tmp_path
         most_stragglers_in_a_job[strategy] = max(len(stragglers & set(j.task_ids)) for j in jobs)
     # static: the first of 3 shards holds all 4; dynamic: chunks of ceil(12 / (2 x 3)) = 2 at most
     assert most_stragglers_in_a_job == {"static": 4, "dynamic": 2}
+
+
+# -- the task feed ------------------------------------------------------------------------------
+
+
+def test_task_feed_runs_every_task_once_on_one_job_per_worker(tmp_path, tier_factory):
+    tier = tier_factory(env={**FAST, "WAA_CLIENT_BATCH": "1"}, task_feed=True)
+    result = EvaluationEngine(
+        tier, TASKS, tmp_path / "ledger.db", config(), handle_signals=False
+    ).run()
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        rows = ledger.results()
+        jobs = ledger.jobs()
+        offers = {job.job_key: ledger.offers(job.job_key) for job in jobs}
+        assert ledger.duplicates_ignored == 0
+    assert sorted(rows) == sorted(t for _, t in TASKS)
+    assert result.retries == [] and result.jobs_submitted == 3 == len(jobs)
+    # Each job ran what it was started with plus what its feed handed it, and ended on an
+    # empty entry; the ledger's job rows hold it all.
+    assert sorted(t for job in jobs for t in job.task_ids) == sorted(rows)
+    assert all(entries and entries[-1] == [] for entries in offers.values())
+    assert any(len(entries) > 1 for entries in offers.values())
+    for job in jobs:
+        assert {t for t, row in rows.items() if row.job_key == job.job_key} == set(job.task_ids)
+
+
+class FeedWriteFails(LocalTier):
+    """The first entry written for the first job is lost (the write raises)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.failed: list[list[str]] = []
+
+    def offer(self, handle, seq, task_ids):
+        if not self.failed and task_ids:
+            self.failed.append(list(task_ids))
+            raise OSError("the feed's storage is unreachable")
+        super().offer(handle, seq, task_ids)
+
+
+def test_an_entry_that_could_not_be_written_is_requeued_free(tmp_path, tier_factory):
+    tier = tier_factory(FeedWriteFails, env={**FAST, "WAA_TASK_FEED_WAIT": "0.5"}, task_feed=True)
+    result = EvaluationEngine(
+        tier, TASKS, tmp_path / "ledger.db", config(), handle_signals=False
+    ).run()
+    [lost] = tier.failed
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        rows = ledger.results()
+        assert all(ledger.attempt_count(t) == 1 for t in lost)
+    assert sorted(rows) == sorted(t for _, t in TASKS)
+    # The worker stopped waiting for the entry; its tasks ran in a later job, charged nothing.
+    assert result.retries == []
+    assert len({rows[t].job_key for t in lost}) >= 1 and result.jobs_submitted > 3

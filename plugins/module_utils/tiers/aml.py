@@ -62,10 +62,14 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base im
     TierSpec,
 )
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.common import (
+    TASK_FEED_ENV,
+    InvalidOption,
     MissingRequirement,
     NodeMeter,
     RangedLog,
     UnknownPrice,
+    check_container_url,
+    feed_entry,
     worker_command,
 )
 
@@ -126,6 +130,11 @@ class AmlTier(BaseTier):
     # WAA's golden image on a datastore (azureml://datastores/<name>/paths/<path>), mounted
     # read-only into every job as input ``golden_image``; empty: the worker looks at /storage.
     golden_image: str = ""
+    # A blob container (https://<account>.blob.core.windows.net/<container>) for the jobs' task
+    # feeds: the engine writes a running job's next tasks to ``<job name>/<seq>.json`` there
+    # (the controller's identity: Storage Blob Data Contributor) and the worker reads them with
+    # the compute's managed identity (Storage Blob Data Reader). Empty: a job per chunk.
+    task_feed: str = ""
     job_environment: dict[str, str] = field(default_factory=dict)
     secret_environment: dict[str, str] = field(default_factory=dict)
     job_timeout: int = 14400
@@ -148,6 +157,7 @@ class AmlTier(BaseTier):
     _node_meter: NodeMeter | None = None
     _meter_lock: threading.Lock = field(default_factory=threading.Lock)
     _http: requests.Session = field(default_factory=_http_session)
+    _feed_client: Any = None
 
     @classmethod
     def from_environment(
@@ -209,6 +219,20 @@ class AmlTier(BaseTier):
             "dedicated_price_per_node_hour": prices.get("dedicated"),
             "environment": self.environment,
         }
+
+    @property
+    def feeds_tasks(self) -> bool:
+        return bool(self.task_feed)
+
+    def offer(self, handle: str, seq: int, task_ids: list[str]) -> None:
+        """Write entry ``seq`` of the job's task feed (``FeedsTasks``)."""
+        if self._feed_client is None:
+            from azure.storage.blob import ContainerClient
+
+            self._feed_client = ContainerClient.from_container_url(
+                self.task_feed, credential=self.ml_client._credential
+            )
+        self._feed_client.upload_blob(f"{handle}/{seq}.json", feed_entry(task_ids), overwrite=True)
 
     def handle_for(self, job_key: str) -> str:
         """Jobs are named after their keys, so a job whose submit was interrupted can still be
@@ -365,7 +389,11 @@ class AmlTier(BaseTier):
             inputs=inputs or None,
             environment=self.environment,
             compute=self.compute,
-            environment_variables={**self.job_environment, **self.secret_environment},
+            environment_variables={
+                **self.job_environment,
+                **self.secret_environment,
+                **({TASK_FEED_ENV: f"{self.task_feed}/{name}"} if self.task_feed else {}),
+            },
             tags={"run": self.run_name, "job_key": job_key, "tasks": str(len(task_ids))},
         )
         job.set_limits(timeout=self.job_timeout)
@@ -437,6 +465,8 @@ class AmlTier(BaseTier):
 
     def close(self) -> None:
         self._http.close()
+        if self._feed_client is not None:
+            self._feed_client.close()
 
 
 # The worker's last event (worker/waa_worker.py writes compact JSON).
@@ -491,12 +521,14 @@ ARGUMENT_SPEC = dict(
     environment=dict(type="str", required=True),
     experiment_name=dict(type="str", default="waa-evaluation"),
     golden_image=dict(type="str", default=""),
+    task_feed=dict(type="str", default=""),
 )
 
 
 def build(context: TierContext) -> AmlTier:
     if REQUESTS_IMPORT_ERROR:
         raise MissingRequirement(missing_required_lib("requests"))
+    check_container_url("task_feed", context.options.get("task_feed") or "")
     return AmlTier.from_environment(
         context.environment,
         worker_script=context.worker_script,
@@ -509,8 +541,9 @@ def build(context: TierContext) -> AmlTier:
 
 
 def fingerprint(options: Mapping[str, Any]) -> dict[str, Any]:
-    """The workspace, cluster and environment make the run; the experiment is only a folder."""
-    return {k: v for k, v in options.items() if k != "experiment_name"}
+    """The workspace, cluster and environment make the run; the experiment is only a folder and
+    the task feed only how tasks reach the jobs."""
+    return {k: v for k, v in options.items() if k not in ("experiment_name", "task_feed")}
 
 
 TIER = TierSpec(
@@ -518,5 +551,5 @@ TIER = TierSpec(
     argument_spec=ARGUMENT_SPEC,
     build=build,
     fingerprint=fingerprint,
-    setup_errors=(MissingCredentials, MissingRequirement, UnknownPrice),
+    setup_errors=(MissingCredentials, MissingRequirement, UnknownPrice, InvalidOption),
 )

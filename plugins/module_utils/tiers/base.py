@@ -8,7 +8,7 @@ A tier (Azure ML, Azure Batch, VMs over SSH, local subprocesses) runs the worker
 A tier is one module under ``tiers/`` exposing ``TIER``, a :class:`TierSpec`: its name, the
 argument spec of its ``tier_options``, what of those options makes a run the same run, and how
 to build it from the play's arguments. Capabilities only some tiers have are Protocols of their
-own (:class:`MeasuresNodeTime`, :class:`FixedCapacity`), checked with ``isinstance``.
+own (:class:`MeasuresNodeTime`, :class:`FixedCapacity`, :class:`FeedsTasks`), checked with ``isinstance``.
 """
 
 from __future__ import annotations
@@ -126,6 +126,20 @@ class CachesStatus(Protocol):
 
     def expire_status(self, handle: str) -> None:
         """The next ``status`` of this job reads the service."""
+
+
+@runtime_checkable
+class FeedsTasks(Protocol):
+    """A tier whose workers take more tasks, after those they were started with, from a task
+    feed the engine writes (``WAA_TASK_FEED`` of worker/waa_worker.py): a node keeps one job,
+    and its booted VM, for as long as there is work, instead of a job restart per chunk."""
+
+    # The feed is set up for this run (the tier passes its location to every job).
+    feeds_tasks: bool
+
+    def offer(self, handle: str, seq: int, task_ids: list[str]) -> None:
+        """Write entry ``seq`` (1, 2, ...) of the job's feed; an empty list ends the job. The
+        same entry written again holds the same tasks."""
 
 
 @runtime_checkable

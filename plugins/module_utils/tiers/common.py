@@ -1,14 +1,16 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What tiers share: the worker's command line, the node meter of a pool, and a cursor that
-follows a log over HTTP with ranged reads."""
+"""What tiers share: the worker's command line and task feed entries, the node meter of a pool,
+and a cursor that follows a log over HTTP with ranged reads."""
 
 from __future__ import annotations
 
+import json
 import shlex
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     import requests
@@ -20,6 +22,10 @@ class MissingRequirement(ValueError):
     """A Python library the tier needs is not installed (the message says which)."""
 
 
+class InvalidOption(ValueError):
+    """A tier option that cannot work (the message names it and says what it takes)."""
+
+
 class UnknownPrice(ValueError):
     """No price is known for the tier's VM size and priority: the run's cost cannot be told."""
 
@@ -27,6 +33,27 @@ class UnknownPrice(ValueError):
 def worker_args(job_key: str, task_ids: list[str]) -> list[str]:
     """The worker's own arguments for one job."""
     return ["--worker-id", job_key, "--task-ids", ",".join(task_ids)]
+
+
+TASK_FEED_ENV = "WAA_TASK_FEED"
+
+
+def feed_entry(task_ids: Sequence[str]) -> bytes:
+    """A task feed entry as the worker reads it (worker/waa_worker.py's ``TaskFeed``)."""
+    return json.dumps({"task_ids": list(task_ids)}).encode("utf-8")
+
+
+def check_container_url(option: str, url: str) -> None:
+    """``url``, if given, names a blob container: https://<account>.<blob endpoint>/<container>."""
+    if not url:
+        return
+    parts = urlsplit(url)
+    segments = [s for s in parts.path.split("/") if s]
+    if parts.scheme != "https" or not parts.netloc or len(segments) != 1 or parts.query:
+        raise InvalidOption(
+            f"{option} must be a blob container's URL, "
+            f"https://<account>.blob.core.windows.net/<container>; got {url!r}"
+        )
 
 
 def worker_environment(job_environment: Mapping[str, str], golden_image: bool) -> dict[str, str]:

@@ -30,7 +30,11 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.base im
     TierContext,
     TierSpec,
 )
-from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.common import worker_args
+from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.common import (
+    TASK_FEED_ENV,
+    feed_entry,
+    worker_args,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 WORKER_SCRIPT = REPO_ROOT / "worker" / "waa_worker.py"
@@ -68,6 +72,7 @@ class LocalTier(BaseTier):
         python: str = sys.executable,
         cancel_grace_s: float = 5.0,
         vm_boot: bool = False,
+        task_feed: bool = False,
     ) -> None:
         self.workdir = Path(workdir)
         self.test_all_meta = Path(test_all_meta)
@@ -79,6 +84,9 @@ class LocalTier(BaseTier):
         # The worker's VM boot (worker/waa_worker.py) on the emulator's stand-in VM and
         # synthetic golden image; off: the tasks start at once.
         self.vm_boot = vm_boot
+        # Workers take more tasks from a folder of entries per job (FeedsTasks).
+        self.feeds_tasks = task_feed
+        self.feed_dir = self.workdir / "feeds"
         self.result_dir = self.workdir / "results"
         self.log_dir = self.workdir / "logs"
         self._jobs: dict[str, _LocalJob] = {}
@@ -107,6 +115,8 @@ class LocalTier(BaseTier):
         env["WAA_CLIENT_CMD"] = self.client_cmd
         env.update(self._vm_env(job_key) if self.vm_boot else {"WAA_VM_BOOT": "0"})
         env.update(self.extra_env)
+        if self.feeds_tasks:
+            env[TASK_FEED_ENV] = str(self.feed_dir / job_key)
         return env
 
     def _vm_env(self, job_key: str) -> dict[str, str]:
@@ -158,6 +168,13 @@ class LocalTier(BaseTier):
             self._jobs[job_key] = job
         job.pump.start()
         return job_key
+
+    def offer(self, handle: str, seq: int, task_ids: list[str]) -> None:
+        folder = self.feed_dir / handle
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = folder / f".{seq}.json.partial"
+        partial.write_bytes(feed_entry(task_ids))
+        partial.replace(folder / f"{seq}.json")  # the worker never reads half an entry
 
     def status(self, handle: str) -> JobStatus:
         job = self._job(handle)
@@ -263,6 +280,7 @@ ARGUMENT_SPEC = dict(
     test_all_meta=dict(type="path"),
     client_cmd=dict(type="str"),
     vm_boot=dict(type="bool", default=False),
+    task_feed=dict(type="bool", default=False),
 )
 
 
@@ -276,6 +294,7 @@ def build(context: TierContext) -> LocalTier:
         extra_env=job_env,
         heartbeat_interval=float(job_env.get("HEARTBEAT_INTERVAL", 30.0)),
         vm_boot=bool(context.options.get("vm_boot")),
+        task_feed=bool(context.options.get("task_feed")),
     )
 
 
