@@ -44,7 +44,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "collections"), str(ROOT)]
+sys.path[:0] = [str(ROOT / "collections"), str(ROOT), str(ROOT / "tests" / "integration")]
+
+from aml_setup import task_feed_container  # noqa: E402
 
 from ansible_collections.openadapt.azure_eval.plugins.module_utils import azure_ml  # noqa: E402
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.engine import (  # noqa: E402
@@ -228,8 +230,9 @@ def _stats(values: list[float]) -> dict[str, float] | None:
 # -- setup ------------------------------------------------------------------------------------
 
 
-def set_up(emulator: RunningEmulator, workers: int) -> None:
-    """The resources /tmp/smoke/run.py and the aml playbook create: once for both runs."""
+def set_up(emulator: RunningEmulator, workers: int) -> str:
+    """The resources /tmp/smoke/run.py and the aml playbook create: once for every run.
+    Returns the task feed container's URL."""
     from azure.ai.ml.entities import AmlCompute, Environment
     from azure.mgmt.authorization import AuthorizationManagementClient
     from azure.mgmt.containerregistry import ContainerRegistryManagementClient
@@ -286,6 +289,8 @@ def set_up(emulator: RunningEmulator, workers: int) -> None:
     ml.environments.create_or_update(
         Environment(name=ENVIRONMENT, version="1", image=f"{REGISTRY}.azurecr.io/winarena:latest")
     )
+    # The cluster has no identity of its own: its jobs read with the workspace's.
+    return task_feed_container(emulator, RESOURCE_GROUP, workspace.identity.principal_id)
 
 
 # The benchmarks measure the engine's scheduling, not WAA's VM boot: their clusters mount no
@@ -438,6 +443,7 @@ def run_strategy(
     durations: dict[str, float],
     args: argparse.Namespace,
     workdir: Path,
+    task_feed: str,
 ) -> RunReport:
     strategy, label = variant.strategy, variant.label
     wait_for_cold_cluster(emulator)
@@ -458,7 +464,7 @@ def run_strategy(
             "WAA_TEST_ALL_META": str(test_all),
             "WAA_CLIENT_BATCH": "1" if variant.batch_client else "0",
         },
-        **variant.tier,
+        **{"task_feed": task_feed, **variant.tier},
     )
     # The product's node metrics at its default cadence (one Azure Monitor read a minute).
     watch = run_watch_for(
@@ -604,7 +610,7 @@ BEFORE = Variant(
     "dynamic",
     "dynamic (before)",
     engine={"queue_ahead": 0, "submit_concurrency": 1, "chunk_factor": 2.0, "balanced_head": 0.0},
-    tier={"history_interval": 0.0, "quiet_after": 0.0},
+    tier={"history_interval": 0.0, "quiet_after": 0.0, "task_feed": ""},
     batch_client=False,
 )
 
@@ -743,10 +749,12 @@ def main(argv: list[str] | None = None) -> int:
         emulator = RunningEmulator(workdir / "state").start()
         try:
             emulator.activate()
-            set_up(emulator, args.workers)
+            task_feed = set_up(emulator, args.workers)
             settings = emulator.admin("GET", "ml/settings")
             reports = [
-                run_strategy(emulator, variant, tasks, test_all, durations, args, workdir)
+                run_strategy(
+                    emulator, variant, tasks, test_all, durations, args, workdir, task_feed
+                )
                 for variant in variants(
                     args.chunk_factor, args.before, not args.no_static, args.also
                 )

@@ -35,6 +35,7 @@ WAA_SOURCE = "windowsarena/winarena:latest"
 TERMINAL = ("Completed", "Failed", "Canceled")
 GOLDEN_IMAGE = REPO_ROOT / "localazure" / "workload" / "data" / "golden_image" / "storage"
 IMAGE_ACCOUNT, IMAGE_CONTAINER, DATASTORE = "waaevalimages", "waa-golden-image", "waa_golden_image"
+FEED_ACCOUNT, FEED_CONTAINER = "waaevalfeeds", "waa-task-feed"
 STORAGE_API = "2023-05-01"
 BLOB_READER = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
 BLOB_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
@@ -161,17 +162,7 @@ class AmlWorld:
         return f"azureml://datastores/{DATASTORE}/paths/{prefix}"
 
     def _grant(self, scope: str, role: str, principal_id: str) -> None:
-        auth = self.emulator.mgmt_client(AuthorizationManagementClient)
-        auth.role_assignments.create(
-            scope,
-            str(uuid.uuid4()),
-            {
-                "role_definition_id": f"/subscriptions/{self.emulator.subscription_id}/providers"
-                f"/Microsoft.Authorization/roleDefinitions/{role}",
-                "principal_id": principal_id,
-                "principal_type": "ServicePrincipal",
-            },
-        )
+        grant_role(self.emulator, scope, role, principal_id)
 
     def compute_exists(self, name: str) -> bool:
         from azure.core.exceptions import ResourceNotFoundError
@@ -190,6 +181,7 @@ class AmlWorld:
         compute: str = "waa",
         job_environment: dict[str, str] | None = None,
         golden_image: str | None = None,
+        task_feed: str = "",
     ) -> AmlTier:
         return AmlTier.from_environment(
             {**os.environ, **self.emulator.env},
@@ -203,7 +195,14 @@ class AmlWorld:
             job_environment={**FAST_JOB_ENV, **(job_environment or {})},
             node_sample_interval=0.2,
             golden_image=self.golden_image if golden_image is None else golden_image,
+            task_feed=task_feed,
         )
+
+    def task_feed(self, container: str = FEED_CONTAINER, *, readable: bool = True) -> str:
+        """A task feed container for the jobs (``AmlTier.task_feed``); ``readable``: the
+        workspace identity, which the clusters' jobs read with, may read it."""
+        reader = self.principal_id if readable else None
+        return task_feed_container(self.emulator, RG, reader, container)
 
     # -- what the emulator holds ------------------------------------------------------------------
 
@@ -286,13 +285,49 @@ def registry_with_waa(emulator, resource_group: str, registry: str) -> ResourceM
 
 def grant_acr_pull(emulator, registry_id: str, principal_id: str) -> None:
     """AcrPull on the registry for a service principal (a managed identity)."""
+    grant_role(emulator, registry_id, ACR_PULL, principal_id)
+
+
+def task_feed_container(
+    emulator, resource_group: str, reader_principal_id: str | None, container: str = FEED_CONTAINER
+) -> str:
+    """A blob container for the AML tier's task feeds, as a user would make one: a storage
+    account, the container, Storage Blob Data Contributor on it for the controller's principal
+    and Storage Blob Data Reader for the compute's identity; returns the container's URL."""
+    url = f"https://{FEED_ACCOUNT}.blob.core.windows.net/{FEED_CONTAINER}"
+    storage = emulator.mgmt_client(StorageManagementClient)
+    if any(
+        a.name == FEED_ACCOUNT
+        for a in storage.storage_accounts.list_by_resource_group(resource_group)
+    ):
+        return url
+    storage.storage_accounts.begin_create(
+        resource_group,
+        FEED_ACCOUNT,
+        {"location": LOCATION, "sku": {"name": "Standard_LRS"}, "kind": "StorageV2"},
+    ).result()
+    container_id = (
+        f"/subscriptions/{emulator.subscription_id}/resourceGroups/{resource_group}/providers"
+        f"/Microsoft.Storage/storageAccounts/{FEED_ACCOUNT}/blobServices/default"
+        f"/containers/{container}"
+    )
+    emulator.mgmt_client(ResourceManagementClient).resources.begin_create_or_update_by_id(
+        container_id, STORAGE_API, {"properties": {"publicAccess": "None"}}
+    ).result()
+    grant_role(emulator, container_id, BLOB_CONTRIBUTOR, DEV_SP_OBJECT_ID)
+    if reader_principal_id is not None:
+        grant_role(emulator, container_id, BLOB_READER, reader_principal_id)
+    return url
+
+
+def grant_role(emulator, scope: str, role: str, principal_id: str) -> None:
     auth = emulator.mgmt_client(AuthorizationManagementClient)
     auth.role_assignments.create(
-        registry_id,
+        scope,
         str(uuid.uuid4()),
         {
             "role_definition_id": f"/subscriptions/{emulator.subscription_id}/providers"
-            f"/Microsoft.Authorization/roleDefinitions/{ACR_PULL}",
+            f"/Microsoft.Authorization/roleDefinitions/{role}",
             "principal_id": principal_id,
             "principal_type": "ServicePrincipal",
         },

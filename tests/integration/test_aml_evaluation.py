@@ -75,8 +75,12 @@ def engine_config(run_id: str, price: float, **overrides) -> EngineConfig:
 NO_BOOT = {"WAA_VM_BOOT": "0"}
 
 
-def run_engine(world, run_id, tasks, ledger_path, *, job_environment=None, **overrides):
-    tier = world.tier(run_id, job_environment={**NO_BOOT, **(job_environment or {})})
+def run_engine(
+    world, run_id, tasks, ledger_path, *, job_environment=None, task_feed="", **overrides
+):
+    tier = world.tier(
+        run_id, job_environment={**NO_BOOT, **(job_environment or {})}, task_feed=task_feed
+    )
     engine = EvaluationEngine(
         tier,
         tasks,
@@ -210,6 +214,66 @@ def test_twelve_tasks_on_three_workers_each_once_with_node_seconds_as_the_emulat
     assert 1 <= cluster["nodes"] <= 3
     measured = result.cost.node_hours * 3600
     assert measured == pytest.approx(cluster["node_seconds"], rel=0.10)
+
+
+def test_task_feed_hands_running_jobs_their_next_tasks_one_job_per_worker(azure, tmp_path):
+    world = build(azure, cluster=dict(max_nodes=3, idle_s=3))
+    tasks = TASKS[:15]
+    ledger_path = tmp_path / "ledger.db"
+
+    result = run_engine(
+        world,
+        "feed",
+        tasks,
+        ledger_path,
+        task_feed=world.task_feed(),
+        job_environment={"WAA_CLIENT_BATCH": "1"},
+    )
+
+    rows = assert_every_task_once(ledger_path, tasks)
+    assert result.retries == [] and result.jobs_submitted == 3
+    jobs = ledger_jobs(ledger_path)
+    assert world.jobs() == {key: "Completed" for key in jobs}
+    for key, job in jobs.items():
+        log_events = events(world.std_log(key))
+        # The job definition names the first tasks only; the rest came through the feed (read
+        # with the compute's identity), and the job ran all of them, where the ledger says.
+        first = world.job_tasks(key)
+        added = [t for e in log_events if e["event"] == "tasks_added" for t in e["task_ids"]]
+        assert first + added == job.task_ids
+        assert sorted(finished_in_log(world.std_log(key))) == sorted(job.task_ids)
+        assert all(rows[t].job_key == key for t in job.task_ids)
+        assert not [e for e in log_events if e["event"] == "feed_error"]
+    assert sum(len(world.job_tasks(key)) for key in jobs) < len(tasks)
+
+
+def test_task_feed_the_compute_may_not_read_ends_each_job_and_loses_nothing(azure, tmp_path):
+    world = build(azure, cluster=dict(max_nodes=3, idle_s=3))
+    tasks = TASKS[:9]
+    ledger_path = tmp_path / "ledger.db"
+
+    result = run_engine(
+        world,
+        "feed-denied",
+        tasks,
+        ledger_path,
+        task_feed=world.task_feed("waa-feed-unreadable", readable=False),
+    )
+
+    assert_every_task_once(ledger_path, tasks)
+    # Every worker said why it stopped (the grant it lacks); the tasks written for it went to
+    # new jobs, charged nothing.
+    assert result.retries == []
+    jobs = ledger_jobs(ledger_path)
+    errors = [
+        e["message"]
+        for key in jobs
+        for e in events(world.std_log(key))
+        if e["event"] == "feed_error"
+    ]
+    assert errors and all("Storage Blob Data Reader" in message for message in errors)
+    with Ledger(ledger_path) as ledger:
+        assert all(ledger.attempt_count(task_id) == 1 for _, task_id in tasks)
 
 
 # -- workers that do not work ---------------------------------------------------------------------
