@@ -100,7 +100,9 @@ options:
     description:
       - The tier's own options. For O(tier=aml) - C(resource_group), C(workspace), C(compute)
         (the cluster), C(environment) (C(azureml:<name>:<version>)) and optionally
-        C(experiment_name).
+        C(experiment_name), C(golden_image) and C(task_feed) (a blob container's URL through
+        which running jobs get their next tasks, one job per node; the controller's principal
+        needs Storage Blob Data Contributor on it, the cluster's identity Storage Blob Data Reader).
     type: dict
     default: {}
   check_only:
