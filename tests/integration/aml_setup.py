@@ -124,23 +124,13 @@ class AmlWorld:
         account on first use), an identity-based datastore on that container, Storage Blob Data
         Reader on it for the workspace identity (the clusters' jobs read with it); returns the
         job input's URI."""
-        container_id = self.image_container_id
         storage = self.emulator.mgmt_client(StorageManagementClient)
         if not [
             a
             for a in storage.storage_accounts.list_by_resource_group(RG)
             if a.name == IMAGE_ACCOUNT
         ]:
-            storage.storage_accounts.begin_create(
-                RG,
-                IMAGE_ACCOUNT,
-                {"location": LOCATION, "sku": {"name": "Standard_LRS"}, "kind": "StorageV2"},
-            ).result()
-            self.resources.resources.begin_create_or_update_by_id(
-                container_id, STORAGE_API, {"properties": {"publicAccess": "None"}}
-            ).result()
-            self._grant(container_id, BLOB_CONTRIBUTOR, DEV_SP_OBJECT_ID)
-            self._grant(container_id, BLOB_READER, self.principal_id)
+            blob_container(self.emulator, RG, IMAGE_ACCOUNT, IMAGE_CONTAINER, self.principal_id)
             self.resources.resources.begin_create_or_update_by_id(
                 f"{self.workspace_id}/datastores/{DATASTORE}",
                 WORKSPACE_API,
@@ -160,9 +150,6 @@ class AmlWorld:
             with open(path, "rb") as data:
                 client.upload_blob(f"{prefix}/{path.name}", data, overwrite=True)
         return f"azureml://datastores/{DATASTORE}/paths/{prefix}"
-
-    def _grant(self, scope: str, role: str, principal_id: str) -> None:
-        grant_role(self.emulator, scope, role, principal_id)
 
     def compute_exists(self, name: str) -> bool:
         from azure.core.exceptions import ResourceNotFoundError
@@ -291,24 +278,30 @@ def grant_acr_pull(emulator, registry_id: str, principal_id: str) -> None:
 def task_feed_container(
     emulator, resource_group: str, reader_principal_id: str | None, container: str = FEED_CONTAINER
 ) -> str:
-    """A blob container for the AML tier's task feeds, as a user would make one: a storage
-    account, the container, Storage Blob Data Contributor on it for the controller's principal
-    and Storage Blob Data Reader for the compute's identity; returns the container's URL."""
-    url = f"https://{FEED_ACCOUNT}.blob.core.windows.net/{FEED_CONTAINER}"
+    """A blob container for the AML tier's task feeds, as a user would make one (see
+    ``blob_container``; no reader: a misconfigured feed); returns the container's URL."""
+    blob_container(emulator, resource_group, FEED_ACCOUNT, container, reader_principal_id)
+    return f"https://{FEED_ACCOUNT}.blob.core.windows.net/{container}"
+
+
+def blob_container(
+    emulator, resource_group: str, account: str, container: str, reader_principal_id: str | None
+) -> str:
+    """A storage account (made if missing) and a container in it, with Storage Blob Data
+    Contributor for the controller's principal and Storage Blob Data Reader for
+    ``reader_principal_id`` (a compute's identity; None: no reader); returns the container's
+    resource id."""
     storage = emulator.mgmt_client(StorageManagementClient)
-    if any(
-        a.name == FEED_ACCOUNT
-        for a in storage.storage_accounts.list_by_resource_group(resource_group)
-    ):
-        return url
-    storage.storage_accounts.begin_create(
-        resource_group,
-        FEED_ACCOUNT,
-        {"location": LOCATION, "sku": {"name": "Standard_LRS"}, "kind": "StorageV2"},
-    ).result()
+    accounts = storage.storage_accounts.list_by_resource_group(resource_group)
+    if not any(a.name == account for a in accounts):
+        storage.storage_accounts.begin_create(
+            resource_group,
+            account,
+            {"location": LOCATION, "sku": {"name": "Standard_LRS"}, "kind": "StorageV2"},
+        ).result()
     container_id = (
         f"/subscriptions/{emulator.subscription_id}/resourceGroups/{resource_group}/providers"
-        f"/Microsoft.Storage/storageAccounts/{FEED_ACCOUNT}/blobServices/default"
+        f"/Microsoft.Storage/storageAccounts/{account}/blobServices/default"
         f"/containers/{container}"
     )
     emulator.mgmt_client(ResourceManagementClient).resources.begin_create_or_update_by_id(
@@ -317,7 +310,7 @@ def task_feed_container(
     grant_role(emulator, container_id, BLOB_CONTRIBUTOR, DEV_SP_OBJECT_ID)
     if reader_principal_id is not None:
         grant_role(emulator, container_id, BLOB_READER, reader_principal_id)
-    return url
+    return container_id
 
 
 def grant_role(emulator, scope: str, role: str, principal_id: str) -> None:

@@ -9,14 +9,10 @@ back as they were sent."""
 from __future__ import annotations
 
 import re
-import uuid
 
 import pytest
-from aml_setup import GOLDEN_IMAGE
+from aml_setup import GOLDEN_IMAGE, blob_container
 from azure.batch.models import BatchErrorException
-from azure.mgmt.authorization import AuthorizationManagementClient
-from azure.mgmt.resource import ResourceManagementClient
-from azure.mgmt.storage import StorageManagementClient
 from azure.storage.blob import BlobServiceClient
 from batch_setup import ACCOUNT, RG, BatchTierWorld
 from test_aml_evaluation import TASKS, assert_every_task_once, engine_config, events, ledger_jobs
@@ -29,13 +25,10 @@ from ansible_collections.openadapt.azure_eval.plugins.module_utils.ledger import
 from ansible_collections.openadapt.azure_eval.plugins.module_utils.tiers.batch import (
     BatchSetupError,
 )
-from localazure.identity.principals import DEV_SP_OBJECT_ID
 
 pytestmark = pytest.mark.integration
 
-IMAGE_ACCOUNT, STORAGE_API = "tierbatchimages", "2023-05-01"
-READER = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
-CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
+IMAGE_ACCOUNT = "tierbatchimages"
 BOOT_PHASES = ["started", "image_ready", "vm_starting", "vm_ready"]
 GOLDEN_DIR = "golden/storage"  # the start task's filePath "golden", the blobs under "storage/"
 
@@ -44,42 +37,13 @@ def container(world: BatchTierWorld, name: str, *, reader: str | None, upload: b
     """A private container holding the synthetic golden image under ``storage/``, readable by
     ``reader`` (Storage Blob Data Reader); returns its URL."""
     emulator = world.emulator
-    storage = emulator.mgmt_client(StorageManagementClient)
-    if IMAGE_ACCOUNT not in [a.name for a in storage.storage_accounts.list_by_resource_group(RG)]:
-        storage.storage_accounts.begin_create(
-            RG,
-            IMAGE_ACCOUNT,
-            {"location": "eastus", "sku": {"name": "Standard_LRS"}, "kind": "StorageV2"},
-        ).result()
-    scope = (
-        f"/subscriptions/{emulator.subscription_id}/resourceGroups/{RG}/providers"
-        f"/Microsoft.Storage/storageAccounts/{IMAGE_ACCOUNT}/blobServices/default/containers/{name}"
-    )
-    emulator.mgmt_client(ResourceManagementClient).resources.begin_create_or_update_by_id(
-        scope, STORAGE_API, {"properties": {"publicAccess": "None"}}
-    ).result()
-    grant(world, scope, CONTRIBUTOR, DEV_SP_OBJECT_ID)
-    if reader:
-        grant(world, scope, READER, reader)
+    blob_container(emulator, RG, IMAGE_ACCOUNT, name, reader or None)
     url = f"https://{IMAGE_ACCOUNT}.blob.core.windows.net"
     blobs = BlobServiceClient(url, credential=emulator.credential()).get_container_client(name)
     for path in sorted(GOLDEN_IMAGE.iterdir()) if upload else []:
         with open(path, "rb") as data:
             blobs.upload_blob(f"storage/{path.name}", data, overwrite=True)
     return f"{url}/{name}"
-
-
-def grant(world: BatchTierWorld, scope: str, role: str, principal: str) -> None:
-    world.emulator.mgmt_client(AuthorizationManagementClient).role_assignments.create(
-        scope,
-        str(uuid.uuid4()),
-        {
-            "role_definition_id": f"/subscriptions/{world.emulator.subscription_id}/providers"
-            f"/Microsoft.Authorization/roleDefinitions/{role}",
-            "principal_id": principal,
-            "principal_type": "ServicePrincipal",
-        },
-    )
 
 
 def start_task(world: BatchTierWorld, url: str) -> dict:
