@@ -3,14 +3,17 @@
 
     .venv/bin/python benchmarks/scheduling.py [--workers 10] [--time-scale S] [--seed N]
                                               [--poll-interval 0.5] [--tasks N] [--before]
-                                              [--chunk-factor F] [--json out.json]
+                                              [--chunk-factor F] [--job-per-chunk]
+                                              [--json out.json]
 
 Starts its own localazure in a temporary state directory, sets up the Azure ML resources once
 (resource group, registry with the WAA image imported, workspace, AcrPull grant, cluster,
 environment), then runs the seeded 154-task synthetic WAA set (or ``--tasks N`` of it, repeated with new ids)
 through the real engine and ``AmlTier`` against the same cluster: WAA's static contiguous
 sharding, with ``--before`` the default scheduler as it was before queue-ahead (same code, the
-old settings), then the default scheduler. Each run has its own run id and ledger and starts on a cold cluster (the benchmark
+old settings), then the default scheduler (with a task feed container: one job per worker that
+takes its next tasks from the feed; ``--job-per-chunk`` also runs it without the feed, a new job
+per chunk, as before the feed). Each run has its own run id and ledger and starts on a cold cluster (the benchmark
 waits for the previous run's nodes to scale down first).
 
 For each run it prints the makespan over its lower bound, ``max(longest task, total work /
@@ -615,15 +618,21 @@ BEFORE = Variant(
 )
 
 
+# The default scheduler without the task feed: a new job per chunk, one queued ahead per worker.
+JOB_PER_CHUNK = Variant("dynamic", "dynamic (job per chunk)", tier={"task_feed": ""})
+
+
 def variants(
     chunk_factor: float | None,
     before: bool,
     static: bool = True,
     also: list[dict[str, float | int]] | None = None,
+    job_per_chunk: bool = False,
 ) -> list[Variant]:
     label = "dynamic (default)" if chunk_factor is None else f"dynamic (f={chunk_factor:g})"
     dynamic = Variant("dynamic", label, engine={"chunk_factor": chunk_factor})
-    first = [Variant("static", "static (WAA)")] if static else []
+    first = [Variant("static", "static (WAA)", tier={"task_feed": ""})] if static else []
+    first += [JOB_PER_CHUNK] if job_per_chunk else []
     extra = [
         Variant("dynamic", "dynamic (" + ",".join(f"{k}={v:g}" for k, v in s.items()) + ")", s)
         for s in also or []
@@ -717,6 +726,11 @@ def main(argv: list[str] | None = None) -> int:
         "--no-static", action="store_true", help="skip the static run (to compare settings)"
     )
     parser.add_argument(
+        "--job-per-chunk",
+        action="store_true",
+        help="also run the default scheduler without the task feed (a new job per chunk)",
+    )
+    parser.add_argument(
         "--also",
         type=engine_settings,
         action="append",
@@ -756,7 +770,11 @@ def main(argv: list[str] | None = None) -> int:
                     emulator, variant, tasks, test_all, durations, args, workdir, task_feed
                 )
                 for variant in variants(
-                    args.chunk_factor, args.before, not args.no_static, args.also
+                    args.chunk_factor,
+                    args.before,
+                    not args.no_static,
+                    args.also,
+                    args.job_per_chunk,
                 )
             ]
         finally:

@@ -168,10 +168,6 @@ class EngineConfig:
     # Jobs kept queued ahead per worker on a tier that queues jobs for its nodes (AML), so a
     # node that finishes a job starts the next at once instead of waiting for the controller.
     queue_ahead: int = 1
-    # On a tier with a task feed (FeedsTasks), a running job is handed its next chunk through
-    # the feed instead of a new job being started for it: one container start (and, on WAA,
-    # one Windows VM boot) per worker; nothing is then queued ahead.
-    task_feed: bool = True
     # Submissions made at once (each is a few round trips to the tier).
     submit_concurrency: int = 8
     retry_task_errors: bool = True
@@ -274,7 +270,10 @@ class EvaluationEngine:
             self._workers = tier.workers(self._workers)
         # Jobs beyond one per worker only wait in the tier's own queue when it has one; a tier
         # that starts every job at once (local processes, SSH hosts) gets one job per worker.
-        self._feeds = self.config.task_feed and isinstance(tier, FeedsTasks) and tier.feeds_tasks
+        # A tier with a task feed (its jobs are told where it is) hands a running job its next
+        # chunk instead of a new job being started for it: one container start (and, on WAA,
+        # one Windows VM boot) per worker; nothing is then queued ahead.
+        self._feeds = isinstance(tier, FeedsTasks) and tier.feeds_tasks
         ahead = self.config.queue_ahead if getattr(tier, "queues_jobs", False) else 0
         if self._feeds:
             ahead = 0
