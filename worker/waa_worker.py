@@ -731,6 +731,8 @@ class Worker:
             if self.feed is not None:
                 completed += self.follow_feed()
         except BootError as err:
+            # No heartbeat may follow the job's last event.
+            self._stop_heartbeats(heartbeat)
             self.events.emit(
                 "failed",
                 code=err.code,
@@ -740,7 +742,7 @@ class Worker:
             )
             return BOOT_FAILURE_EXIT
         finally:
-            self._stop_heartbeat.set()
+            self._stop_heartbeats(heartbeat)
             shutil.rmtree(self._meta_dir, ignore_errors=True)
             if self.boot is not None:
                 self.boot.stop()
@@ -931,6 +933,10 @@ class Worker:
         if self.boot is not None and self.boot.phase == "tasks":
             env["WAA_VM_READY_URL"] = self.boot.probe_url
         return env
+
+    def _stop_heartbeats(self, heartbeat: threading.Thread) -> None:
+        self._stop_heartbeat.set()
+        heartbeat.join()
 
     def _heartbeat_loop(self) -> None:
         while not self._stop_heartbeat.wait(self.heartbeat_interval):
