@@ -105,6 +105,50 @@ class JobTrace:
     first_event_at: float | None = None  # the worker's clock (same machine)
     finished_at: float | None = None
     task_durations: dict[str, float] = field(default_factory=dict)  # as the worker measured
+    # (event, worker's ts, task id) of every event but heartbeats
+    events: list[tuple[str, float, str | None]] = field(default_factory=list)
+
+    def client_first_tasks(self) -> set[str]:
+        """The tasks each WAA client process began with (its start counts in their time)."""
+        firsts, fresh = set(), True
+        for name, _ts, task_id in self.events:
+            if name in ("started", "tasks_added"):
+                fresh = True
+            elif name == "task_started" and fresh and task_id:
+                firsts.add(task_id)
+                fresh = False
+        return firsts
+
+    def phases(self) -> dict[str, float] | None:
+        """Where this worker's time went, first event to finished: boot (to its first task),
+        tasks (task_started to task_result), feed waits (awaiting to the entry or the end),
+        entry reads (a last result to the next entry taken, when it was there) and the end (the
+        last result, or the last wait, to finished)."""
+        starts = [ts for name, ts, _ in self.events if name == "task_started"]
+        if self.first_event_at is None or self.finished_at is None or not starts:
+            return None
+        feed_wait = entry_reads = 0.0
+        awaiting = last_result = None
+        for name, ts, _ in self.events:
+            if name == "task_result":
+                last_result = ts
+            elif name == "awaiting":
+                awaiting = ts
+            elif name in ("tasks_added", "finished"):
+                if awaiting is not None:
+                    feed_wait += ts - awaiting
+                elif name == "tasks_added" and last_result is not None:
+                    entry_reads += ts - last_result
+                if name == "finished":
+                    end = ts - (awaiting if awaiting is not None else last_result or ts)
+                awaiting = None
+        return {
+            "boot_s": starts[0] - self.first_event_at,
+            "tasks_s": sum(self.task_durations.values()),
+            "feed_wait_s": feed_wait,
+            "entry_reads_s": entry_reads,
+            "end_s": end,
+        }
 
 
 @dataclass
@@ -152,6 +196,12 @@ class RunReport:
             for j in self.jobs
             for task_id, measured in j.task_durations.items()
         ]
+        first_overheads = [
+            j.task_durations[task_id] - self.durations[task_id]
+            for j in self.jobs
+            for task_id in j.client_first_tasks()
+            if task_id in j.task_durations
+        ]
         slowest = max(self.jobs, key=lambda j: j.ended_at or 0.0, default=None)
         by_handle = {job_name(j.job_key): j for j in self.jobs}
         # On one node: the previous job's worker said "finished", then the next one's first event.
@@ -162,7 +212,11 @@ class RunReport:
             if before and after and before.finished_at and after.first_event_at
         ]
         last_finish = max((j.finished_at or 0.0 for j in self.jobs), default=0.0)
+        phases = [p for p in (j.phases() for j in self.jobs) if p is not None]
         return {
+            "worker_phases_s": {name: _stats([p[name] for p in phases]) for name in phases[0]}
+            if phases
+            else {},
             "node_gap_s": _stats(node_gaps),
             "node_gap_total_s": round(sum(node_gaps), 2),
             "last_finish_to_end_s": round(self.result.finished_at - last_finish, 3),
@@ -170,6 +224,9 @@ class RunReport:
             "finish_to_noticed_s": _stats(notice),
             "task_overhead_s": _stats(overheads),
             "task_overhead_total_s": round(sum(overheads), 2),
+            # The first task of each client process (the client's start is in its time).
+            "client_first_task_overhead_s": _stats(first_overheads),
+            "client_first_task_overhead_total_s": round(sum(first_overheads), 2),
             "last_job": slowest.job_key if slowest else None,
             "last_job_tasks": slowest.tasks if slowest else None,
             "last_job_submitted_after_s": round(slowest.submitted_at - self.result.started_at, 2)
@@ -208,6 +265,10 @@ class RunReport:
                     "first_event_s": _rel(j.first_event_at, self.result.started_at),
                     "finished_s": _rel(j.finished_at, self.result.started_at),
                     "noticed_s": _rel(j.ended_at, self.result.started_at),
+                    "events": [
+                        [name, _rel(ts, self.result.started_at), task_id]
+                        for name, ts, task_id in j.events
+                    ],
                 }
                 for j in self.jobs
             ],
@@ -378,6 +439,10 @@ def job_traces(ledger_path: Path, tier: AmlTier) -> list[JobTrace]:
                 event = json.loads(line[len(EVENT_PREFIX) :])
                 if trace.first_event_at is None:
                     trace.first_event_at = float(event["ts"])
+                if event.get("event") != "heartbeat":
+                    trace.events.append(
+                        (str(event.get("event")), float(event["ts"]), event.get("task_id"))
+                    )
                 if event.get("event") == "finished":
                     trace.finished_at = float(event["ts"])
                 elif event.get("event") == "task_result" and "duration_s" in event:
@@ -589,9 +654,18 @@ def diagnostic_lines(report: RunReport) -> list[str]:
         f"{report.label}: job startup s median {med('job_startup_s')}; finish-to-noticed s "
         f"median {med('finish_to_noticed_s')}; per-task overhead s median "
         f"{med('task_overhead_s')}, total {d['task_overhead_total_s']:.1f} s over "
-        f"{report.tasks} tasks; node gap (a job's finish to the next one's first event on "
+        f"{report.tasks} tasks (of which the first task of each WAA client "
+        f"{d['client_first_task_overhead_total_s']:.1f} s over "
+        f"{(d['client_first_task_overhead_s'] or {}).get('n', 0)}); node gap (a job's finish "
+        "to the next one's first event on "
         f"that node) s median {med('node_gap_s')}, total {d['node_gap_total_s']:.1f} s; last "
-        f"finish to run end {d['last_finish_to_end_s']:.2f} s"
+        f"finish to run end {d['last_finish_to_end_s']:.2f} s",
+        f"{report.label}: each worker's time, first event to finished, s median (max): "
+        + "; ".join(
+            f"{name.removesuffix('_s').replace('_', ' ')} {s['median']:.2f} ({s['max']:.2f})"
+            for name, s in d["worker_phases_s"].items()
+            if s
+        ),
     ]
 
 
