@@ -79,6 +79,11 @@ class ActiveJob:
         return [t for entry in self.offers[self.offers_taken :] for t in entry]
 
     @property
+    def entry_waiting(self) -> bool:
+        """A feed entry was written for it that its worker has not said it took."""
+        return len(self.offers) > self.offers_taken
+
+    @property
     def feed_closed(self) -> bool:
         """An empty entry was written: its worker ends after the tasks it has."""
         return bool(self.offers) and not self.offers[-1]

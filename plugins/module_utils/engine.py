@@ -13,6 +13,7 @@ from __future__ import annotations
 import _thread
 import dataclasses
 import logging
+import math
 import os
 import random
 import signal
@@ -465,6 +466,7 @@ class EvaluationEngine:
     def _loop(self) -> None:
         while True:
             now = self._clock()
+            self._feed_tail(now)
             self._fill_slots(now)
             self._check_give_up(now)
             self._watch_round(now)
@@ -877,22 +879,70 @@ class EvaluationEngine:
     # the task feed ----------------------------------------------------------------------------
 
     def _feed_due(self, job: ActiveJob) -> bool:
-        """A job of a task feed that has started every task it holds: it will ask for more
-        soon, so it is polled every round."""
-        return self._feeds and not job.feed_closed and not job.unstarted()
+        """A job of a task feed with one task or none left to start: its last task's start
+        (when its next entry is written) or its ask comes soon, so it is polled every round."""
+        return self._feeds and not job.feed_closed and len(job.unstarted()) <= 1
 
     def _feed_ahead(self, job: ActiveJob, now: float) -> None:
-        """At a task start, write the job's next entry before its worker asks, when it has one
-        task or none left to start and no entry waiting: while plenty is left, the next chunk
-        (so the node goes on without a gap), and an empty entry once nothing is left (so it
-        stops at once). In the tail (fewer tasks left than workers) a chunk goes to the
-        worker that asks first (``awaiting``), not to one whose long task is still running."""
-        if not self._feeds or job.feed_closed or len(job.offers) > job.offers_taken:
+        """At the start of a job's last task, while plenty is left (more tasks than workers),
+        write its next chunk unless an entry is waiting already, so that its node goes on
+        without a gap. Not sooner: a chunk written ahead of two tasks was one of the larger
+        chunks, taken by a node that frees later than those which then find less to do
+        (measured: the last job ended 3 s after most). The tail is ``_feed_tail``'s."""
+        if not self._feeds or job.feed_closed or job.entry_waiting:
             return
-        left, remaining = len(job.unstarted()), self._scheduler.remaining
-        plenty_left = left <= 1 and remaining > self._workers
-        if plenty_left or (left == 0 and not remaining):
+        if not job.unstarted() and self._scheduler.remaining > self._workers:
             self._offer(job, len(job.offers) + 1, now)
+
+    def _feed_tail(self, now: float) -> None:
+        """Each round once no more tasks are left than workers, the jobs that will ask next
+        (every task they hold started, no entry waiting) get their entry without the ask's
+        round trip (the ask read at a poll, the entry written, then read), which costs a short
+        tail task's length: an empty entry once nothing is left, so that their workers stop at
+        once, and the next chunk to each of them expected to free among the first as many jobs
+        as there are tasks left, which would have got one by asking anyway. The others ask
+        (``awaiting``): whoever asks first is answered first."""
+        remaining = self._scheduler.remaining
+        if not self._feeds or remaining > self._workers:
+            return
+        asking = [
+            j
+            for j in self._book.jobs()
+            if self._feeds and not j.feed_closed and not j.unstarted() and not j.entry_waiting
+        ]
+        if not asking:
+            return
+        if remaining:
+            free_at = self._expected_free_at(now)
+            if not free_at:
+                return  # no estimates: whoever asks first
+            asking.sort(key=lambda j: free_at.get(j.job_key, math.inf))
+            picked = []
+            for job in asking:
+                mine = free_at.pop(job.job_key, math.inf)
+                earlier = sum(1 for at in free_at.values() if at < mine)
+                if earlier >= self._scheduler.remaining - len(picked):
+                    break
+                picked.append(job)
+            asking = picked
+        self._offer_each(asking, now)
+
+    def _expected_free_at(self, now: float) -> dict[str, float]:
+        """When each job of the feed that can take more tasks (its feed open, no entry
+        waiting) is expected to have run all it holds: its task under way to its expected end
+        (now at the earliest), then the tasks not started, in the seconds learnt from the
+        results so far. Empty before any result, when there is nothing to learn from."""
+        jobs = [j for j in self._book.jobs() if not j.feed_closed and not j.entry_waiting]
+        if not any(row.duration_s for row in self._final.values()):
+            return {}
+        expected = self._expected_durations([t for j in jobs for t in j.unreported()])
+        free_at = {}
+        for job in jobs:
+            at = now
+            if job.in_flight is not None and job.in_flight_since is not None:
+                at = max(now, job.in_flight_since + expected[job.in_flight])
+            free_at[job.job_key] = at + sum(expected[t] for t in job.unstarted())
+        return free_at
 
     def _answer_awaiting(self, job: ActiveJob, seq: int, now: float) -> None:
         if seq == len(job.offers) + 1:
@@ -902,19 +952,36 @@ class EvaluationEngine:
             self._write_offer(job, seq)
 
     def _offer(self, job: ActiveJob, seq: int, now: float) -> None:
-        """Hand a running job its next chunk through its feed (nothing left: an empty entry),
-        recorded in the ledger first so that a controller killed in between loses nothing."""
+        """Hand a running job its next chunk through its feed (nothing left: an empty entry)."""
+        if self._record_offer(job, seq, now):
+            self._write_offer(job, seq)
+
+    def _offer_each(self, jobs: list[ActiveJob], now: float) -> None:
+        """``_offer`` to each job its next entry, the writes concurrently (at most
+        ``poll_threads`` at once), so that a round does not grow with the jobs fed."""
+        recorded = [job for job in jobs if self._record_offer(job, len(job.offers) + 1, now)]
+        if len(recorded) == 1 or self._poller is None:
+            for job in recorded:
+                self._write_offer(job, len(job.offers))
+            return
+        writes = [self._poller.submit(self._write_offer, j, len(j.offers)) for j in recorded]
+        futures.wait(writes)
+
+    def _record_offer(self, job: ActiveJob, seq: int, now: float) -> bool:
+        """The job's entry ``seq`` taken from the scheduler and recorded in the ledger, before
+        it is written, so that a controller killed in between loses nothing. False once the
+        run is being cancelled."""
         if self.ledger is None:
             raise AssertionError("self.ledger is not set")
         if self._cancelling:
-            return
+            return False
         chunk = self._next_chunk(now, pending=0, feeding=True) or []
         self.ledger.record_offer(job.job_key, seq, chunk)
         job.offers.append(chunk)
         job.task_ids.extend(chunk)
-        self._write_offer(job, seq)
         if chunk:
             log.info("handed %s %d more task(s) (entry %d)", job.job_key, len(chunk), seq)
+        return True
 
     def _write_offer(self, job: ActiveJob, seq: int) -> None:
         try:
