@@ -298,6 +298,8 @@ class EvaluationEngine:
         self._jobs_submitted = 0  # by this session
         self._adopted = 0  # jobs of earlier sessions this one watched
         self._poller: futures.ThreadPoolExecutor | None = None
+        # The task feed's writes have threads of their own: never queued behind a hanging read.
+        self._feed_writer: futures.ThreadPoolExecutor | None = None
         self._reads: dict[str, futures.Future] = {}  # job key -> its read under way
         self._run_started_at = 0.0
         self._job_seq = 0
@@ -347,6 +349,8 @@ class EvaluationEngine:
                 # A read still hanging (a throttled call inside the SDK's own retries) is not
                 # waited for: its job is closed already.
                 self._poller.shutdown(wait=False, cancel_futures=True)
+            if self._feed_writer is not None:
+                self._feed_writer.shutdown(wait=False)
             self.close()
             lock.release()
 
@@ -958,14 +962,20 @@ class EvaluationEngine:
 
     def _offer_each(self, jobs: list[ActiveJob], now: float) -> None:
         """``_offer`` to each job its next entry, the writes concurrently (at most
-        ``poll_threads`` at once), so that a round does not grow with the jobs fed."""
+        ``poll_threads`` at once, in threads apart from the reads'), so that a round does not
+        grow with the jobs fed."""
         recorded = [job for job in jobs if self._record_offer(job, len(job.offers) + 1, now)]
-        if len(recorded) == 1 or self._poller is None:
+        if len(recorded) <= 1:
             for job in recorded:
                 self._write_offer(job, len(job.offers))
             return
-        writes = [self._poller.submit(self._write_offer, j, len(j.offers)) for j in recorded]
-        futures.wait(writes)
+        if self._feed_writer is None:
+            self._feed_writer = futures.ThreadPoolExecutor(
+                self.config.poll_threads, thread_name_prefix="engine-feed"
+            )
+        futures.wait(
+            [self._feed_writer.submit(self._write_offer, j, len(j.offers)) for j in recorded]
+        )
 
     def _record_offer(self, job: ActiveJob, seq: int, now: float) -> bool:
         """The job's entry ``seq`` taken from the scheduler and recorded in the ledger, before
