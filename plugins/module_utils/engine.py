@@ -909,10 +909,12 @@ class EvaluationEngine:
         remaining = self._scheduler.remaining
         if not self._feeds or remaining > self._workers:
             return
+        if remaining and (now < self._hold_until or self.breaker.state is not BreakerState.CLOSED):
+            return  # held back after failures: no chunk now, and an empty entry would end a job
         asking = [
             j
             for j in self._book.jobs()
-            if self._feeds and not j.feed_closed and not j.unstarted() and not j.entry_waiting
+            if not j.feed_closed and not j.unstarted() and not j.entry_waiting
         ]
         if not asking:
             return
