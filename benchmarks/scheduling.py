@@ -452,7 +452,11 @@ def job_traces(ledger_path: Path, tier: AmlTier) -> list[JobTrace]:
 
 
 def ideal_makespan(
-    strategy: str, durations: dict[str, float], domains: dict[str, str], config: EngineConfig
+    strategy: str,
+    durations: dict[str, float],
+    domains: dict[str, str],
+    config: EngineConfig,
+    feeds: bool,
 ) -> float:
     """The strategy's own schedule with every overhead at zero: list scheduling of its chunks
     (in the order the scheduler hands them out) onto the first worker to become free. Its ratio
@@ -463,10 +467,10 @@ def ideal_makespan(
         strategy,
         ids if strategy == "static" else sorted(ids, key=expected.__getitem__, reverse=True),
         config.workers,
-        factor=config.chunk_factor_for(),
+        factor=config.chunk_factor_for(feeds),
         max_chunk=config.max_chunk,
         expected=expected,
-        head=config.balanced_head,
+        head=config.head_for(feeds),
     )
     free = [0.0] * config.workers
     while scheduler.remaining:
@@ -570,7 +574,9 @@ def run_strategy(
     jobs = job_traces(ledger_path, tier)
     bound = lower_bound(durations, args.workers, jobs)
     domains = {task_id: domain for domain, task_id in tasks}
-    bound["ideal_s"] = ideal_makespan(strategy, durations, domains, config) + bound["startup_s"]
+    bound["ideal_s"] = (
+        ideal_makespan(strategy, durations, domains, config, tier.feeds_tasks) + bound["startup_s"]
+    )
     # Billed node time includes the idle tail until scale-down: wait for it, then read it.
     wait_for_cold_cluster(emulator)
     nodes = [
@@ -856,7 +862,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - began
 
     dynamic = reports[len(reports) - len(args.also) - 1]  # the default, before any --also
-    factor = args.chunk_factor or EngineConfig().chunk_factor_for()
+    factor = args.chunk_factor or EngineConfig().chunk_factor_for(feeds=True)
     target = target_ratio(args.workers)
     print(
         f"{len(tasks)} tasks, {args.workers} workers, time scale {args.time_scale} s/min, "

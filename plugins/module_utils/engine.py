@@ -162,7 +162,8 @@ class EngineConfig:
     scheduling: str = "dynamic"
     # Of the expected work, the share handed out first as one balanced job per worker (the
     # longest tasks); the rest goes out in shrinking chunks. 0: shrinking chunks from the start.
-    balanced_head: float = 0.8
+    # None: 0 on a tier with a task feed, BALANCED_HEAD on one without (see head_for).
+    balanced_head: float | None = None
     # The shrinking chunks' divisor. None: 1 after a balanced head, 2 without one.
     chunk_factor: float | None = None
     max_chunk: int | None = None
@@ -209,20 +210,32 @@ class EngineConfig:
             raise ValueError("scheduling must be 'dynamic' or 'static'")
         if self.chunk_factor is not None and self.chunk_factor <= 0:
             raise ValueError("chunk_factor must be positive")
-        if not 0.0 <= self.balanced_head <= 1.0:
+        if self.balanced_head is not None and not 0.0 <= self.balanced_head <= 1.0:
             raise ValueError("balanced_head must be between 0 and 1")
         if self.queue_ahead < 0 or self.submit_concurrency < 1:
             raise ValueError("need queue_ahead >= 0 and submit_concurrency >= 1")
 
-    def chunk_factor_for(self) -> float:
+    def head_for(self, feeds: bool) -> float:
+        """The balanced head is there to spare job restarts (a container start each, a
+        Windows VM boot on WAA). With a task feed a worker's job takes chunk after chunk
+        without one, and the head's balance, made of the domains' estimates, is what loses:
+        measured on three task seeds, its jobs' true lengths made the schedule 1.08-1.09 of
+        the bound before any overhead on two of them (benchmarks/README.md, fifth pass)."""
+        if self.balanced_head is not None:
+            return self.balanced_head
+        return 0.0 if feeds else BALANCED_HEAD
+
+    def chunk_factor_for(self, feeds: bool = False) -> float:
         if self.chunk_factor is not None:
             return self.chunk_factor
-        return TAIL_CHUNK_FACTOR if self.balanced_head > 0 else DEFAULT_CHUNK_FACTOR
+        return TAIL_CHUNK_FACTOR if self.head_for(feeds) > 0 else DEFAULT_CHUNK_FACTOR
 
 
 # A tier call that keeps failing this many polls in a row counts as a lost job.
 _MAX_POLL_ERRORS = 5
 
+# The balanced head's share of the expected work on a tier without a task feed.
+BALANCED_HEAD = 0.8
 # Guided self-scheduling's divisor, from the start or after a balanced head (whose short tail
 # needs few restarts); chosen by replaying the benchmark's tasks (benchmarks/README.md).
 DEFAULT_CHUNK_FACTOR = 2.0
@@ -366,7 +379,7 @@ class EvaluationEngine:
         pending = [t for t in ledger.pending(self._task_ids) if t not in held]
         expected = self._expected_durations(pending)
         queue = self._queue_order(pending, expected)
-        factor = self.config.chunk_factor_for()
+        factor = self.config.chunk_factor_for(self._feeds)
         # Hook (rightsizing.py): a pool of tiers of different sizes keeps a queue per size.
         sized = self.config.scheduling == "dynamic" and tier_pool.sized_scheduler(
             self.tier, queue, self._workers, factor, self.config.max_chunk
@@ -378,7 +391,7 @@ class EvaluationEngine:
             factor=factor,
             max_chunk=self.config.max_chunk,
             expected=expected,
-            head=self.config.balanced_head,
+            head=self.config.head_for(self._feeds),
         )
 
     def _supervise(self, ledger: Ledger, started_at: float) -> None:

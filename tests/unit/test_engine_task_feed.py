@@ -188,3 +188,28 @@ def test_the_tail_goes_by_asking_until_there_are_results_then_to_who_frees_first
     assert sorted(tier.awaited) == [("h-2", 1), ("h-3", 1)]
     assert [t for t, handle in tier.ran_on.items() if handle == "h-1"] == ["c1", "n5"]
     assert elapsed < BOOT_S + 18.0 + 10.0 + 3.0  # a poll or two after the last result
+
+
+def test_with_a_feed_the_jobs_start_with_shrinking_chunks_not_a_head_balanced_on_estimates(
+    tmp_path,
+):
+    # The domains' estimates cannot tell two vs_code tasks from the others, and those two are
+    # long. The balanced head (vs_code first, dealt round the jobs by the estimates) puts both
+    # in one job, which no later chunk can even out; shrinking chunks handed out as workers
+    # free do. (A tier without a feed keeps the head: there it spares job restarts.)
+    slow = {"v0", "v3"}
+    tasks = [("vs_code", f"v{i}") for i in range(6)] + [("notepad", f"n{i}") for i in range(6)]
+    durations = {
+        **{f"v{i}": 15.0 if f"v{i}" in slow else 1.0 for i in range(6)},
+        **{f"n{i}": 3.0 for i in range(6)},
+    }
+    tier, result, by_default = run_feed(tmp_path / "default", tasks, durations, workers=3)
+    assert sorted(tier.ran_on) == sorted(durations) and result.retries == []
+    assert len({tier.ran_on[t] for t in slow}) == 2  # the two long tasks on two nodes
+    _tier, _result, with_head = run_feed(
+        tmp_path / "head", tasks, durations, workers=3, balanced_head=0.8
+    )
+    assert with_head >= BOOT_S + 30.0  # both long tasks in one job
+    work = sum(durations.values()) / 3
+    assert by_default <= BOOT_S + work + 6.0  # the last chunk's task and a few polls
+    assert EngineConfig().head_for(feeds=False) == 0.8
