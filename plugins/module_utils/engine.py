@@ -225,7 +225,7 @@ class EngineConfig:
             return self.balanced_head
         return 0.0 if feeds else BALANCED_HEAD
 
-    def chunk_factor_for(self, feeds: bool = False) -> float:
+    def chunk_factor_for(self, feeds: bool) -> float:
         if self.chunk_factor is not None:
             return self.chunk_factor
         return TAIL_CHUNK_FACTOR if self.head_for(feeds) > 0 else DEFAULT_CHUNK_FACTOR

@@ -2,10 +2,11 @@
 
 ``StaticSharding`` is WAA's own scheme: N workers, N contiguous shards fixed up front, so the
 slowest shard decides the makespan. ``DynamicChunking`` hands out shrinking chunks as jobs finish
-(guided self-scheduling), so stragglers at the end are spread over idle workers. The default,
-``BalancedStart``, first gives every worker one job holding an equal share of the long tasks'
-expected work, then hands out the short rest as ``DynamicChunking`` does: each job restart costs
-a container start (a Windows VM boot on WAA), so fewer jobs, balanced up front, end sooner.
+(guided self-scheduling), so stragglers at the end are spread over idle workers; the engine's
+default on a tier with a task feed. ``BalancedStart``, its default on a tier without one, first
+gives every worker one job holding an equal share of the long tasks' expected work, then hands
+out the short rest as ``DynamicChunking`` does: each job restart costs a container start (a
+Windows VM boot on WAA), so fewer jobs, balanced up front, end sooner.
 Tasks returned from a failed or cancelled job go to the front of the queue in every strategy.
 """
 
